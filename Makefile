@@ -1,0 +1,81 @@
+# streamkpi: Kafka streams to music KPIs inside PostgreSQL 15.
+#
+# Front door:
+#   make demo    install what is missing, start a private PostgreSQL and Kafka,
+#                run the pipeline, show the KPIs
+#   make test    install what is missing, build, install, run every test tier
+#
+# The usual PGXS targets (all, install, clean) work as for any extension.
+
+EXTENSION = streamkpi
+MODULE_big = streamkpi
+
+OBJS = \
+	src/streamkpi.o \
+	src/guc.o \
+	src/shmem.o \
+	src/pipeline_launcher.o \
+	src/kafka_client.o
+
+# The install script is assembled from one fragment per subsystem, in
+# file-name order, so that subsystems never edit each other's SQL.
+SQL_PARTS = $(sort $(wildcard src/sql/0.1/*.sql))
+DATA_built = src/sql/streamkpi--0.1.sql
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare
+SHLIB_LINK = -lrdkafka
+EXTRA_CLEAN = test/kafka/mockbroker
+
+# pg_regress and TAP runs are driven by test/run, which gives them a private
+# instance and, when started as root, an unprivileged account to run it.
+NO_INSTALLCHECK = 1
+
+# Prefer PostgreSQL 15's pg_config even when other versions are installed.
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: test deps installcheck tapcheck bench demo demo-stop
+
+ifneq ($(PGXS),)
+include $(PGXS)
+
+src/sql/streamkpi--0.1.sql: $(SQL_PARTS)
+	cat $^ > $@
+
+installcheck:
+	test/run regress
+
+tapcheck:
+	test/run tap
+
+test/kafka/mockbroker: test/kafka/mockbroker.c
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror -o $@ $< -lrdkafka
+endif
+
+# Everything below must work before PostgreSQL's development files exist:
+# each target installs what is missing, then re-enters make.
+deps:
+	test/install-deps
+
+test: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	test/run all
+
+bench: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	test/run bench
+
+demo: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	$(MAKE) test/kafka/mockbroker
+	test/demo/demo start
+
+demo-stop:
+	test/demo/demo stop

@@ -1,0 +1,46 @@
+/*-------------------------------------------------------------------------
+ *
+ * streamkpi.h
+ *	  Declarations shared by every streamkpi subsystem: the per-subsystem
+ *	  init functions called from _PG_init, settings, and shared state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAMKPI_H
+#define STREAMKPI_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+
+#define STREAMKPI_VERSION "0.1"
+
+/* in streamkpi.c */
+extern bool streamkpi_preloaded;
+extern void streamkpi_require_preload(const char *feature);
+
+/* in guc.c */
+extern int	streamkpi_kafka_timeout_ms;
+extern void StreamkpiGucInit(void);
+
+/* in shmem.c */
+typedef enum StreamkpiWorkerKind
+{
+	STREAMKPI_WORKER_LAUNCHER = 0
+} StreamkpiWorkerKind;
+
+typedef struct StreamkpiSharedState
+{
+	LWLock	   *lock;			/* protects everything below */
+	pid_t		launcher_pid;	/* 0 while no launcher runs */
+	TimestampTz launcher_started_at;
+} StreamkpiSharedState;
+
+extern StreamkpiSharedState *streamkpi_shared;
+extern void StreamkpiShmemInit(void);
+
+/* in pipeline_launcher.c */
+extern void StreamkpiLauncherInit(void);
+
+#endif							/* STREAMKPI_H */
