@@ -40,7 +40,8 @@ StreamkpiLauncherInit(void)
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = LAUNCHER_RESTART_S;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "streamkpi");
@@ -76,6 +77,14 @@ StreamkpiLauncherMain(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Connected to no particular database, like PostgreSQL's logical
+	 * replication launcher: it stays up even before the database holding
+	 * the pipelines exists, and it shows in pg_stat_activity.
+	 */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("streamkpi launcher");
 
 	launcher_attach();
 	ereport(LOG, (errmsg("streamkpi launcher started")));

@@ -1,0 +1,139 @@
+# A real Apache Kafka broker for TAP tests, driven through test/kafka/broker,
+# with kcat for producing and reading messages.
+#
+#   my $kafka = StreamKPI::Kafka->start('main');
+#   $kafka->create_topic('listens', 4);
+#   $kafka->produce('listens', [ '{"a":1}', '{"a":2}' ], partition => 0);
+#   my @msgs = $kafka->consume('listens');   # hashes: partition offset key payload ts
+#   $kafka->stop;  $kafka->restart;
+#
+# Each broker lives in its own directory under the test's tmp_check and is
+# stopped when the test ends.
+package StreamKPI::Kafka;
+
+use strict;
+use warnings;
+
+use Carp;
+use File::Basename qw(dirname);
+use File::Spec;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More ();
+
+my $broker_script = File::Spec->rel2abs(
+	File::Spec->catfile(dirname(__FILE__), '..', '..', 'kafka', 'broker'));
+
+my @started;
+
+sub _run_script
+{
+	my ($self, @args) = @_;
+	my ($out, $err);
+	local $ENV{KAFKA_DIR} = $self->{dir};
+	my $ok = IPC::Run::run([ $broker_script, @args ], '>', \$out, '2>', \$err);
+	croak "broker @args failed: $err" unless $ok;
+	chomp $out;
+	return $out;
+}
+
+# Start a broker named $name (a directory of the test's own); returns the object.
+sub start
+{
+	my ($class, $name) = @_;
+	$name //= 'kafka';
+	my $self = bless {
+		name => $name,
+		dir => "$PostgreSQL::Test::Utils::tmp_check/kafka_$name",
+	}, $class;
+	$self->{bootstrap} = $self->_run_script('start');
+	Test::More::note "Kafka broker '$name' at $self->{bootstrap}";
+	push @started, $self;
+	return $self;
+}
+
+sub bootstrap { return $_[0]->{bootstrap}; }
+
+sub stop
+{
+	my ($self) = @_;
+	$self->_run_script('stop');
+	return;
+}
+
+# Start again on the same port with the same data.
+sub restart
+{
+	my ($self) = @_;
+	$self->{bootstrap} = $self->_run_script('start');
+	return;
+}
+
+sub is_running
+{
+	my ($self) = @_;
+	local $ENV{KAFKA_DIR} = $self->{dir};
+	return IPC::Run::run([ $broker_script, 'status' ], '>', \my $out, '2>', \my $err);
+}
+
+sub create_topic
+{
+	my ($self, $topic, $partitions, %config) = @_;
+	$self->_run_script('create-topic', $topic, $partitions,
+		map { "$_=$config{$_}" } sort keys %config);
+	return;
+}
+
+# Produce one message per element of @$lines (no newlines inside).
+# Options: partition => N, key_delimiter => "\t" (each line is key<delim>value).
+sub produce
+{
+	my ($self, $topic, $lines, %opt) = @_;
+	my @cmd = ('kcat', '-b', $self->{bootstrap}, '-t', $topic, '-P',
+		'-X', 'acks=all', '-X', 'linger.ms=5');
+	push @cmd, '-p', $opt{partition} if defined $opt{partition};
+	push @cmd, '-K', $opt{key_delimiter} if defined $opt{key_delimiter};
+	my $in = join('', map { "$_\n" } @$lines);
+	my ($out, $err);
+	IPC::Run::run(\@cmd, '<', \$in, '>', \$out, '2>', \$err)
+	  or croak "kcat could not produce to $topic: $err";
+	croak "kcat reported errors producing to $topic: $err" if $err =~ /error/i;
+	return scalar @$lines;
+}
+
+# Read a topic from the beginning to its end; returns hashes sorted by
+# partition and offset.
+sub consume
+{
+	my ($self, $topic) = @_;
+	my @cmd = ('kcat', '-b', $self->{bootstrap}, '-t', $topic, '-C', '-e',
+		'-q', '-J', '-o', 'beginning');
+	my ($out, $err);
+	IPC::Run::run(\@cmd, '>', \$out, '2>', \$err)
+	  or croak "kcat could not consume $topic: $err";
+	my $json = JSON::PP->new;
+	my @msgs = map {
+		my $m = $json->decode($_);
+		{
+			partition => $m->{partition},
+			offset => $m->{offset},
+			key => $m->{key},
+			payload => $m->{payload},
+			ts => $m->{ts},
+		}
+	} grep { /\S/ } split /\n/, $out;
+	return sort { $a->{partition} <=> $b->{partition} || $a->{offset} <=> $b->{offset} } @msgs;
+}
+
+END
+{
+	my $rc = $?;
+	for my $broker (@started)
+	{
+		eval { $broker->stop };
+	}
+	$? = $rc;
+}
+
+1;
