@@ -119,3 +119,38 @@ CREATE FUNCTION streamkpi.hll_estimate(hll)
 
 COMMENT ON FUNCTION streamkpi.hll_estimate(hll) IS
 	'cardinality of an hll with Ertl''s improved estimator (no bias where hll_cardinality switches estimators)';
+
+------------------------------------------------------------------------------
+-- Event-time windows
+------------------------------------------------------------------------------
+
+CREATE FUNCTION streamkpi.tumble(ts timestamptz, size interval)
+	RETURNS timestamptz AS 'MODULE_PATHNAME', 'streamkpi_tumble'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi.tumble(ts timestamptz, size interval, origin timestamptz)
+	RETURNS timestamptz AS 'MODULE_PATHNAME', 'streamkpi_tumble'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION streamkpi.tumble(timestamptz, interval) IS
+	'start of the tumbling window of the given size that holds ts (origin 2000-01-03 00:00 UTC, a Monday)';
+COMMENT ON FUNCTION streamkpi.tumble(timestamptz, interval, timestamptz) IS
+	'start of the tumbling window of the given size and origin that holds ts';
+
+CREATE FUNCTION streamkpi.hop(ts timestamptz, size interval, slide interval)
+	RETURNS SETOF timestamptz AS 'MODULE_PATHNAME', 'streamkpi_hop'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 4;
+CREATE FUNCTION streamkpi.hop(ts timestamptz, size interval, slide interval, origin timestamptz)
+	RETURNS SETOF timestamptz AS 'MODULE_PATHNAME', 'streamkpi_hop'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 4;
+
+COMMENT ON FUNCTION streamkpi.hop(timestamptz, interval, interval) IS
+	'starts of every hopping window (size, slide) that holds ts, oldest first';
+COMMENT ON FUNCTION streamkpi.hop(timestamptz, interval, interval, timestamptz) IS
+	'starts of every hopping window (size, slide, origin) that holds ts, oldest first';
+
+CREATE FUNCTION streamkpi.day_bucket(ts timestamptz, tz text)
+	RETURNS date AS 'MODULE_PATHNAME', 'streamkpi_day_bucket'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION streamkpi.day_bucket(timestamptz, text) IS
+	'calendar date of ts on a wall clock in time zone tz (DST-correct)';
