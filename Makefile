@@ -15,7 +15,9 @@ OBJS = \
 	src/guc.o \
 	src/shmem.o \
 	src/pipeline_launcher.o \
-	src/kafka_client.o
+	src/kafka_client.o \
+	src/sketch_hll.o \
+	src/window.o
 
 # The install script is assembled from one fragment per subsystem, in
 # file-name order, so that subsystems never edit each other's SQL.
