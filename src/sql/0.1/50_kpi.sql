@@ -1,0 +1,553 @@
+-- streamkpi 0.1: KPI tables (DESIGN §5), their sketch side tables, rollups
+-- and streamkpi.refresh_kpis().
+--
+-- Definitions (the README repeats them):
+--   day               local calendar day of listened_at in streamkpi.kpi_timezone
+--                     (default UTC), DST-correct: a DST day has 23 or 25 hours.
+--   listen            an event with action 'play'.
+--   listen ms         ms_played, or the track's duration_ms when the event has
+--                     none; 0 when neither is known (unknown track).
+--   genre             tracks.genre; 'unknown' for tracks missing from
+--                     streamkpi.tracks and for NULL or empty genres.
+--   listen_count      listens.
+--   unique_listeners  HLL estimate (log2m 14, postgresql-hll) of distinct
+--                     user_ids that listened; exact while hll's explicit
+--                     representation holds them (about 1,280 users).
+--   total_listen_ms   sum of listen ms over listens.
+--   avg_listen_ms_per_user  total_listen_ms / unique_listeners, 3 decimals.
+--   top tracks        per day and genre, rank 1..3 by listens desc, track_id asc.
+--   top genres        per day, rank 1..5 by listen_count desc, genre asc.
+--   windows           tumbling in event time, aligned on 2000-01-01 00:00 UTC,
+--                     window_end = window_start + window_size; one set per
+--                     row of streamkpi.trending_windows.
+--   trending          per window and region (NULL region: 'unknown'), rank
+--                     1..top_n (default 3) over tracks with at least one play,
+--                     by plays desc, track_id asc; skips and likes of the same
+--                     track, window and region beside.
+--   track_windows     per window and track with at least one play:
+--                     total_listens = plays, unique_users = HLL estimate of
+--                     users who played it, avg_listen_ms = listen ms / plays.
+--   daily_engagement  per day, dimension and value, over all events:
+--                     streams = plays, skips, likes, unique_users = HLL
+--                     estimate of users with any event, skip_rate =
+--                     skips/(plays+skips), like_rate = likes/plays (can exceed
+--                     1), completion_rate = plays whose listen ms >= 90% of the
+--                     track's duration_ms / plays (a play of a track without a
+--                     known duration does not count as completed; a play with
+--                     NULL ms_played of a known track does), avg_listen_ms =
+--                     listen ms / plays.
+--                     Dimensions and values: genre; subscription, country
+--                     (users, 'unknown' when the user or value is missing);
+--                     age_group '<18','18-24','25-34','35-44','45-54','55+' or
+--                     'unknown'; hour '00'..'23' (local hour: the repeated hour
+--                     of a DST fall-back day is one value); device, region
+--                     ('unknown' when NULL).
+--   division by zero  a rate or average whose denominator is 0 is NULL, never
+--                     0 and never an error.  Rates have 6 decimals, averages 3.
+--
+-- How it is computed.  Every KPI is derived from additive "state" side tables
+-- (counts, sums, hll sketches) keyed by day or window:
+--   raw events --(aggregate)--> state tables --(derive)--> KPI tables
+-- refresh_kpis() rebuilds the state of a day range from raw events and then
+-- derives; the incremental KPI worker adds the aggregate of new events into
+-- the same state (counts add, hll unions) and calls the same derive
+-- functions, which is why both paths give identical rows.  Weeks and months
+-- roll up from the state by hll union, never by rescanning raw events.
+--
+-- The day of a state row is the local day in the time zone in force when it
+-- was computed: after changing streamkpi.kpi_timezone, refresh everything.
+
+-- The KPI time zone.  The GUC is defined in C; until a backend has loaded the
+-- library it may be a placeholder or absent, hence missing_ok and the default.
+CREATE FUNCTION streamkpi.kpi_timezone()
+	RETURNS text
+	LANGUAGE sql STABLE PARALLEL SAFE
+	AS $$ SELECT COALESCE(NULLIF(
+			  pg_catalog.current_setting('streamkpi.kpi_timezone', true), ''), 'UTC') $$;
+
+COMMENT ON FUNCTION streamkpi.kpi_timezone() IS
+	'time zone of KPI days: setting streamkpi.kpi_timezone, default UTC';
+
+-- Events enriched with everything a KPI needs.  Filter on listened_at so
+-- that partitions are pruned.  Not granted to streamkpi_reader.
+CREATE VIEW streamkpi.kpi_events AS
+SELECT l.event_id,
+	   l.listened_at,
+	   l.ingest_xid,
+	   (l.listened_at AT TIME ZONE streamkpi.kpi_timezone())::date AS day,
+	   pg_catalog.to_char(l.listened_at AT TIME ZONE streamkpi.kpi_timezone(), 'HH24') AS hour,
+	   l.user_id,
+	   l.track_id,
+	   l.action,
+	   COALESCE(l.region, 'unknown') AS region,
+	   COALESCE(l.device, 'unknown') AS device,
+	   COALESCE(NULLIF(t.genre, ''), 'unknown') AS genre,
+	   COALESCE(l.ms_played, t.duration_ms, 0)::bigint AS listen_ms,
+	   (t.duration_ms > 0 AND
+		COALESCE(l.ms_played, t.duration_ms)::bigint * 10
+			>= t.duration_ms::bigint * 9) IS TRUE AS completed,
+	   COALESCE(u.subscription, 'unknown') AS subscription,
+	   COALESCE(u.country, 'unknown') AS country,
+	   CASE WHEN u.age IS NULL THEN 'unknown'
+			WHEN u.age < 18 THEN '<18'
+			WHEN u.age < 25 THEN '18-24'
+			WHEN u.age < 35 THEN '25-34'
+			WHEN u.age < 45 THEN '35-44'
+			WHEN u.age < 55 THEN '45-54'
+			ELSE '55+' END AS age_group
+  FROM streamkpi.listens l
+  LEFT JOIN streamkpi.tracks t ON t.track_id = l.track_id
+  LEFT JOIN streamkpi.users u ON u.user_id = l.user_id;
+
+COMMENT ON VIEW streamkpi.kpi_events IS
+	'listen events with local day, genre, listen ms and user attributes, as KPIs see them';
+
+-- Window sizes for trending and track_windows.
+CREATE TABLE streamkpi.trending_windows (
+	window_size	interval PRIMARY KEY,
+	top_n		int NOT NULL DEFAULT 3,
+	-- date_bin() cannot bin by months; a day is the longest useful window.
+	CONSTRAINT trending_windows_size_check
+		CHECK (window_size >= interval '1 second' AND window_size <= interval '1 day'
+			   AND pg_catalog.date_part('month', window_size) = 0
+			   AND pg_catalog.date_part('year', window_size) = 0),
+	CONSTRAINT trending_windows_top_n_check CHECK (top_n BETWEEN 1 AND 100)
+);
+
+INSERT INTO streamkpi.trending_windows (window_size) VALUES
+	(interval '1 minute'), (interval '5 minutes'), (interval '10 minutes');
+
+COMMENT ON TABLE streamkpi.trending_windows IS
+	'tumbling window sizes of streamkpi.trending and streamkpi.track_windows';
+
+---------------------------------------------------------------------------
+-- State (side) tables.  Additive, so that the KPI worker can merge new events
+-- in and weeks/months can be rolled up.
+
+-- Listens per day, genre and track: exact top-N source that rolls up by sum.
+-- When streamkpi.topn exists, a (day, genre, tracks topn) sketch can replace
+-- it for long-range top-N; the exact counts are kept meanwhile.
+CREATE TABLE streamkpi.daily_genre_track_counts (
+	day			date NOT NULL,
+	genre		text NOT NULL,
+	track_id	text NOT NULL,
+	listens		bigint NOT NULL,
+	listen_ms	bigint NOT NULL,
+	PRIMARY KEY (day, genre, track_id)
+);
+
+-- Distinct listeners per day and genre (hll of user_id, log2m 14).
+CREATE TABLE streamkpi.daily_genre_users (
+	day			date NOT NULL,
+	genre		text NOT NULL,
+	users		hll NOT NULL,
+	PRIMARY KEY (day, genre)
+);
+
+-- Engagement counters and distinct engaged users per day, dimension, value.
+-- Its ('region', value) rows are the per-day-and-region user sketches.
+CREATE TABLE streamkpi.daily_engagement_state (
+	day			date NOT NULL,
+	dimension	text NOT NULL,
+	value		text NOT NULL,
+	plays		bigint NOT NULL,
+	skips		bigint NOT NULL,
+	likes		bigint NOT NULL,
+	completed_plays bigint NOT NULL,
+	listen_ms	bigint NOT NULL,
+	users		hll NOT NULL,
+	PRIMARY KEY (day, dimension, value)
+);
+
+-- Per window, region and track; users (players only) is NULL when the track
+-- had no play in that window and region.
+CREATE TABLE streamkpi.window_track_state (
+	window_size	interval NOT NULL,
+	window_start timestamptz NOT NULL,
+	region		text NOT NULL,
+	track_id	text NOT NULL,
+	plays		bigint NOT NULL,
+	skips		bigint NOT NULL,
+	likes		bigint NOT NULL,
+	listen_ms	bigint NOT NULL,
+	users		hll,
+	PRIMARY KEY (window_size, window_start, region, track_id)
+);
+-- Retention and range refreshes delete by window_start across sizes.
+CREATE INDEX window_track_state_start_idx ON streamkpi.window_track_state (window_start);
+
+---------------------------------------------------------------------------
+-- KPI tables: plain SQL types, what Superset reads.
+
+CREATE TABLE streamkpi.daily_genre_kpis (
+	day			date NOT NULL,
+	genre		text NOT NULL,
+	listen_count bigint NOT NULL,
+	unique_listeners bigint NOT NULL,
+	total_listen_ms bigint NOT NULL,
+	avg_listen_ms_per_user numeric,
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (day, genre)
+);
+-- Charts of one genre over time.
+CREATE INDEX daily_genre_kpis_genre_day_idx ON streamkpi.daily_genre_kpis (genre, day);
+
+CREATE TABLE streamkpi.daily_genre_top_tracks (
+	day			date NOT NULL,
+	genre		text NOT NULL,
+	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 3),
+	track_id	text NOT NULL,
+	track_name	text,
+	listen_count bigint NOT NULL,
+	PRIMARY KEY (day, genre, rank)
+);
+
+CREATE TABLE streamkpi.daily_top_genres (
+	day			date NOT NULL,
+	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 5),
+	genre		text NOT NULL,
+	listen_count bigint NOT NULL,
+	PRIMARY KEY (day, rank)
+);
+
+CREATE TABLE streamkpi.trending (
+	window_size	interval NOT NULL,
+	window_start timestamptz NOT NULL,
+	region		text NOT NULL,
+	rank		int NOT NULL CHECK (rank >= 1),
+	window_end	timestamptz NOT NULL,
+	track_id	text NOT NULL,
+	plays		bigint NOT NULL,
+	skips		bigint NOT NULL,
+	likes		bigint NOT NULL,
+	PRIMARY KEY (window_size, window_start, region, rank)
+);
+-- "Latest windows of a region" and range deletes across sizes.
+CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_size, window_start);
+CREATE INDEX trending_start_idx ON streamkpi.trending (window_start);
+
+CREATE TABLE streamkpi.track_windows (
+	window_size	interval NOT NULL,
+	window_start timestamptz NOT NULL,
+	track_id	text NOT NULL,
+	window_end	timestamptz NOT NULL,
+	total_listens bigint NOT NULL,
+	unique_users bigint NOT NULL,
+	avg_listen_ms numeric,
+	PRIMARY KEY (window_size, window_start, track_id)
+);
+-- History of one track.
+CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id, window_size, window_start);
+CREATE INDEX track_windows_start_idx ON streamkpi.track_windows (window_start);
+
+CREATE TABLE streamkpi.daily_engagement (
+	day			date NOT NULL,
+	dimension	text NOT NULL CHECK (dimension IN ('genre', 'subscription', 'age_group',
+								'hour', 'country', 'device', 'region')),
+	value		text NOT NULL,
+	streams		bigint NOT NULL,
+	skips		bigint NOT NULL,
+	likes		bigint NOT NULL,
+	unique_users bigint NOT NULL,
+	skip_rate	numeric,
+	like_rate	numeric,
+	completion_rate numeric,
+	avg_listen_ms numeric,
+	PRIMARY KEY (day, dimension, value)
+);
+-- One dimension over time (the usual chart filter).
+CREATE INDEX daily_engagement_dimension_idx ON streamkpi.daily_engagement (dimension, day);
+
+---------------------------------------------------------------------------
+-- Rollups from day sketches (never from raw events).
+
+CREATE VIEW streamkpi.weekly_genre_listeners AS
+SELECT pg_catalog.date_trunc('week', day)::date AS week,	-- ISO week, Monday
+	   genre,
+	   pg_catalog.round(hll_cardinality(hll_union_agg(users)))::bigint AS unique_listeners
+  FROM streamkpi.daily_genre_users
+ GROUP BY 1, 2;
+
+COMMENT ON VIEW streamkpi.weekly_genre_listeners IS
+	'unique listeners per ISO week (starting Monday) and genre, from the union of day sketches';
+
+CREATE VIEW streamkpi.monthly_genre_listeners AS
+SELECT pg_catalog.date_trunc('month', day)::date AS month,
+	   genre,
+	   pg_catalog.round(hll_cardinality(hll_union_agg(users)))::bigint AS unique_listeners
+  FROM streamkpi.daily_genre_users
+ GROUP BY 1, 2;
+
+COMMENT ON VIEW streamkpi.monthly_genre_listeners IS
+	'unique listeners per calendar month and genre, from the union of day sketches';
+
+---------------------------------------------------------------------------
+-- Derivation: KPI tables from state.  Shared by refresh_kpis() and the KPI
+-- worker.  The caller holds the KPI lock (see refresh_kpis).
+
+CREATE FUNCTION streamkpi.derive_daily_kpis(p_from date, p_to date)
+	RETURNS void
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+	AS $fn$
+BEGIN
+	DELETE FROM streamkpi.daily_genre_kpis WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_genre_top_tracks WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_top_genres WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
+
+	INSERT INTO streamkpi.daily_genre_kpis
+		(day, genre, listen_count, unique_listeners, total_listen_ms,
+		 avg_listen_ms_per_user, updated_at)
+	SELECT c.day, c.genre, c.listens, u.n, c.ms,
+		   round(c.ms::numeric / nullif(u.n, 0), 3), now()
+	  FROM (SELECT day, genre, sum(listens)::bigint AS listens,
+				   sum(listen_ms)::bigint AS ms
+			  FROM streamkpi.daily_genre_track_counts
+			 WHERE day BETWEEN p_from AND p_to
+			 GROUP BY day, genre) c
+	  JOIN (SELECT day, genre, round(hll_cardinality(users))::bigint AS n
+			  FROM streamkpi.daily_genre_users
+			 WHERE day BETWEEN p_from AND p_to) u
+		ON u.day = c.day AND u.genre = c.genre;
+
+	INSERT INTO streamkpi.daily_genre_top_tracks
+		(day, genre, rank, track_id, track_name, listen_count)
+	SELECT r.day, r.genre, r.rank, r.track_id, t.track_name, r.listens
+	  FROM (SELECT day, genre, track_id, listens,
+				   row_number() OVER (PARTITION BY day, genre
+									  ORDER BY listens DESC, track_id) AS rank
+			  FROM streamkpi.daily_genre_track_counts
+			 WHERE day BETWEEN p_from AND p_to) r
+	  LEFT JOIN streamkpi.tracks t ON t.track_id = r.track_id
+	 WHERE r.rank <= 3;
+
+	INSERT INTO streamkpi.daily_top_genres (day, rank, genre, listen_count)
+	SELECT day, rank, genre, listen_count
+	  FROM (SELECT day, genre, listen_count,
+				   row_number() OVER (PARTITION BY day
+									  ORDER BY listen_count DESC, genre) AS rank
+			  FROM streamkpi.daily_genre_kpis
+			 WHERE day BETWEEN p_from AND p_to) r
+	 WHERE rank <= 5;
+
+	INSERT INTO streamkpi.daily_engagement
+		(day, dimension, value, streams, skips, likes, unique_users,
+		 skip_rate, like_rate, completion_rate, avg_listen_ms)
+	SELECT day, dimension, value, plays, skips, likes,
+		   round(hll_cardinality(users))::bigint,
+		   round(skips::numeric / nullif(plays + skips, 0), 6),
+		   round(likes::numeric / nullif(plays, 0), 6),
+		   round(completed_plays::numeric / nullif(plays, 0), 6),
+		   round(listen_ms::numeric / nullif(plays, 0), 3)
+	  FROM streamkpi.daily_engagement_state
+	 WHERE day BETWEEN p_from AND p_to;
+END
+$fn$;
+
+-- Windows whose window_start lies in [p_lo, p_hi).
+CREATE FUNCTION streamkpi.derive_window_kpis(p_lo timestamptz, p_hi timestamptz)
+	RETURNS void
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+	AS $fn$
+BEGIN
+	DELETE FROM streamkpi.trending WHERE window_start >= p_lo AND window_start < p_hi;
+	DELETE FROM streamkpi.track_windows WHERE window_start >= p_lo AND window_start < p_hi;
+
+	INSERT INTO streamkpi.trending
+		(window_size, window_start, region, rank, window_end, track_id,
+		 plays, skips, likes)
+	SELECT r.window_size, r.window_start, r.region, r.rank,
+		   r.window_start + r.window_size, r.track_id, r.plays, r.skips, r.likes
+	  FROM (SELECT s.*,
+				   row_number() OVER (PARTITION BY s.window_size, s.window_start, s.region
+									  ORDER BY s.plays DESC, s.track_id) AS rank
+			  FROM streamkpi.window_track_state s
+			 WHERE s.window_start >= p_lo AND s.window_start < p_hi
+			   AND s.plays > 0) r
+	  LEFT JOIN streamkpi.trending_windows w ON w.window_size = r.window_size
+	 WHERE r.rank <= coalesce(w.top_n, 3);
+
+	INSERT INTO streamkpi.track_windows
+		(window_size, window_start, track_id, window_end, total_listens,
+		 unique_users, avg_listen_ms)
+	SELECT window_size, window_start, track_id, window_start + window_size,
+		   sum(plays)::bigint,
+		   round(hll_cardinality(hll_union_agg(users)))::bigint,
+		   round(sum(listen_ms)::numeric / nullif(sum(plays), 0), 3)
+	  FROM streamkpi.window_track_state
+	 WHERE window_start >= p_lo AND window_start < p_hi
+	 GROUP BY window_size, window_start, track_id
+	HAVING sum(plays) > 0;
+END
+$fn$;
+
+---------------------------------------------------------------------------
+-- refresh_kpis: recompute a day range from raw events.
+
+-- Serialises everything that writes KPI state: refresh_kpis() and the KPI
+-- worker take pg_advisory_xact_lock(streamkpi.kpi_lock_key()).
+CREATE FUNCTION streamkpi.kpi_lock_key()
+	RETURNS bigint
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	AS $$ SELECT 7366253427895104001::bigint $$;	-- arbitrary, fixed
+
+CREATE FUNCTION streamkpi.refresh_kpis(p_from date, p_to date)
+	RETURNS void
+	LANGUAGE plpgsql
+	SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS $fn$
+DECLARE
+	tz		text := streamkpi.kpi_timezone();
+	lo		timestamptz;
+	hi		timestamptz;
+	max_window interval;
+BEGIN
+	IF p_from IS NULL OR p_to IS NULL THEN
+		RAISE EXCEPTION 'refresh range bounds must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF p_to < p_from THEN
+		RAISE EXCEPTION 'refresh range end % is before its start %', p_to, p_from
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	BEGIN
+		PERFORM now() AT TIME ZONE tz;
+	EXCEPTION WHEN invalid_parameter_value OR feature_not_supported THEN
+		RAISE EXCEPTION 'invalid streamkpi.kpi_timezone "%"', tz
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set it to a time zone name from pg_timezone_names.';
+	END;
+
+	PERFORM pg_advisory_xact_lock(streamkpi.kpi_lock_key());
+
+	-- Local midnights as instants: 23- and 25-hour days come out right.
+	lo := p_from::timestamp AT TIME ZONE tz;
+	hi := (p_to + 1)::timestamp AT TIME ZONE tz;
+
+	-- Day state.  The view's day column uses the same time zone as lo/hi.
+	DELETE FROM streamkpi.daily_genre_track_counts WHERE day BETWEEN p_from AND p_to;
+	INSERT INTO streamkpi.daily_genre_track_counts (day, genre, track_id, listens, listen_ms)
+	SELECT day, genre, track_id, count(*), sum(listen_ms)
+	  FROM streamkpi.kpi_events
+	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
+	 GROUP BY day, genre, track_id;
+
+	-- Sketch: switch to streamkpi.hll_agg(user_id) (byte-identical) here and
+	-- in the two statements below once it exists.
+	DELETE FROM streamkpi.daily_genre_users WHERE day BETWEEN p_from AND p_to;
+	INSERT INTO streamkpi.daily_genre_users (day, genre, users)
+	SELECT day, genre, hll_add_agg(hll_hash_text(user_id), 14)
+	  FROM streamkpi.kpi_events
+	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
+	 GROUP BY day, genre;
+
+	DELETE FROM streamkpi.daily_engagement_state WHERE day BETWEEN p_from AND p_to;
+	INSERT INTO streamkpi.daily_engagement_state
+		(day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)
+	SELECT e.day, d.dimension, d.value,
+		   count(*) FILTER (WHERE e.action = 'play'),
+		   count(*) FILTER (WHERE e.action = 'skip'),
+		   count(*) FILTER (WHERE e.action = 'like'),
+		   count(*) FILTER (WHERE e.action = 'play' AND e.completed),
+		   coalesce(sum(e.listen_ms) FILTER (WHERE e.action = 'play'), 0),
+		   hll_add_agg(hll_hash_text(e.user_id), 14)
+	  FROM streamkpi.kpi_events e
+	 CROSS JOIN LATERAL (VALUES ('genre', e.genre),
+								('subscription', e.subscription),
+								('age_group', e.age_group),
+								('hour', e.hour),
+								('country', e.country),
+								('device', e.device),
+								('region', e.region)) AS d(dimension, value)
+	 WHERE e.listened_at >= lo AND e.listened_at < hi
+	 GROUP BY e.day, d.dimension, d.value;
+
+	-- Window state: windows starting in [lo, hi), including events up to the
+	-- end of the last window, which may lie after hi.
+	SELECT max(window_size) INTO max_window FROM streamkpi.trending_windows;
+	DELETE FROM streamkpi.window_track_state
+	 WHERE window_start >= lo AND window_start < hi;
+	INSERT INTO streamkpi.window_track_state
+		(window_size, window_start, region, track_id, plays, skips, likes,
+		 listen_ms, users)
+	SELECT window_size, window_start, region, track_id,
+		   count(*) FILTER (WHERE action = 'play'),
+		   count(*) FILTER (WHERE action = 'skip'),
+		   count(*) FILTER (WHERE action = 'like'),
+		   coalesce(sum(listen_ms) FILTER (WHERE action = 'play'), 0),
+		   hll_add_agg(hll_hash_text(user_id), 14) FILTER (WHERE action = 'play')
+	  FROM (SELECT w.window_size,
+				   date_bin(w.window_size, e.listened_at,
+							timestamptz '2000-01-01 00:00:00+00') AS window_start,
+				   e.region, e.track_id, e.action, e.listen_ms, e.user_id
+			  FROM streamkpi.kpi_events e
+			 CROSS JOIN streamkpi.trending_windows w
+			 WHERE e.listened_at >= lo
+			   AND e.listened_at < hi + coalesce(max_window, interval '0')) b
+	 WHERE window_start >= lo AND window_start < hi
+	 GROUP BY window_size, window_start, region, track_id;
+
+	PERFORM streamkpi.derive_daily_kpis(p_from, p_to);
+	PERFORM streamkpi.derive_window_kpis(lo, hi);
+END
+$fn$;
+
+COMMENT ON FUNCTION streamkpi.refresh_kpis(date, date) IS
+	'recompute every KPI table for local days p_from..p_to (and windows starting in them) from raw events';
+
+-- hll lives wherever CREATE EXTENSION put it (CASCADE: schema streamkpi, but
+-- it may have been installed before, elsewhere).  Functions that call hll
+-- get that schema on their search_path; views resolved it at creation.
+DO $hll$
+DECLARE
+	hll_schema text;
+	f		text;
+BEGIN
+	SELECT n.nspname INTO STRICT hll_schema
+	  FROM pg_catalog.pg_extension e
+	  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+	 WHERE e.extname = 'hll';
+	FOREACH f IN ARRAY ARRAY['streamkpi.derive_daily_kpis(date, date)',
+							 'streamkpi.derive_window_kpis(timestamptz, timestamptz)',
+							 'streamkpi.refresh_kpis(date, date)']
+	LOOP
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
+								  f, hll_schema);
+	END LOOP;
+END
+$hll$;
+
+REVOKE ALL ON FUNCTION streamkpi.derive_daily_kpis(date, date) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi.derive_window_kpis(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi.refresh_kpis(date, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
+
+-- Superset's login reads KPIs and rollups, nothing else (DESIGN §6).
+GRANT SELECT ON streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
+	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
+	streamkpi.daily_engagement, streamkpi.weekly_genre_listeners,
+	streamkpi.monthly_genre_listeners TO streamkpi_reader;
+GRANT SELECT ON streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
+	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
+	streamkpi.daily_engagement, streamkpi.weekly_genre_listeners,
+	streamkpi.monthly_genre_listeners, streamkpi.trending_windows
+	TO streamkpi_admin;
+GRANT INSERT, UPDATE, DELETE ON streamkpi.trending_windows TO streamkpi_admin;
+
+-- pg_dump keeps KPIs and their state.  trending_windows: only rows other than
+-- the defaults this script inserts (a deleted default comes back on restore).
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_track_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_users', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement_state', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.window_track_state', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_kpis', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_top_tracks', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_top_genres', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.track_windows', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending_windows',
+	$$WHERE window_size NOT IN (interval '1 minute', interval '5 minutes', interval '10 minutes')$$);
