@@ -17,6 +17,7 @@ OBJS = \
 	src/pipeline_launcher.o \
 	src/kafka_client.o \
 	src/sketch_hll.o \
+	src/sketch_topn.o \
 	src/window.o
 
 # The install script is assembled from one fragment per subsystem, in

@@ -154,3 +154,117 @@ CREATE FUNCTION streamkpi.day_bucket(ts timestamptz, tz text)
 
 COMMENT ON FUNCTION streamkpi.day_bucket(timestamptz, text) IS
 	'calendar date of ts on a wall clock in time zone tz (DST-correct)';
+
+------------------------------------------------------------------------------
+-- topn: mergeable heavy hitters (Space-Saving)
+------------------------------------------------------------------------------
+
+CREATE TYPE streamkpi.topn;
+
+CREATE FUNCTION streamkpi.topn_in(cstring)
+	RETURNS streamkpi.topn AS 'MODULE_PATHNAME', 'streamkpi_topn_in'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_out(streamkpi.topn)
+	RETURNS cstring AS 'MODULE_PATHNAME', 'streamkpi_topn_out'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_recv(internal)
+	RETURNS streamkpi.topn AS 'MODULE_PATHNAME', 'streamkpi_topn_recv'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_send(streamkpi.topn)
+	RETURNS bytea AS 'MODULE_PATHNAME', 'streamkpi_topn_send'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+CREATE TYPE streamkpi.topn (
+	INPUT = streamkpi.topn_in,
+	OUTPUT = streamkpi.topn_out,
+	RECEIVE = streamkpi.topn_recv,
+	SEND = streamkpi.topn_send,
+	INTERNALLENGTH = VARIABLE,
+	ALIGNMENT = int4,
+	STORAGE = extended);
+
+COMMENT ON TYPE streamkpi.topn IS
+	'mergeable heavy-hitters summary (Space-Saving): items with count upper bounds and max errors';
+
+CREATE FUNCTION streamkpi.topn_trans(internal, text, integer)
+	RETURNS internal AS 'MODULE_PATHNAME', 'streamkpi_topn_trans'
+	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_trans(internal, text, integer, bigint)
+	RETURNS internal AS 'MODULE_PATHNAME', 'streamkpi_topn_trans'
+	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_union_trans(internal, streamkpi.topn)
+	RETURNS internal AS 'MODULE_PATHNAME', 'streamkpi_topn_union_trans'
+	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_state_combine(internal, internal)
+	RETURNS internal AS 'MODULE_PATHNAME', 'streamkpi_topn_combine'
+	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_state_serialize(internal)
+	RETURNS bytea AS 'MODULE_PATHNAME', 'streamkpi_topn_serialize'
+	LANGUAGE C STRICT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_state_deserialize(bytea, internal)
+	RETURNS internal AS 'MODULE_PATHNAME', 'streamkpi_topn_deserialize'
+	LANGUAGE C STRICT PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_state_final(internal)
+	RETURNS streamkpi.topn AS 'MODULE_PATHNAME', 'streamkpi_topn_final'
+	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+
+CREATE AGGREGATE streamkpi.topn_agg(item text, capacity integer) (
+	SFUNC = streamkpi.topn_trans,
+	STYPE = internal,
+	FINALFUNC = streamkpi.topn_state_final,
+	COMBINEFUNC = streamkpi.topn_state_combine,
+	SERIALFUNC = streamkpi.topn_state_serialize,
+	DESERIALFUNC = streamkpi.topn_state_deserialize,
+	PARALLEL = SAFE);
+CREATE AGGREGATE streamkpi.topn_agg(item text, capacity integer, weight bigint) (
+	SFUNC = streamkpi.topn_trans,
+	STYPE = internal,
+	FINALFUNC = streamkpi.topn_state_final,
+	COMBINEFUNC = streamkpi.topn_state_combine,
+	SERIALFUNC = streamkpi.topn_state_serialize,
+	DESERIALFUNC = streamkpi.topn_state_deserialize,
+	PARALLEL = SAFE);
+CREATE AGGREGATE streamkpi.topn_union_agg(streamkpi.topn) (
+	SFUNC = streamkpi.topn_union_trans,
+	STYPE = internal,
+	FINALFUNC = streamkpi.topn_state_final,
+	COMBINEFUNC = streamkpi.topn_state_combine,
+	SERIALFUNC = streamkpi.topn_state_serialize,
+	DESERIALFUNC = streamkpi.topn_state_deserialize,
+	PARALLEL = SAFE);
+
+COMMENT ON AGGREGATE streamkpi.topn_agg(text, integer) IS
+	'heavy-hitters summary of the items with the given capacity (exact while distinct items <= capacity)';
+COMMENT ON AGGREGATE streamkpi.topn_agg(text, integer, bigint) IS
+	'heavy-hitters summary of the items, each counted weight times';
+COMMENT ON AGGREGATE streamkpi.topn_union_agg(streamkpi.topn) IS
+	'merge of topn summaries, with the same guarantees as one summary over all their input';
+
+CREATE FUNCTION streamkpi.topn_union(streamkpi.topn, streamkpi.topn)
+	RETURNS streamkpi.topn AS 'MODULE_PATHNAME', 'streamkpi_topn_union'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION streamkpi.topn_union(streamkpi.topn, streamkpi.topn) IS
+	'merge of two topn summaries';
+
+CREATE FUNCTION streamkpi.topn_items(summary streamkpi.topn, n integer,
+	OUT item text, OUT count bigint, OUT max_error bigint, OUT guaranteed boolean)
+	RETURNS SETOF record AS 'MODULE_PATHNAME', 'streamkpi_topn_items'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi.topn_items(summary streamkpi.topn,
+	OUT item text, OUT count bigint, OUT max_error bigint, OUT guaranteed boolean)
+	RETURNS SETOF record AS 'MODULE_PATHNAME', 'streamkpi_topn_items'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION streamkpi.topn_items(streamkpi.topn, integer) IS
+	'the n items with the largest counts: count - max_error <= true count <= count; guaranteed when surely in the top n';
+COMMENT ON FUNCTION streamkpi.topn_items(streamkpi.topn) IS
+	'every item of the summary: count - max_error <= true count <= count';
+
+CREATE FUNCTION streamkpi.topn_info(summary streamkpi.topn,
+	OUT capacity integer, OUT items integer, OUT floor bigint, OUT total bigint)
+	RETURNS record AS 'MODULE_PATHNAME', 'streamkpi_topn_info'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION streamkpi.topn_info(streamkpi.topn) IS
+	'capacity, number of items, floor (bound on any unlisted item''s count) and total weight of a summary';
