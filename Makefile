@@ -16,6 +16,12 @@ OBJS = \
 	src/shmem.o \
 	src/pipeline_launcher.o \
 	src/kafka_client.o \
+	src/fdw_option.o \
+	src/fdw_plan.o \
+	src/fdw_scan.o \
+	src/fdw_modify.o \
+	src/message_json.o \
+	src/message_csv.o \
 	src/sketch_hll.o \
 	src/sketch_topn.o \
 	src/window.o

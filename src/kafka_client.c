@@ -135,3 +135,556 @@ kafka_report_error(rd_kafka_resp_err_t err, const char *action)
 			 errdetail("librdkafka error %s.", rd_kafka_err2name(err))));
 	pg_unreachable();
 }
+
+/* ----------------------------------------------------------------
+ * Handles
+ * ----------------------------------------------------------------
+ */
+
+#include <pthread.h>
+
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+#include "streamkpi.h"
+
+#define KAFKA_SLICE_MS 100		/* longest single blocking librdkafka call */
+#define KAFKA_BATCH 4096		/* messages taken from the queue at once */
+
+static pthread_t backend_thread;
+
+/* Properties whose values are secrets: only in user mappings. */
+static const char *const secret_properties[] = {
+	"sasl.username", "sasl.password", "ssl.key.password",
+	"ssl.keystore.password", "sasl.oauthbearer.client.secret",
+	"ssl.key.pem", "sasl.oauthbearer.config", NULL
+};
+
+bool
+kafka_property_is_secret(const char *name)
+{
+	for (int i = 0; secret_properties[i]; i++)
+		if (strcmp(name, secret_properties[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Check one librdkafka property against a scratch configuration.  The
+ * option may be spelt with dots or underscores; *canonical gets the name
+ * librdkafka knows.  Returns false with librdkafka's complaint in errbuf.
+ */
+bool
+kafka_property_check(const char *name, const char *value, char **canonical,
+					 char *errbuf, size_t errlen, rd_kafka_conf_res_t *res)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char	   *dotted = pstrdup(name);
+
+	*res = rd_kafka_conf_set(conf, name, value, errbuf, errlen);
+	if (*res == RD_KAFKA_CONF_UNKNOWN)
+	{
+		for (char *p = dotted; *p; p++)
+			if (*p == '_')
+				*p = '.';
+		*res = rd_kafka_conf_set(conf, dotted, value, errbuf, errlen);
+		if (*res == RD_KAFKA_CONF_OK)
+			name = dotted;
+	}
+	rd_kafka_conf_destroy(conf);
+	if (canonical)
+		*canonical = pstrdup(name);
+	return *res == RD_KAFKA_CONF_OK;
+}
+
+/* librdkafka log lines, served in the backend thread through the log queue */
+static void
+kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	if (!pthread_equal(pthread_self(), backend_thread))
+		return;
+	ereport(level <= 2 ? LOG : DEBUG1,
+			(errmsg_internal("librdkafka %s: %s", fac, buf)));
+}
+
+/* remembered for the error we raise when a wait times out */
+static void
+kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	KafkaHandle *h = (KafkaHandle *) opaque;
+
+	h->last_error_code = err;
+	strlcpy(h->last_error, reason, sizeof(h->last_error));
+}
+
+static void
+kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	KafkaHandle *h = (KafkaHandle *) opaque;
+
+	if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		h->delivered++;
+	else
+	{
+		if (h->failed == 0)
+			strlcpy(h->first_failure, rd_kafka_err2str(msg->err),
+					sizeof(h->first_failure));
+		h->failed++;
+	}
+}
+
+static void
+kafka_handle_reset_cb(void *arg)
+{
+	kafka_handle_destroy((KafkaHandle *) arg);
+}
+
+static void
+conf_set_or_error(rd_kafka_conf_t *conf, const char *name, const char *value,
+				  bool secret)
+{
+	char		errbuf[512];
+	rd_kafka_conf_res_t res;
+
+	res = rd_kafka_conf_set(conf, name, value, errbuf, sizeof(errbuf));
+	if (res != RD_KAFKA_CONF_OK)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(ERROR,
+				(errcode(kafka_conf_error_sqlstate(res)),
+				 errmsg("invalid Kafka property \"%s\"", name),
+				 secret ? 0 : errdetail("%s", errbuf)));
+	}
+}
+
+/*
+ * Create a consumer or producer for one topic.  props is a list of
+ * KafkaProperty from the server and user mapping; they override our
+ * defaults, except the properties the scan's correctness depends on.
+ */
+KafkaHandle *
+kafka_handle_create(rd_kafka_type_t type, List *props, const char *topic,
+					MemoryContext cxt)
+{
+	KafkaHandle *h;
+	rd_kafka_conf_t *conf;
+	char		errbuf[512];
+	char		tmo[32];
+	ListCell   *lc;
+
+	backend_thread = pthread_self();
+	h = MemoryContextAllocZero(cxt, sizeof(KafkaHandle));
+	h->type = type;
+	h->topic = MemoryContextStrdup(cxt, topic ? topic : "");
+	h->started = MemoryContextAllocZero(cxt, sizeof(int32) * 1);
+	h->pending = MemoryContextAllocZero(cxt,
+										sizeof(rd_kafka_message_t *) * KAFKA_BATCH);
+
+	conf = rd_kafka_conf_new();
+	snprintf(tmo, sizeof(tmo), "%d", streamkpi_kafka_timeout_ms);
+	conf_set_or_error(conf, "client.id", "streamkpi", false);
+	conf_set_or_error(conf, "socket.timeout.ms", tmo, false);
+	if (type == RD_KAFKA_CONSUMER)
+	{
+		conf_set_or_error(conf, "fetch.wait.max.ms", "100", false);
+		conf_set_or_error(conf, "fetch.error.backoff.ms", "100", false);
+		conf_set_or_error(conf, "queued.min.messages", "200000", false);
+		conf_set_or_error(conf, "fetch.message.max.bytes", "4194304", false);
+		conf_set_or_error(conf, "check.crcs", "false", false);
+		conf_set_or_error(conf, "auto.offset.reset", "earliest", false);
+	}
+	else
+	{
+		conf_set_or_error(conf, "message.timeout.ms", tmo, false);
+		conf_set_or_error(conf, "acks", "all", false);
+		conf_set_or_error(conf, "enable.idempotence", "true", false);
+		conf_set_or_error(conf, "linger.ms", "5", false);
+		conf_set_or_error(conf, "batch.num.messages", "10000", false);
+		conf_set_or_error(conf, "queue.buffering.max.messages", "1000000", false);
+		conf_set_or_error(conf, "queue.buffering.max.kbytes", "1048576", false);
+	}
+
+	foreach(lc, props)
+	{
+		KafkaProperty *p = (KafkaProperty *) lfirst(lc);
+
+		conf_set_or_error(conf, p->name, p->value, p->secret);
+	}
+
+	/* what correctness depends on: not overridable */
+	conf_set_or_error(conf, "log.queue", "true", false);
+	if (type == RD_KAFKA_CONSUMER)
+	{
+		conf_set_or_error(conf, "enable.partition.eof", "true", false);
+		conf_set_or_error(conf, "enable.auto.commit", "false", false);
+		conf_set_or_error(conf, "enable.auto.offset.store", "false", false);
+	}
+	else
+		rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+	rd_kafka_conf_set_opaque(conf, h);
+
+	h->rk = rd_kafka_new(type, conf, errbuf, sizeof(errbuf));
+	if (h->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("could not create Kafka client"),
+				 errdetail("%s", errbuf)));
+	}
+	/* from here on the context owns the handle */
+	h->cb.func = kafka_handle_reset_cb;
+	h->cb.arg = h;
+	MemoryContextRegisterResetCallback(cxt, &h->cb);
+
+	rd_kafka_set_log_queue(h->rk, NULL);
+	if (topic)
+	{
+		h->rkt = rd_kafka_topic_new(h->rk, topic, NULL);
+		if (h->rkt == NULL)
+			kafka_report_error(rd_kafka_last_error(), "open Kafka topic");
+	}
+	return h;
+}
+
+/*
+ * Release everything librdkafka holds; safe to call twice and from a
+ * memory context reset callback during error cleanup.
+ */
+void
+kafka_handle_destroy(KafkaHandle *h)
+{
+	if (h->rk == NULL)
+		return;
+	if (h->current)
+		rd_kafka_message_destroy(h->current);
+	h->current = NULL;
+	for (int i = h->pending_pos; i < h->npending; i++)
+		rd_kafka_message_destroy(h->pending[i]);
+	h->npending = h->pending_pos = 0;
+	if (h->queue)
+	{
+		for (int i = 0; i < h->nstarted; i++)
+			rd_kafka_consume_stop(h->rkt, h->started[i]);
+		h->nstarted = 0;
+		rd_kafka_queue_destroy(h->queue);
+		h->queue = NULL;
+	}
+	if (h->type == RD_KAFKA_PRODUCER)
+		rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	if (h->rkt)
+		rd_kafka_topic_destroy(h->rkt);
+	h->rkt = NULL;
+	rd_kafka_destroy_flags(h->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	h->rk = NULL;
+}
+
+/* serve logs, errors and delivery reports in this thread */
+void
+kafka_handle_poll(KafkaHandle *h)
+{
+	rd_kafka_poll(h->rk, 0);
+}
+
+static void
+kafka_timeout_error(KafkaHandle *h, const char *what)
+{
+	ereport(ERROR,
+			(errcode(h->last_error_code == RD_KAFKA_RESP_ERR__AUTHENTICATION ?
+					 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION :
+					 ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+			 errmsg("could not %s within %d ms", what, streamkpi_kafka_timeout_ms),
+			 h->last_error[0] ? errdetail("Last broker error: %s.", h->last_error) :
+			 errdetail("The broker did not answer."),
+			 errhint("Check the server's brokers option, or raise streamkpi.kafka_timeout.")));
+}
+
+/* An authentication failure is final: do not wait for the timeout. */
+static void
+kafka_check_fatal(KafkaHandle *h, const char *what)
+{
+	if (h->last_error_code == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+		h->last_error_code == RD_KAFKA_RESP_ERR__FATAL)
+		ereport(ERROR,
+				(errcode(kafka_error_sqlstate(h->last_error_code)),
+				 errmsg("could not %s: %s", what,
+						rd_kafka_err2str(h->last_error_code)),
+				 errdetail("%s", h->last_error)));
+}
+
+static TimestampTz
+kafka_deadline(void)
+{
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									   streamkpi_kafka_timeout_ms);
+}
+
+/*
+ * Number of partitions of the handle's topic.  ERROR when the topic does
+ * not exist or no broker answers within streamkpi.kafka_timeout.
+ */
+int32
+kafka_partition_count(KafkaHandle *h)
+{
+	TimestampTz deadline = kafka_deadline();
+	char	   *what = psprintf("fetch metadata of Kafka topic \"%s\"", h->topic);
+
+	for (;;)
+	{
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_resp_err_t err;
+
+		CHECK_FOR_INTERRUPTS();
+		kafka_handle_poll(h);
+		kafka_check_fatal(h, what);
+		err = rd_kafka_metadata(h->rk, 0, h->rkt, &md, KAFKA_SLICE_MS * 3);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :
+			RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+			int32		n = md->topic_cnt == 1 ? md->topics[0].partition_cnt : 0;
+
+			rd_kafka_metadata_destroy(md);
+			if (terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+				terr == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_TABLE_NOT_FOUND),
+						 errmsg("Kafka topic \"%s\" does not exist", h->topic)));
+			if (terr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+				(terr == RD_KAFKA_RESP_ERR_NO_ERROR && n == 0))
+				goto retry;
+			if (terr != RD_KAFKA_RESP_ERR_NO_ERROR)
+				kafka_report_error(terr, what);
+			return n;
+		}
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+			err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			kafka_report_error(err, what);
+retry:
+		if (GetCurrentTimestamp() >= deadline)
+			kafka_timeout_error(h, what);
+		pg_usleep(10000);
+	}
+}
+
+/*
+ * Offsets for times, one request for all partitions: stamps[i] is a
+ * millisecond timestamp, or -2 (earliest) / -1 (latest).  result[i] is the
+ * first offset at or after the time, -1 when there is none.
+ */
+void
+kafka_get_offsets(KafkaHandle *h, int npart, const int32 *parts,
+				  const int64 *stamps, int64 *result)
+{
+	TimestampTz deadline = kafka_deadline();
+	char	   *what = psprintf("read offsets of Kafka topic \"%s\"", h->topic);
+
+	if (npart == 0)
+		return;
+	for (;;)
+	{
+		rd_kafka_topic_partition_list_t *tpl;
+		rd_kafka_resp_err_t err;
+
+		CHECK_FOR_INTERRUPTS();
+		kafka_handle_poll(h);
+		kafka_check_fatal(h, what);
+		tpl = rd_kafka_topic_partition_list_new(npart);
+		for (int i = 0; i < npart; i++)
+			rd_kafka_topic_partition_list_add(tpl, h->topic, parts[i])->offset =
+				stamps[i];
+		err = rd_kafka_offsets_for_times(h->rk, tpl, KAFKA_SLICE_MS * 5);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			for (int i = 0; i < npart; i++)
+			{
+				rd_kafka_topic_partition_t *tp = &tpl->elems[i];
+
+				if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				{
+					rd_kafka_resp_err_t perr = tp->err;
+
+					rd_kafka_topic_partition_list_destroy(tpl);
+					kafka_report_error(perr, what);
+				}
+				result[i] = tp->offset;
+			}
+			rd_kafka_topic_partition_list_destroy(tpl);
+			return;
+		}
+		rd_kafka_topic_partition_list_destroy(tpl);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+			err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+			err != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+			err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+			kafka_report_error(err, what);
+		if (GetCurrentTimestamp() >= deadline)
+			kafka_timeout_error(h, what);
+		pg_usleep(10000);
+	}
+}
+
+/* Start fetching each partition from its start offset into one queue. */
+void
+kafka_consume_start(KafkaHandle *h, int nranges, const int32 *parts,
+					const int64 *starts)
+{
+	MemoryContext cxt = GetMemoryChunkContext(h);
+
+	Assert(h->queue == NULL);
+	h->started = MemoryContextAllocZero(cxt, sizeof(int32) * Max(nranges, 1));
+	h->queue = rd_kafka_queue_new(h->rk);
+	for (int i = 0; i < nranges; i++)
+	{
+		if (rd_kafka_consume_start_queue(h->rkt, parts[i], starts[i], h->queue) == -1)
+			kafka_report_error(rd_kafka_last_error(), "start consuming");
+		h->started[h->nstarted++] = parts[i];
+	}
+}
+
+void
+kafka_consume_stop(KafkaHandle *h)
+{
+	if (h->current)
+		rd_kafka_message_destroy(h->current);
+	h->current = NULL;
+	for (int i = h->pending_pos; i < h->npending; i++)
+		rd_kafka_message_destroy(h->pending[i]);
+	h->npending = h->pending_pos = 0;
+	if (h->queue)
+	{
+		for (int i = 0; i < h->nstarted; i++)
+			rd_kafka_consume_stop(h->rkt, h->started[i]);
+		h->nstarted = 0;
+		rd_kafka_queue_destroy(h->queue);
+		h->queue = NULL;
+	}
+}
+
+/*
+ * Next message or event (partition EOF, error) from the queue.  The
+ * message stays valid until the next call.  Waits in short slices,
+ * interruptible; when nothing at all arrives for streamkpi.kafka_timeout
+ * the broker is gone and we raise an ERROR.
+ */
+rd_kafka_message_t *
+kafka_consume_next(KafkaHandle *h, TimestampTz *idle_since)
+{
+	/* the previous message is done with */
+	if (h->current)
+		rd_kafka_message_destroy(h->current);
+	h->current = NULL;
+
+	if (h->pending_pos >= h->npending)
+	{
+		TimestampTz start = 0;
+		ssize_t		n;
+
+		h->npending = h->pending_pos = 0;
+		for (;;)
+		{
+			CHECK_FOR_INTERRUPTS();
+			n = rd_kafka_consume_batch_queue(h->queue, KAFKA_SLICE_MS,
+											 h->pending, KAFKA_BATCH);
+			if (n < 0)
+				kafka_report_error(rd_kafka_last_error(), "consume messages");
+			if (n > 0)
+				break;
+			kafka_handle_poll(h);
+			kafka_check_fatal(h, "consume messages");
+			if (start == 0)
+				start = GetCurrentTimestamp();
+			else if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+												streamkpi_kafka_timeout_ms))
+				kafka_timeout_error(h, psprintf("consume from Kafka topic \"%s\"",
+												h->topic));
+		}
+		h->npending = n;
+	}
+	h->current = h->pending[h->pending_pos++];
+	return h->current;
+}
+
+/*
+ * Queue one message for delivery; delivery reports are counted in the
+ * handle.  A full local queue is drained, interruptibly.
+ */
+void
+kafka_produce(KafkaHandle *h, int32 partition, const char *payload, size_t len,
+			  const char *key, size_t keylen, int64 timestamp_ms)
+{
+	for (;;)
+	{
+		rd_kafka_resp_err_t err;
+
+		err = rd_kafka_producev(h->rk,
+								RD_KAFKA_V_RKT(h->rkt),
+								RD_KAFKA_V_PARTITION(partition),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_VALUE((void *) payload, len),
+								RD_KAFKA_V_KEY((void *) key, keylen),
+								RD_KAFKA_V_TIMESTAMP(timestamp_ms > 0 ? timestamp_ms : 0),
+								RD_KAFKA_V_END);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			kafka_report_error(err, psprintf("produce to Kafka topic \"%s\"", h->topic));
+		CHECK_FOR_INTERRUPTS();
+		rd_kafka_poll(h->rk, KAFKA_SLICE_MS);
+	}
+}
+
+/*
+ * Wait for every delivery report.  Bounded by message.timeout.ms, after
+ * which librdkafka fails the undelivered messages; interruptible.
+ */
+void
+kafka_flush(KafkaHandle *h)
+{
+	while (rd_kafka_outq_len(h->rk) > 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		rd_kafka_flush(h->rk, KAFKA_SLICE_MS);
+	}
+	rd_kafka_poll(h->rk, 0);
+}
+
+/* All topics of the cluster but the internal ones, with partition counts. */
+List *
+kafka_list_topics(KafkaHandle *h, List **partitions)
+{
+	TimestampTz deadline = kafka_deadline();
+	List	   *names = NIL;
+
+	*partitions = NIL;
+	for (;;)
+	{
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_resp_err_t err;
+
+		CHECK_FOR_INTERRUPTS();
+		kafka_handle_poll(h);
+		kafka_check_fatal(h, "list Kafka topics");
+		err = rd_kafka_metadata(h->rk, 1, NULL, &md, KAFKA_SLICE_MS * 3);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			for (int i = 0; i < md->topic_cnt; i++)
+			{
+				if (strncmp(md->topics[i].topic, "__", 2) == 0)
+					continue;
+				names = lappend(names, pstrdup(md->topics[i].topic));
+				*partitions = lappend_int(*partitions, md->topics[i].partition_cnt);
+			}
+			rd_kafka_metadata_destroy(md);
+			return names;
+		}
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+			err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			kafka_report_error(err, "list Kafka topics");
+		if (GetCurrentTimestamp() >= deadline)
+			kafka_timeout_error(h, "list Kafka topics");
+		pg_usleep(10000);
+	}
+}

@@ -1,0 +1,307 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_plan.c
+ *	  The streamkpi_kafka handler and planning: which restrictions on the
+ *	  partition, offset and timestamp meta columns narrow the offsets a
+ *	  scan reads, and how EXPLAIN shows them.  Planning never contacts a
+ *	  broker, so plain EXPLAIN works without one.
+ *
+ *	  Pushed-down restrictions are still checked on every row: they only
+ *	  decide where reading starts and stops.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/stratnum.h"
+#include "catalog/pg_opfamily.h"
+#include "catalog/pg_opclass.h"
+#include "catalog/pg_type.h"
+#include "foreign/fdwapi.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/pathnode.h"
+#include "optimizer/planmain.h"
+#include "optimizer/restrictinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+
+#include "fdw.h"
+
+PG_FUNCTION_INFO_V1(streamkpi_kafka_handler);
+
+typedef struct KafkaPlanInfo
+{
+	int			meta_attno[KAFKA_META_PAYLOAD + 1];
+	bool		ts_pushable;	/* timestamp column is timestamptz */
+	List	   *kinds;			/* KafkaPushKind per pushed qual */
+	List	   *strategies;		/* btree strategy (or 0 for IN) */
+	List	   *exprs;			/* the comparison value */
+	List	   *descs;			/* text for EXPLAIN */
+} KafkaPlanInfo;
+
+static bool
+is_integer_type(Oid t)
+{
+	return t == INT2OID || t == INT4OID || t == INT8OID;
+}
+
+static int
+commute_strategy(int s)
+{
+	switch (s)
+	{
+		case BTLessStrategyNumber:
+			return BTGreaterStrategyNumber;
+		case BTLessEqualStrategyNumber:
+			return BTGreaterEqualStrategyNumber;
+		case BTGreaterStrategyNumber:
+			return BTLessStrategyNumber;
+		case BTGreaterEqualStrategyNumber:
+			return BTLessEqualStrategyNumber;
+		default:
+			return s;
+	}
+}
+
+static const char *const strategy_ops[] = {"", "<", "<=", "=", ">=", ">"};
+
+/* an expression we can evaluate once when the scan starts */
+static bool
+is_scan_constant(Node *n)
+{
+	return !contain_var_clause(n) && !contain_volatile_functions(n) &&
+		!contain_subplans(n);
+}
+
+static char *
+describe_value(Node *expr, List *dpcxt)
+{
+	return deparse_expression(expr, dpcxt, false, false);
+}
+
+static void
+push(KafkaPlanInfo *pi, KafkaPushKind kind, int strategy, Node *expr,
+	 char *desc)
+{
+	pi->kinds = lappend_int(pi->kinds, kind);
+	pi->strategies = lappend_int(pi->strategies, strategy);
+	pi->exprs = lappend(pi->exprs, expr);
+	pi->descs = lappend(pi->descs, makeString(desc));
+}
+
+/*
+ * Try one restriction clause; true when it narrows the scan.
+ */
+static bool
+classify_clause(PlannerInfo *root, RelOptInfo *baserel, KafkaPlanInfo *pi,
+				Expr *clause, List *dpcxt)
+{
+	if (IsA(clause, OpExpr) && list_length(((OpExpr *) clause)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) clause;
+		Node	   *l = linitial(op->args);
+		Node	   *r = lsecond(op->args);
+		Var		   *var;
+		Node	   *other;
+		bool		commuted = false;
+		Oid			family;
+		int			strategy;
+		KafkaPushKind kind;
+
+		if (IsA(l, RelabelType))
+			l = (Node *) ((RelabelType *) l)->arg;
+		if (IsA(r, RelabelType))
+			r = (Node *) ((RelabelType *) r)->arg;
+		if (IsA(l, Var) && ((Var *) l)->varno == baserel->relid &&
+			((Var *) l)->varlevelsup == 0)
+		{
+			var = (Var *) l;
+			other = r;
+		}
+		else if (IsA(r, Var) && ((Var *) r)->varno == baserel->relid &&
+				 ((Var *) r)->varlevelsup == 0)
+		{
+			var = (Var *) r;
+			other = l;
+			commuted = true;
+		}
+		else
+			return false;
+		if (!is_scan_constant(other))
+			return false;
+
+		if (var->varattno == pi->meta_attno[KAFKA_META_PARTITION] && var->varattno > 0)
+			kind = KAFKA_PUSH_PARTITION;
+		else if (var->varattno == pi->meta_attno[KAFKA_META_OFFSET] && var->varattno > 0)
+			kind = KAFKA_PUSH_OFFSET;
+		else if (var->varattno == pi->meta_attno[KAFKA_META_TIMESTAMP] &&
+				 var->varattno > 0 && pi->ts_pushable)
+			kind = KAFKA_PUSH_TIMESTAMP;
+		else
+			return false;
+
+		if (kind == KAFKA_PUSH_TIMESTAMP)
+		{
+			if (exprType(other) != TIMESTAMPTZOID)
+				return false;
+			family = get_opclass_family(TIMESTAMPTZ_BTREE_OPS_OID);
+		}
+		else
+		{
+			if (!is_integer_type(exprType(other)))
+				return false;
+			family = INTEGER_BTREE_FAM_OID;
+		}
+		strategy = get_op_opfamily_strategy(op->opno, family);
+		if (strategy == 0)
+			return false;
+		if (commuted)
+			strategy = commute_strategy(strategy);
+		if (kind == KAFKA_PUSH_PARTITION && strategy != BTEqualStrategyNumber)
+			return false;
+		if (kind == KAFKA_PUSH_TIMESTAMP &&
+			strategy != BTGreaterStrategyNumber &&
+			strategy != BTGreaterEqualStrategyNumber)
+			return false;
+		push(pi, kind, strategy, other,
+			 psprintf("%s %s", strategy_ops[strategy], describe_value(other, dpcxt)));
+		return true;
+	}
+
+	if (IsA(clause, ScalarArrayOpExpr))
+	{
+		ScalarArrayOpExpr *sa = (ScalarArrayOpExpr *) clause;
+		Node	   *l = linitial(sa->args);
+		Node	   *r = lsecond(sa->args);
+
+		if (!sa->useOr)
+			return false;
+		if (IsA(l, RelabelType))
+			l = (Node *) ((RelabelType *) l)->arg;
+		if (!IsA(l, Var) || ((Var *) l)->varno != baserel->relid ||
+			((Var *) l)->varlevelsup != 0 ||
+			((Var *) l)->varattno != pi->meta_attno[KAFKA_META_PARTITION] ||
+			((Var *) l)->varattno <= 0)
+			return false;
+		if (!is_scan_constant(r) ||
+			!is_integer_type(get_element_type(exprType(r))))
+			return false;
+		if (get_op_opfamily_strategy(sa->opno, INTEGER_BTREE_FAM_OID) !=
+			BTEqualStrategyNumber)
+			return false;
+		push(pi, KAFKA_PUSH_PARTITION, 0, r,
+			 psprintf("IN %s", describe_value(r, dpcxt)));
+		return true;
+	}
+	return false;
+}
+
+static void
+kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
+{
+	KafkaPlanInfo *pi = palloc0(sizeof(KafkaPlanInfo));
+	KafkaTable *t = kafka_table_load(foreigntableid, false);
+	List	   *dpcxt = deparse_context_for(t->relname, foreigntableid);
+	ListCell   *lc;
+	double		rows = 100000;
+
+	memcpy(pi->meta_attno, t->meta_attno, sizeof(pi->meta_attno));
+	pi->ts_pushable = t->meta_attno[KAFKA_META_TIMESTAMP] != 0 &&
+		t->cols[t->meta_attno[KAFKA_META_TIMESTAMP] - 1].typid == TIMESTAMPTZOID;
+
+	foreach(lc, baserel->baserestrictinfo)
+	{
+		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
+
+		if (classify_clause(root, baserel, pi, ri->clause, dpcxt))
+			rows *= 0.1;
+	}
+	baserel->rows = clamp_row_est(rows);
+	baserel->tuples = 100000;
+	baserel->fdw_private = pi;
+}
+
+static void
+kafkaGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
+{
+	Cost		startup = 100.0;
+	Cost		total = startup + baserel->rows * (cpu_tuple_cost * 4);
+
+	add_path(baserel, (Path *)
+			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
+									 startup, total, NIL, NULL, NULL, NIL));
+}
+
+static ForeignScan *
+kafkaGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
+					ForeignPath *best_path, List *tlist, List *scan_clauses,
+					Plan *outer_plan)
+{
+	KafkaPlanInfo *pi = (KafkaPlanInfo *) baserel->fdw_private;
+	List	   *fdw_private;
+
+	/* every clause is rechecked locally; pushdown only bounds offsets */
+	scan_clauses = extract_actual_clauses(scan_clauses, false);
+	fdw_private = list_make3(pi->kinds, pi->strategies, pi->descs);
+	return make_foreignscan(tlist, scan_clauses, baserel->relid,
+							pi->exprs, fdw_private, NIL, NIL, outer_plan);
+}
+
+/* EXPLAIN: topic, pushed-down bounds; with ANALYZE the ranges read */
+static void
+kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	List	   *kinds = linitial(plan->fdw_private);
+	KafkaTable *t = kafka_table_load(RelationGetRelid(node->ss.ss_currentRelation), false);
+	List	   *descs = lthird(plan->fdw_private);
+	StringInfoData parts,
+				offs,
+				stamps;
+	ListCell   *lk,
+			   *ld;
+
+	if (!es->verbose)
+	{
+		kafka_explain_ranges(node, es);
+		return;
+	}
+	initStringInfo(&parts);
+	initStringInfo(&offs);
+	initStringInfo(&stamps);
+	forboth(lk, kinds, ld, descs)
+	{
+		StringInfo	s = lfirst_int(lk) == KAFKA_PUSH_PARTITION ? &parts :
+		lfirst_int(lk) == KAFKA_PUSH_OFFSET ? &offs : &stamps;
+
+		appendStringInfo(s, "%s%s", s->len > 0 ? " AND " : "", strVal(lfirst(ld)));
+	}
+	ExplainPropertyText("Kafka Topic", t->topic, es);
+	ExplainPropertyText("Kafka Partitions", parts.len ? parts.data : "all", es);
+	ExplainPropertyText("Kafka Offsets",
+						offs.len ? psprintf("%s (within watermarks)", offs.data) :
+						"low watermark to high watermark", es);
+	if (stamps.len)
+		ExplainPropertyText("Kafka Timestamps", stamps.data, es);
+	kafka_explain_ranges(node, es);
+}
+
+Datum
+streamkpi_kafka_handler(PG_FUNCTION_ARGS)
+{
+	FdwRoutine *r = makeNode(FdwRoutine);
+
+	r->GetForeignRelSize = kafkaGetForeignRelSize;
+	r->GetForeignPaths = kafkaGetForeignPaths;
+	r->GetForeignPlan = kafkaGetForeignPlan;
+	r->ExplainForeignScan = kafkaExplainForeignScan;
+	kafka_scan_routines(r);
+	kafka_modify_routines(r);
+	PG_RETURN_POINTER(r);
+}

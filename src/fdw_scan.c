@@ -1,0 +1,809 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_scan.c
+ *	  Scanning a Kafka topic: every selected partition from its start
+ *	  offset to the high watermark read when the scan starts, so a scan
+ *	  always ends, by offsets and never by a timeout.  Messages are taken
+ *	  from librdkafka in batches and decoded straight into the slot.
+ *
+ *	  Also the SQL functions kafka_watermarks() and kafka_topics(), and the
+ *	  interface that lets a pipeline worker choose the exact offsets a scan
+ *	  reads.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/stratnum.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "nodes/nodeFuncs.h"
+#include "miscadmin.h"
+#include "mb/pg_wchar.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "fdw.h"
+
+#define UNIX_TO_PG_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+typedef struct KafkaScanState
+{
+	KafkaTable *table;
+	KafkaDecoder *dec;
+	KafkaHandle *h;
+	bool		own_handle;
+	KafkaBadMessageHook hook;
+	MemoryContext scan_cxt;		/* owns the handle */
+	MemoryContext tuple_cxt;	/* reset for every message */
+
+	List	   *kinds;
+	List	   *strategies;
+	List	   *exprstates;
+	ExprContext *econtext;
+
+	bool		started;
+	bool		header_done;
+	int32		npartitions;	/* of the topic, 0 until known */
+	int64	   *low;			/* watermarks by partition, at first start */
+	int64	   *high;
+	int			nranges;
+	KafkaRange *ranges;
+	bool	   *done;
+	int			nremaining;
+	int		   *range_of;		/* partition -> range index, -1 none */
+	int32		max_partition;
+
+	/* where we are, for error context */
+	int32		cur_partition;
+	int64		cur_offset;
+	ErrorContextCallback errcb;
+
+	int64		nrows;
+	int64		nerrors;
+} KafkaScanState;
+
+/* set by a pipeline worker, see fdw.h */
+static Oid	override_relid = InvalidOid;
+static List *override_ranges = NIL;
+static KafkaHandle *override_handle = NULL;
+static KafkaBadMessageHook override_hook = NULL;
+static List *last_ranges = NIL; /* in TopMemoryContext */
+
+void
+kafka_scan_set_ranges(Oid relid, List *ranges, KafkaHandle *h,
+					  KafkaBadMessageHook hook)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	ListCell   *lc;
+
+	kafka_scan_clear_ranges();
+	override_relid = relid;
+	foreach(lc, ranges)
+	{
+		KafkaRange *r = palloc(sizeof(KafkaRange));
+
+		*r = *(KafkaRange *) lfirst(lc);
+		override_ranges = lappend(override_ranges, r);
+	}
+	override_handle = h;
+	override_hook = hook;
+	MemoryContextSwitchTo(old);
+}
+
+void
+kafka_scan_clear_ranges(void)
+{
+	list_free_deep(override_ranges);
+	override_ranges = NIL;
+	override_relid = InvalidOid;
+	override_handle = NULL;
+	override_hook = NULL;
+}
+
+List *
+kafka_scan_last_ranges(void)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, last_ranges)
+	{
+		KafkaRange *r = palloc(sizeof(KafkaRange));
+
+		*r = *(KafkaRange *) lfirst(lc);
+		result = lappend(result, r);
+	}
+	return result;
+}
+
+static void
+remember_ranges(KafkaScanState *st)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	list_free_deep(last_ranges);
+	last_ranges = NIL;
+	for (int i = 0; i < st->nranges; i++)
+	{
+		KafkaRange *r = palloc(sizeof(KafkaRange));
+
+		*r = st->ranges[i];
+		last_ranges = lappend(last_ranges, r);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+static void
+scan_error_context(void *arg)
+{
+	KafkaScanState *st = (KafkaScanState *) arg;
+
+	if (st->cur_partition >= 0)
+		kafka_errcontext_location(st->table->topic, st->cur_partition,
+								  st->cur_offset);
+	else
+		kafka_errcontext_location(st->table->topic, -1, -1);
+}
+
+static void
+kafkaBeginForeignScan(ForeignScanState *node, int eflags)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	EState	   *estate = node->ss.ps.state;
+	KafkaScanState *st;
+	MemoryContext old;
+
+	st = palloc0(sizeof(KafkaScanState));
+	node->fdw_state = st;
+	st->table = kafka_table_load(RelationGetRelid(node->ss.ss_currentRelation), true);
+	st->cur_partition = -1;
+	st->cur_offset = -1;
+	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
+		return;
+
+	st->kinds = linitial(plan->fdw_private);
+	st->strategies = lsecond(plan->fdw_private);
+	st->exprstates = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+	st->econtext = node->ss.ps.ps_ExprContext;
+	st->scan_cxt = AllocSetContextCreate(estate->es_query_cxt,
+										 "streamkpi kafka scan",
+										 ALLOCSET_DEFAULT_SIZES);
+	st->tuple_cxt = AllocSetContextCreate(estate->es_query_cxt,
+										  "streamkpi kafka tuple",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(st->scan_cxt);
+	st->dec = kafka_decoder_create(st->table);
+	MemoryContextSwitchTo(old);
+}
+
+/* evaluate a pushed-down value as int64, or for IN a list of them */
+static bool
+eval_int(KafkaScanState *st, ExprState *es, Oid type, int64 *out)
+{
+	bool		isnull;
+	Datum		d = ExecEvalExpr(es, st->econtext, &isnull);
+
+	if (isnull)
+		return false;
+	switch (type)
+	{
+		case INT2OID:
+			*out = DatumGetInt16(d);
+			break;
+		case INT4OID:
+			*out = DatumGetInt32(d);
+			break;
+		default:
+			*out = DatumGetInt64(d);
+	}
+	return true;
+}
+
+/*
+ * Compute the ranges from pushed-down values and the topic's watermarks,
+ * then start fetching.
+ */
+static void
+start_scan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+	KafkaTable *t = st->table;
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	MemoryContext old = MemoryContextSwitchTo(st->scan_cxt);
+	bool		use_override = OidIsValid(override_relid) && override_relid == t->relid;
+	int32	   *parts;
+	int64	   *starts;
+	int			n = 0;
+
+	if (st->h == NULL)
+	{
+		if (use_override && override_handle)
+			st->h = override_handle;
+		else
+		{
+			st->h = kafka_handle_create(RD_KAFKA_CONSUMER, t->props, t->topic,
+										st->scan_cxt);
+			st->own_handle = true;
+		}
+		st->hook = use_override ? override_hook : NULL;
+	}
+
+	if (use_override)
+	{
+		ListCell   *lc;
+
+		st->ranges = palloc0(sizeof(KafkaRange) * Max(list_length(override_ranges), 1));
+		foreach(lc, override_ranges)
+		{
+			KafkaRange *r = lfirst(lc);
+
+			if (r->start < r->end)
+				st->ranges[n++] = *r;
+		}
+	}
+	else
+	{
+		bool	   *want;
+		int64		lo = 0,
+					hi = PG_INT64_MAX,
+					ts = PG_INT64_MIN;
+		bool		impossible = false;
+		int64	   *ts_off = NULL;
+		ListCell   *lk,
+				   *ls,
+				   *le,
+				   *lx;
+
+		if (st->npartitions == 0)
+		{
+			int32	   *all;
+			int64	   *stamps;
+
+			st->npartitions = kafka_partition_count(st->h);
+			all = palloc(sizeof(int32) * st->npartitions);
+			stamps = palloc(sizeof(int64) * st->npartitions);
+			st->low = palloc(sizeof(int64) * st->npartitions);
+			st->high = palloc(sizeof(int64) * st->npartitions);
+			for (int i = 0; i < st->npartitions; i++)
+			{
+				all[i] = i;
+				stamps[i] = RD_KAFKA_OFFSET_BEGINNING;
+			}
+			kafka_get_offsets(st->h, st->npartitions, all, stamps, st->low);
+			for (int i = 0; i < st->npartitions; i++)
+				stamps[i] = RD_KAFKA_OFFSET_END;
+			kafka_get_offsets(st->h, st->npartitions, all, stamps, st->high);
+		}
+
+		want = palloc(sizeof(bool) * st->npartitions);
+		memset(want, true, st->npartitions);
+		lx = list_head(plan->fdw_exprs);
+		forthree(lk, st->kinds, ls, st->strategies, le, st->exprstates)
+		{
+			ExprState  *es = lfirst(le);
+			Oid			type = exprType(lfirst(lx));
+			int			strategy = lfirst_int(ls);
+			int64		v;
+
+			lx = lnext(plan->fdw_exprs, lx);
+			if (lfirst_int(lk) == KAFKA_PUSH_PARTITION && strategy == 0)
+			{
+				bool		isnull;
+				Datum		d = ExecEvalExpr(es, st->econtext, &isnull);
+				bool	   *in = palloc0(sizeof(bool) * st->npartitions);
+				Datum	   *elems;
+				bool	   *enulls;
+				int			nelems;
+				Oid			et = get_element_type(type);
+				int16		elen;
+				bool		ebyval;
+				char		ealign;
+
+				if (isnull)
+				{
+					impossible = true;
+					continue;
+				}
+				get_typlenbyvalalign(et, &elen, &ebyval, &ealign);
+				deconstruct_array(DatumGetArrayTypeP(d), et, elen, ebyval, ealign,
+								  &elems, &enulls, &nelems);
+				for (int i = 0; i < nelems; i++)
+				{
+					int64		p = et == INT2OID ? DatumGetInt16(elems[i]) :
+					et == INT4OID ? DatumGetInt32(elems[i]) : DatumGetInt64(elems[i]);
+
+					if (!enulls[i] && p >= 0 && p < st->npartitions)
+						in[p] = true;
+				}
+				for (int i = 0; i < st->npartitions; i++)
+					want[i] = want[i] && in[i];
+				continue;
+			}
+			if (lfirst_int(lk) == KAFKA_PUSH_TIMESTAMP)
+			{
+				bool		isnull;
+				TimestampTz t_us = DatumGetTimestampTz(ExecEvalExpr(es, st->econtext, &isnull));
+				int64		ms;
+
+				if (isnull)
+				{
+					impossible = true;
+					continue;
+				}
+				if (TIMESTAMP_IS_NOBEGIN(t_us))
+					continue;
+				if (TIMESTAMP_IS_NOEND(t_us))
+				{
+					impossible = true;
+					continue;
+				}
+				t_us += UNIX_TO_PG_USECS;
+				/* Kafka stamps are milliseconds: first ms that qualifies */
+				if (strategy == BTGreaterStrategyNumber)
+					ms = (t_us >= 0 ? t_us / 1000 : -((-t_us + 999) / 1000)) + 1;
+				else
+					ms = t_us >= 0 ? (t_us + 999) / 1000 : -((-t_us) / 1000);
+				ts = Max(ts, Max(ms, 0));
+				continue;
+			}
+			if (!eval_int(st, es, type, &v))
+			{
+				impossible = true;
+				continue;
+			}
+			if (lfirst_int(lk) == KAFKA_PUSH_PARTITION)
+			{
+				for (int i = 0; i < st->npartitions; i++)
+					want[i] = want[i] && i == v;
+				continue;
+			}
+			switch (strategy)
+			{
+				case BTEqualStrategyNumber:
+					lo = Max(lo, v);
+					hi = Min(hi, v == PG_INT64_MAX ? v : v + 1);
+					break;
+				case BTGreaterEqualStrategyNumber:
+					lo = Max(lo, v);
+					break;
+				case BTGreaterStrategyNumber:
+					lo = Max(lo, v == PG_INT64_MAX ? v : v + 1);
+					break;
+				case BTLessStrategyNumber:
+					hi = Min(hi, v);
+					break;
+				case BTLessEqualStrategyNumber:
+					hi = Min(hi, v == PG_INT64_MAX ? v : v + 1);
+					break;
+			}
+		}
+
+		parts = palloc(sizeof(int32) * st->npartitions);
+		for (int i = 0; i < st->npartitions; i++)
+			if (want[i] && !impossible)
+				parts[n++] = i;
+		if (ts != PG_INT64_MIN && n > 0)
+		{
+			int64	   *stamps = palloc(sizeof(int64) * n);
+
+			ts_off = palloc(sizeof(int64) * n);
+			for (int i = 0; i < n; i++)
+				stamps[i] = ts;
+			kafka_get_offsets(st->h, n, parts, stamps, ts_off);
+		}
+		st->ranges = palloc0(sizeof(KafkaRange) * Max(n, 1));
+		{
+			int			m = 0;
+
+			for (int i = 0; i < n; i++)
+			{
+				int32		p = parts[i];
+				KafkaRange *r = &st->ranges[m];
+
+				r->partition = p;
+				r->start = Max(st->low[p], lo);
+				r->end = Min(st->high[p], hi);
+				if (ts_off)
+					r->start = Max(r->start, ts_off[i] < 0 ? st->high[p] : ts_off[i]);
+				if (r->start < r->end)
+					m++;
+			}
+			n = m;
+		}
+	}
+
+	st->nranges = n;
+	st->done = palloc0(sizeof(bool) * Max(n, 1));
+	st->nremaining = n;
+	st->max_partition = 0;
+	for (int i = 0; i < n; i++)
+		st->max_partition = Max(st->max_partition, st->ranges[i].partition);
+	st->range_of = palloc(sizeof(int) * (st->max_partition + 1));
+	for (int i = 0; i <= st->max_partition; i++)
+		st->range_of[i] = -1;
+	for (int i = 0; i < n; i++)
+		st->range_of[st->ranges[i].partition] = i;
+	remember_ranges(st);
+
+	/* CSV header: the first message of partition 0 */
+	if (t->format == KAFKA_FORMAT_CSV && t->header && !st->header_done && n > 0)
+	{
+		int32		p0 = 0;
+		int64		b = RD_KAFKA_OFFSET_BEGINNING;
+
+		kafka_consume_start(st->h, 1, &p0, &b);
+		for (;;)
+		{
+			rd_kafka_message_t *m = kafka_consume_next(st->h, NULL);
+
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_ERROR),
+						 errmsg("CSV topic \"%s\" has no header message", t->topic),
+						 errdetail("With header 'true' the first message of partition 0 names the fields.")));
+			if (m->err)
+				kafka_report_error(m->err, "read the CSV header");
+			kafka_csv_set_header(st->dec, m->payload, m->len);
+			break;
+		}
+		kafka_consume_stop(st->h);
+		st->header_done = true;
+	}
+
+	parts = palloc(sizeof(int32) * Max(n, 1));
+	starts = palloc(sizeof(int64) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		parts[i] = st->ranges[i].partition;
+		starts[i] = st->ranges[i].start;
+	}
+	if (n > 0)
+		kafka_consume_start(st->h, n, parts, starts);
+	st->started = true;
+	MemoryContextSwitchTo(old);
+}
+
+static void
+range_done(KafkaScanState *st, int idx)
+{
+	if (!st->done[idx])
+	{
+		st->done[idx] = true;
+		st->nremaining--;
+	}
+}
+
+static void
+set_int_meta(KafkaColumn *c, Datum *v, int64 x)
+{
+	if (c->typid == INT2OID)
+		*v = Int16GetDatum((int16) x);
+	else if (c->typid == INT4OID)
+		*v = Int32GetDatum((int32) x);
+	else
+		*v = Int64GetDatum(x);
+}
+
+static bool
+set_bytes_meta(KafkaColumn *c, Datum *v, const void *p, size_t len)
+{
+	if (p == NULL)
+		return false;
+	if (c->typid == BYTEAOID)
+	{
+		bytea	   *b = palloc(len + VARHDRSZ);
+
+		SET_VARSIZE(b, len + VARHDRSZ);
+		memcpy(VARDATA(b), p, len);
+		*v = PointerGetDatum(b);
+		return true;
+	}
+	if (pg_verify_mbstr_len(PG_UTF8, p, len, true) < 0)
+		return false;
+	*v = PointerGetDatum(cstring_to_text_with_len(p, len));
+	return true;
+}
+
+/* Fill meta columns; error is NULL for a good message. */
+static void
+fill_meta(KafkaTable *t, rd_kafka_message_t *m, Datum *values, bool *nulls,
+		  const char *error)
+{
+	int			a;
+
+	if ((a = t->meta_attno[KAFKA_META_PARTITION]) != 0)
+	{
+		set_int_meta(&t->cols[a - 1], &values[a - 1], m->partition);
+		nulls[a - 1] = false;
+	}
+	if ((a = t->meta_attno[KAFKA_META_OFFSET]) != 0)
+	{
+		set_int_meta(&t->cols[a - 1], &values[a - 1], m->offset);
+		nulls[a - 1] = false;
+	}
+	if ((a = t->meta_attno[KAFKA_META_TIMESTAMP]) != 0)
+	{
+		rd_kafka_timestamp_type_t tstype;
+		int64		ms = rd_kafka_message_timestamp(m, &tstype);
+
+		if (ms >= 0)
+		{
+			if (t->cols[a - 1].typid == INT8OID)
+				values[a - 1] = Int64GetDatum(ms);
+			else
+				values[a - 1] = TimestampTzGetDatum(ms * 1000 - UNIX_TO_PG_USECS);
+			nulls[a - 1] = false;
+		}
+	}
+	if ((a = t->meta_attno[KAFKA_META_KEY]) != 0)
+		nulls[a - 1] = !set_bytes_meta(&t->cols[a - 1], &values[a - 1], m->key, m->key_len);
+	if ((a = t->meta_attno[KAFKA_META_PAYLOAD]) != 0)
+		nulls[a - 1] = !set_bytes_meta(&t->cols[a - 1], &values[a - 1],
+									   m->payload ? m->payload : "", m->len);
+	if ((a = t->meta_attno[KAFKA_META_ERROR]) != 0)
+	{
+		nulls[a - 1] = error == NULL;
+		if (error)
+			values[a - 1] = PointerGetDatum(cstring_to_text(error));
+	}
+}
+
+static TupleTableSlot *
+kafkaIterateForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+	KafkaTable *t = st->table;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	TupleTableSlot *result = NULL;
+
+	st->errcb.callback = scan_error_context;
+	st->errcb.arg = st;
+	st->errcb.previous = error_context_stack;
+	error_context_stack = &st->errcb;
+
+	ExecClearTuple(slot);
+	if (!st->started)
+		start_scan(node);
+
+	while (result == NULL && st->nremaining > 0)
+	{
+		rd_kafka_message_t *m;
+		int			idx;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		m = kafka_consume_next(st->h, NULL);
+		if (m->partition < 0 || m->partition > st->max_partition ||
+			(idx = st->range_of[m->partition]) < 0)
+			continue;
+		st->cur_partition = m->partition;
+		st->cur_offset = m->offset;
+		if (m->err)
+		{
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			{
+				range_done(st, idx);
+				continue;
+			}
+			kafka_report_error(m->err, "consume from Kafka");
+		}
+		if (st->done[idx] || m->offset < st->ranges[idx].start)
+			continue;
+		if (m->offset >= st->ranges[idx].end)
+		{
+			range_done(st, idx);
+			continue;
+		}
+		if (m->offset + 1 >= st->ranges[idx].end)
+			range_done(st, idx);
+
+		if (st->dec->header_line && (int) m->len == st->dec->header_len &&
+			memcmp(m->payload, st->dec->header_line, m->len) == 0)
+			continue;
+
+		MemoryContextReset(st->tuple_cxt);
+		old = MemoryContextSwitchTo(st->tuple_cxt);
+		memset(slot->tts_isnull, true, sizeof(bool) * t->natts);
+		if (kafka_decode_message(st->dec, m->payload, m->len,
+								 slot->tts_values, slot->tts_isnull))
+			fill_meta(t, m, slot->tts_values, slot->tts_isnull, NULL);
+		else if (st->hook)
+		{
+			st->hook(t->relid, m, st->dec->errcode, st->dec->errmsg);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		else if (t->meta_attno[KAFKA_META_ERROR] != 0)
+		{
+			fill_meta(t, m, slot->tts_values, slot->tts_isnull, st->dec->errmsg);
+			st->nerrors++;
+		}
+		else
+			ereport(ERROR,
+					(errcode(st->dec->errcode),
+					 errmsg("could not decode Kafka message: %s", st->dec->errmsg),
+					 errhint("Add a column with OPTIONS (meta 'error') to the foreign table to "
+							 "receive bad messages as rows.")));
+		MemoryContextSwitchTo(old);
+		st->nrows++;
+		result = ExecStoreVirtualTuple(slot);
+	}
+
+	st->cur_partition = -1;
+	error_context_stack = st->errcb.previous;
+	return result ? result : slot;
+}
+
+static void
+stop_consuming(KafkaScanState *st)
+{
+	if (st->h && st->h->rk)
+		kafka_consume_stop(st->h);
+}
+
+static void
+kafkaReScanForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	stop_consuming(st);
+	st->started = false;
+}
+
+static void
+kafkaEndForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	if (st == NULL || st->scan_cxt == NULL)
+		return;
+	stop_consuming(st);
+	if (st->own_handle && st->h)
+		kafka_handle_destroy(st->h);
+	st->h = NULL;
+}
+
+/* EXPLAIN ANALYZE: the ranges that were read */
+void
+kafka_explain_ranges(ForeignScanState *node, ExplainState *es)
+{
+	KafkaScanState *st = node->fdw_state;
+	StringInfoData s;
+
+	if (st == NULL || !st->started || !es->analyze)
+		return;
+	initStringInfo(&s);
+	for (int i = 0; i < st->nranges; i++)
+		appendStringInfo(&s, "%s%d:[" INT64_FORMAT "," INT64_FORMAT ")",
+						 i > 0 ? " " : "", st->ranges[i].partition,
+						 st->ranges[i].start, st->ranges[i].end);
+	ExplainPropertyText("Kafka Ranges", s.len ? s.data : "none", es);
+	if (es->verbose)
+	{
+		ExplainPropertyInteger("Kafka Messages", NULL, st->nrows, es);
+		ExplainPropertyInteger("Kafka Error Rows", NULL, st->nerrors, es);
+	}
+}
+
+void
+kafka_scan_routines(FdwRoutine *r)
+{
+	r->BeginForeignScan = kafkaBeginForeignScan;
+	r->IterateForeignScan = kafkaIterateForeignScan;
+	r->ReScanForeignScan = kafkaReScanForeignScan;
+	r->EndForeignScan = kafkaEndForeignScan;
+}
+
+/* ----------------------------------------------------------------
+ * SQL functions
+ * ----------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(streamkpi_kafka_watermarks);
+PG_FUNCTION_INFO_V1(streamkpi_kafka_topics);
+
+/*
+ * kafka_watermarks(regclass) -> (partition int, low bigint, high bigint)
+ */
+Datum
+streamkpi_kafka_watermarks(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_GETARG_OID(0);
+	KafkaTable *t;
+	KafkaHandle *h;
+	MemoryContext cxt;
+	int32		n;
+	int32	   *parts;
+	int64	   *stamps,
+			   *low,
+			   *high;
+
+	if (get_rel_relkind(relid) != RELKIND_FOREIGN_TABLE ||
+		strcmp(GetForeignDataWrapper(GetForeignServer(GetForeignTable(relid)->serverid)->fdwid)->fdwname,
+			   "streamkpi_kafka") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a Kafka foreign table", get_rel_name(relid))));
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FOREIGN_TABLE, get_rel_name(relid));
+
+	InitMaterializedSRF(fcinfo, 0);
+	t = kafka_table_load(relid, true);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "streamkpi watermarks",
+								ALLOCSET_SMALL_SIZES);
+	h = kafka_handle_create(RD_KAFKA_CONSUMER, t->props, t->topic, cxt);
+	n = kafka_partition_count(h);
+	parts = palloc(sizeof(int32) * n);
+	stamps = palloc(sizeof(int64) * n);
+	low = palloc(sizeof(int64) * n);
+	high = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+	{
+		parts[i] = i;
+		stamps[i] = RD_KAFKA_OFFSET_BEGINNING;
+	}
+	kafka_get_offsets(h, n, parts, stamps, low);
+	for (int i = 0; i < n; i++)
+		stamps[i] = RD_KAFKA_OFFSET_END;
+	kafka_get_offsets(h, n, parts, stamps, high);
+	MemoryContextDelete(cxt);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = Int32GetDatum(i);
+		values[1] = Int64GetDatum(low[i]);
+		values[2] = Int64GetDatum(high[i]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * kafka_topics(server name) -> (topic text, partitions int)
+ */
+Datum
+streamkpi_kafka_topics(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ForeignServer *server = GetForeignServerByName(NameStr(*PG_GETARG_NAME(0)), false);
+	MemoryContext cxt;
+	KafkaHandle *h;
+	List	   *names;
+	List	   *counts;
+	ListCell   *ln,
+			   *lp;
+
+	if (pg_foreign_server_aclcheck(server->serverid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FOREIGN_SERVER, server->servername);
+
+	InitMaterializedSRF(fcinfo, 0);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "streamkpi topics",
+								ALLOCSET_SMALL_SIZES);
+	h = kafka_handle_create(RD_KAFKA_CONSUMER,
+							kafka_server_props(server->serverid, GetUserId()),
+							NULL, cxt);
+	names = kafka_list_topics(h, &counts);
+	MemoryContextDelete(cxt);
+	forboth(ln, names, lp, counts)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum((char *) lfirst(ln));
+		values[1] = Int32GetDatum(lfirst_int(lp));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

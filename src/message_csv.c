@@ -1,0 +1,293 @@
+/*-------------------------------------------------------------------------
+ *
+ * message_csv.c
+ *	  CSV message payloads: one record per message, RFC 4180 quoting with
+ *	  the table's delimiter and quote, an unquoted null string for NULL.
+ *	  With header 'true' the first message of the topic names the fields.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+
+#include "message.h"
+
+#define MAX_CSV_FIELDS 1024
+
+typedef struct CsvField
+{
+	const char *s;
+	int			len;
+	bool		quoted;
+} CsvField;
+
+/*
+ * Split one record.  Unescaped quoted fields point into the payload; those
+ * with doubled quotes are copied into out.  Returns the number of fields or
+ * -1 with the decoder's error set.
+ */
+static int
+csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
+		  StringInfo out)
+{
+	KafkaTable *t = d->table;
+	const char *end = p + len;
+	int			n = 0;
+
+	/* one trailing line end is not part of the record */
+	if (end > p && end[-1] == '\n')
+		end--;
+	if (end > p && end[-1] == '\r')
+		end--;
+	resetStringInfo(out);
+	/* no reallocation while fields point into out */
+	enlargeStringInfo(out, len + 1);
+
+	for (;;)
+	{
+		CsvField   *f;
+
+		if (n >= MAX_CSV_FIELDS)
+		{
+			kafka_decode_error(d, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+							   "CSV record has more than %d fields", MAX_CSV_FIELDS);
+			return -1;
+		}
+		f = &fields[n++];
+		f->quoted = false;
+		if (p < end && *p == t->quote)
+		{
+			const char *q = ++p;
+			bool		copied = false;
+			int			start = out->len;
+
+			f->quoted = true;
+			for (;;)
+			{
+				if (q >= end)
+				{
+					kafka_decode_error(d, ERRCODE_BAD_COPY_FILE_FORMAT,
+									   "unterminated CSV quoted field");
+					return -1;
+				}
+				if (*q == t->quote)
+				{
+					if (q + 1 < end && q[1] == t->quote)
+					{
+						/* doubled quote: copy what we have */
+						appendBinaryStringInfo(out, p, q - p);
+						appendStringInfoChar(out, t->quote);
+						copied = true;
+						q += 2;
+						p = q;
+						continue;
+					}
+					break;
+				}
+				q++;
+			}
+			if (copied)
+			{
+				appendBinaryStringInfo(out, p, q - p);
+				f->s = out->data + start;
+				f->len = out->len - start;
+			}
+			else
+			{
+				f->s = p;
+				f->len = q - p;
+			}
+			p = q + 1;
+			if (p < end && *p != t->delimiter)
+			{
+				kafka_decode_error(d, ERRCODE_BAD_COPY_FILE_FORMAT,
+								   "unexpected character after CSV quoted field %d", n);
+				return -1;
+			}
+		}
+		else
+		{
+			const char *q = p;
+
+			while (q < end && *q != t->delimiter)
+				q++;
+			f->s = p;
+			f->len = q - p;
+			p = q;
+		}
+		if (p >= end)
+			break;
+		p++;					/* the delimiter */
+	}
+	return n;
+}
+
+bool
+kafka_decode_csv(KafkaDecoder *d, const char *p, size_t len,
+				 Datum *values, bool *nulls)
+{
+	KafkaTable *t = d->table;
+	CsvField	fields[64];
+	CsvField   *f = fields;
+	int			n;
+	int			nulllen = strlen(t->null_string);
+	bool		ok = true;
+
+	if (t->ndata > 64 || len > 64 * 1024)
+		f = palloc(sizeof(CsvField) * MAX_CSV_FIELDS);
+	n = csv_split(d, p, len, f, &d->buf);
+	if (n < 0)
+		return false;
+	for (int i = 0; i < t->ndata && ok; i++)
+	{
+		KafkaColumn *c = t->data[i];
+		CsvField   *fld;
+
+		if (c->csv_position < 0 || c->csv_position >= n)
+			continue;
+		fld = &f[c->csv_position];
+		if (!fld->quoted && fld->len == nulllen &&
+			memcmp(fld->s, t->null_string, nulllen) == 0)
+			continue;
+		ok = kafka_convert_value(d, c, fld->s, fld->len, true,
+								 &values[c->attnum - 1]);
+		if (ok)
+			nulls[c->attnum - 1] = false;
+	}
+	if (f != fields)
+		pfree(f);
+	return ok;
+}
+
+static char *
+excerpt_header(const char *p, size_t len)
+{
+	int			n = pg_mbcliplen(p, len, Min(len, 200));
+
+	return psprintf("%.*s%s", n, p, len > n ? "..." : "");
+}
+
+/*
+ * Resolve column positions from a header record.  Required columns that
+ * are missing are an ERROR naming all of them; other missing columns
+ * read as NULL.
+ */
+void
+kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
+{
+	KafkaTable *t = d->table;
+	CsvField   *f = palloc(sizeof(CsvField) * MAX_CSV_FIELDS);
+	StringInfoData buf;
+	StringInfoData missing;
+	int			n;
+	int			nmissing = 0;
+
+	initStringInfo(&buf);
+	initStringInfo(&missing);
+	n = csv_split(d, p, len, f, &buf);
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(d->errcode),
+				 errmsg("invalid CSV header of Kafka topic \"%s\": %s",
+						t->topic, d->errmsg)));
+	for (int i = 0; i < t->ndata; i++)
+	{
+		KafkaColumn *c = t->data[i];
+
+		if (strspn(c->field, "0123456789") == c->field_len)
+			continue;			/* numbered: position fixed */
+		c->csv_position = -1;
+		for (int j = 0; j < n; j++)
+			if (f[j].len == c->field_len && memcmp(f[j].s, c->field, f[j].len) == 0)
+			{
+				c->csv_position = j;
+				break;
+			}
+		if (c->csv_position < 0 && c->required)
+		{
+			appendStringInfo(&missing, "%s\"%s\"", nmissing > 0 ? ", " : "", c->field);
+			nmissing++;
+		}
+	}
+	if (nmissing > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("CSV header of Kafka topic \"%s\" lacks required %s %s",
+						t->topic, nmissing == 1 ? "column" : "columns", missing.data),
+				 errdetail("The header is: %s", excerpt_header(p, len))));
+	d->header_line = palloc(len + 1);
+	memcpy(d->header_line, p, len);
+	d->header_len = len;
+}
+
+/* ----------------------------------------------------------------
+ * CSV encoding
+ * ----------------------------------------------------------------
+ */
+
+static void
+append_csv_field(KafkaTable *t, StringInfo out, const char *s, int len)
+{
+	bool		quote = len == 0 ||
+		(strlen(t->null_string) == len && memcmp(s, t->null_string, len) == 0);
+
+	for (int i = 0; i < len && !quote; i++)
+		if (s[i] == t->delimiter || s[i] == t->quote || s[i] == '\n' || s[i] == '\r')
+			quote = true;
+	if (!quote)
+	{
+		appendBinaryStringInfo(out, s, len);
+		return;
+	}
+	appendStringInfoChar(out, t->quote);
+	for (int i = 0; i < len; i++)
+	{
+		if (s[i] == t->quote)
+			appendStringInfoChar(out, t->quote);
+		appendStringInfoChar(out, s[i]);
+	}
+	appendStringInfoChar(out, t->quote);
+}
+
+void
+kafka_encode_csv(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
+{
+	for (int i = 0; i < t->ndata; i++)
+	{
+		KafkaColumn *c = t->data[i];
+		Datum		v = values[c->attnum - 1];
+
+		if (i > 0)
+			appendStringInfoChar(out, t->delimiter);
+		if (nulls[c->attnum - 1])
+		{
+			appendStringInfoString(out, t->null_string);
+			continue;
+		}
+		if (c->conv == KAFKA_CONV_TEXT)
+		{
+			text	   *tx = DatumGetTextPP(v);
+
+			append_csv_field(t, out, VARDATA_ANY(tx), VARSIZE_ANY_EXHDR(tx));
+		}
+		else if (c->conv == KAFKA_CONV_TIMESTAMPTZ)
+		{
+			StringInfoData tmp;
+
+			initStringInfo(&tmp);
+			if (c->time_unit_set)
+				kafka_append_epoch(&tmp, DatumGetTimestampTz(v), c->time_unit);
+			else if (!kafka_emit_iso_timestamp(&tmp, DatumGetTimestampTz(v)))
+				appendStringInfoString(&tmp, kafka_value_text(c, v));
+			append_csv_field(t, out, tmp.data, tmp.len);
+		}
+		else
+		{
+			char	   *s = kafka_value_text(c, v);
+
+			append_csv_field(t, out, s, strlen(s));
+		}
+	}
+}
