@@ -13,6 +13,19 @@ TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
 	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
 	streamkpi.daily_engagement;
+-- Start without this test's day partitions (2026), so that creating them is
+-- part of the test whatever ran before.
+DO $$
+DECLARE r record;
+BEGIN
+	FOR r IN SELECT c.oid::regclass AS part FROM pg_catalog.pg_inherits i
+			   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+			  WHERE i.inhparent = 'streamkpi.listens'::regclass
+				AND c.relname LIKE 'listens_p2026%'
+	LOOP
+		EXECUTE format('DROP TABLE %s', r.part);
+	END LOOP;
+END $$;
 
 -- 16 tracks: six genres, '' and NULL genres (both 'unknown'), every fifth
 -- without duration.  Events also name tracks x0..x2 that do not exist.
