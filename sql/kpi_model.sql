@@ -79,7 +79,7 @@ SELECT * FROM parts;
 SELECT count(*) AS misplaced FROM streamkpi.listens l
  WHERE (SELECT relname FROM pg_catalog.pg_class c WHERE c.oid = l.tableoid)
 	   <> 'listens_p' || to_char(listened_at AT TIME ZONE 'UTC', 'YYYYMMDD');
--- Partitions carry the parent's indexes and no leftover bounds constraint.
+-- Partitions carry their two indexes and no leftover bounds constraint.
 SELECT count(*) AS indexes FROM pg_catalog.pg_index
  WHERE indrelid = 'streamkpi.listens_p20250108'::regclass;
 SELECT conname FROM pg_catalog.pg_constraint

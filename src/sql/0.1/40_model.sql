@@ -58,11 +58,16 @@ CREATE TABLE streamkpi.listens (
 COMMENT ON TABLE streamkpi.listens IS
 	'raw listen events, one partition per UTC day (see streamkpi.ensure_listens_partitions)';
 
--- BRIN: events arrive roughly in time order, so a tiny BRIN index lets window
--- recomputation (trending, track_windows) read minutes, not whole days.
-CREATE INDEX listens_listened_at_brin ON streamkpi.listens USING brin (listened_at);
--- The KPI worker's "what is new since my last snapshot" lookup.
-CREATE INDEX listens_ingest_xid_idx ON streamkpi.listens (ingest_xid);
+-- Indexes are created per partition (see _create_listens_partition), not as
+-- partitioned indexes on listens: a partitioned index would be an extension
+-- member, so pg_dump would not recreate it, while ATTACH PARTITION on restore
+-- would auto-create partition indexes that collide with the ones pg_dump
+-- emits for the (non-member) day partitions.  Per partition:
+--  * BRIN on listened_at: events arrive roughly in time order, so a tiny index
+--    lets window recomputation (trending, track_windows) read minutes, not
+--    whole days;
+--  * btree on ingest_xid: the KPI worker's "what is new since my last
+--    snapshot" lookup.
 
 -- Safety net: an INSERT never fails for lack of a day partition.  Rows that
 -- land here are moved into their day partition by
@@ -70,6 +75,9 @@ CREATE INDEX listens_ingest_xid_idx ON streamkpi.listens (ingest_xid);
 -- streamkpi.drain_listens_default().  Keep it empty: attaching a partition
 -- scans it.
 CREATE TABLE streamkpi.listens_default PARTITION OF streamkpi.listens DEFAULT;
+CREATE INDEX listens_default_listened_at_brin ON streamkpi.listens_default
+	USING brin (listened_at);
+CREATE INDEX listens_default_ingest_xid_idx ON streamkpi.listens_default (ingest_xid);
 
 -- Create the partition for one UTC day, moving the rows of that day out of
 -- the default partition first.  Returns the number of rows moved.  The caller
@@ -103,6 +111,10 @@ BEGIN
 				   ' INSERT INTO streamkpi.%I SELECT * FROM moved', part)
 		USING lo, hi;
 	GET DIAGNOSTICS moved = ROW_COUNT;
+	EXECUTE format('CREATE INDEX %I ON streamkpi.%I USING brin (listened_at)',
+				   part || '_listened_at_brin', part);
+	EXECUTE format('CREATE INDEX %I ON streamkpi.%I (ingest_xid)',
+				   part || '_ingest_xid_idx', part);
 	EXECUTE format('ALTER TABLE streamkpi.listens ATTACH PARTITION streamkpi.%I'
 				   ' FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
 	EXECUTE format('ALTER TABLE streamkpi.%I DROP CONSTRAINT %I',
