@@ -6,7 +6,9 @@
 -- at every cardinality from 10 to 100·m, including 2.5·m, where
 -- hll_cardinality's switch from linear counting to the raw estimate
 -- is biased.  Everything is deterministic: fixed values, fixed hash.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
 
 CREATE TEMP TABLE acc_card (c int);
 INSERT INTO acc_card VALUES (10), (100), (500), (1024), (2048), (2560),

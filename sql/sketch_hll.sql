@@ -1,6 +1,8 @@
 -- streamkpi.hll_agg is byte-identical to postgresql-hll's own aggregate,
 -- hll_estimate reads any hll, approx_count_distinct counts.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
 
 -- Data sets of many sizes: each crosses a different representation
 -- (empty, explicit, sparse, full) for some parameters.  NULLs and the empty

@@ -1,5 +1,7 @@
 -- streamkpi.topn: a mergeable heavy-hitters summary.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
 
 -- exact while the distinct items fit: counts exact, errors 0, ordered by
 -- count descending, then item ascending

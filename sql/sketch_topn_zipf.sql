@@ -2,7 +2,9 @@
 -- items, capacity 1000.  The data are pure arithmetic (no random()): item
 -- r occurs round(10^6 · r^-1.1 / H) times (item 1 takes the rounding
 -- remainder), and the rows arrive in the order of a fixed permutation.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
 SET max_parallel_workers_per_gather = 0;
 
 CREATE TEMP TABLE zipf_counts AS

@@ -1,5 +1,7 @@
 -- Event-time windows: tumble, hop, day_bucket.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
 SET timezone = 'UTC';
 SET datestyle = 'ISO, YMD';
 
