@@ -16,6 +16,10 @@ OBJS = \
 	src/shmem.o \
 	src/pipeline_launcher.o \
 	src/kafka_client.o \
+	src/pipeline_admin.o \
+	src/pipeline_consumer.o \
+	src/pipeline_status.o \
+	src/pipeline_worker.o \
 	src/fdw_option.o \
 	src/fdw_plan.o \
 	src/fdw_scan.o \

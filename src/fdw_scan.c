@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 
 #include "fdw.h"
+#include "pipeline_batch.h"
 
 #define UNIX_TO_PG_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
@@ -50,6 +51,7 @@ typedef struct KafkaScanState
 	ExprContext *econtext;
 
 	bool		started;
+	int			batch_pos;		/* pipeline batch mode: next message */
 	bool		header_done;
 	int32		npartitions;	/* of the topic, 0 until known */
 	int64	   *low;			/* watermarks by partition, at first start */
@@ -556,6 +558,50 @@ fill_meta(KafkaTable *t, rd_kafka_message_t *m, Datum *values, bool *nulls,
 	}
 }
 
+/*
+ * Pipeline batch mode: read the messages a pipeline worker fetched instead
+ * of the broker.  A message that does not decode becomes a dead letter of
+ * the batch, and the scan goes on with the next one.
+ */
+static TupleTableSlot *
+iterate_pipeline_batch(KafkaScanState *st, TupleTableSlot *slot,
+					   PipelineBatch *batch)
+{
+	KafkaTable *t = st->table;
+
+	if (!st->started)
+	{
+		st->batch_pos = batch->first;
+		st->started = true;
+	}
+	while (st->batch_pos < batch->last)
+	{
+		int			i = st->batch_pos++;
+		rd_kafka_message_t *m = batch->msgs[i];
+		MemoryContext old;
+		bool		decoded;
+
+		CHECK_FOR_INTERRUPTS();
+		st->cur_partition = m->partition;
+		st->cur_offset = m->offset;
+		MemoryContextReset(st->tuple_cxt);
+		old = MemoryContextSwitchTo(st->tuple_cxt);
+		memset(slot->tts_isnull, true, sizeof(bool) * t->natts);
+		decoded = kafka_decode_message(st->dec, m->payload, m->len,
+									   slot->tts_values, slot->tts_isnull);
+		if (decoded)
+			fill_meta(t, m, slot->tts_values, slot->tts_isnull, NULL);
+		MemoryContextSwitchTo(old);
+		if (decoded)
+		{
+			st->nrows++;
+			return ExecStoreVirtualTuple(slot);
+		}
+		pipeline_batch_add_failure(batch, i, st->dec->errcode, st->dec->errmsg);
+	}
+	return slot;
+}
+
 static TupleTableSlot *
 kafkaIterateForeignScan(ForeignScanState *node)
 {
@@ -570,6 +616,13 @@ kafkaIterateForeignScan(ForeignScanState *node)
 	error_context_stack = &st->errcb;
 
 	ExecClearTuple(slot);
+	if (pipeline_current_batch != NULL && pipeline_current_batch->relid == t->relid)
+	{
+		result = iterate_pipeline_batch(st, slot, pipeline_current_batch);
+		st->cur_partition = -1;
+		error_context_stack = st->errcb.previous;
+		return result;
+	}
 	if (!st->started)
 		start_scan(node);
 

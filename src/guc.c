@@ -18,6 +18,12 @@
 /* Upper bound for any single wait on a Kafka broker, in milliseconds. */
 int			streamkpi_kafka_timeout_ms = 10000;
 
+/* The database whose pipelines the launcher runs. */
+char	   *streamkpi_database = NULL;
+
+/* Shared-memory slots for pipeline workers; fixed at server start. */
+int			streamkpi_max_pipeline_workers = 16;
+
 void
 StreamkpiGucInit(void)
 {
@@ -31,6 +37,26 @@ StreamkpiGucInit(void)
 							INT_MAX / 1000,
 							PGC_USERSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("streamkpi.database",
+							   "Database whose pipelines the streamkpi launcher runs.",
+							   NULL,
+							   &streamkpi_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("streamkpi.max_pipeline_workers",
+							"Most pipeline workers that can run at once.",
+							"Each pipeline runs parallelism workers.",
+							&streamkpi_max_pipeline_workers,
+							16,
+							1,
+							1024,
+							PGC_POSTMASTER,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("streamkpi");

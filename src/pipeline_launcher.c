@@ -2,8 +2,10 @@
  *
  * pipeline_launcher.c
  *	  The static "streamkpi launcher" background worker, registered when the
- *	  library is preloaded.  It announces itself in shared memory and is
- *	  the supervisor that starts the dynamic pipeline and KPI workers.
+ *	  library is preloaded.  Connected to streamkpi.database, it starts a
+ *	  dynamic worker for every enabled pipeline (parallelism workers each),
+ *	  and starts failed ones again after the backoff their slot asks for.
+ *	  Stopped, dropped or altered pipelines are noticed by their workers.
  *
  *	  streamkpi.workers() reports the workers that shared memory knows of.
  *
@@ -11,6 +13,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -22,8 +27,11 @@
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "pipeline.h"
 #include "streamkpi.h"
 
 /* How long the launcher sleeps when nothing wakes it. */
@@ -33,6 +41,24 @@
 #define LAUNCHER_RESTART_S 5
 
 PGDLLEXPORT void StreamkpiLauncherMain(Datum main_arg);
+
+/* A worker this launcher registered (handles are valid only here). */
+typedef struct LaunchedWorker
+{
+	char		name[PIPELINE_NAME_LEN];
+	int			worker_index;
+	BackgroundWorkerHandle *handle;
+} LaunchedWorker;
+
+/* A worker an enabled pipeline needs. */
+typedef struct WantedWorker
+{
+	char		name[PIPELINE_NAME_LEN];
+	int			worker_index;
+} WantedWorker;
+
+static List *launched = NIL;	/* LaunchedWorker *, in TopMemoryContext */
+static bool warned_no_slots = false;
 
 void
 StreamkpiLauncherInit(void)
@@ -67,30 +93,187 @@ launcher_attach(void)
 	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
 	streamkpi_shared->launcher_pid = MyProcPid;
 	streamkpi_shared->launcher_started_at = GetCurrentTimestamp();
+	streamkpi_shared->launcher_latch = MyLatch;
 	LWLockRelease(streamkpi_shared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
+}
+
+/* Called by backends: look at the pipelines now rather than within 1 s. */
+void
+pipeline_launcher_wake(void)
+{
+	Latch	   *latch;
+
+	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
+	latch = streamkpi_shared->launcher_pid != 0 ? streamkpi_shared->launcher_latch : NULL;
+	LWLockRelease(streamkpi_shared->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* Drop the handles of workers that have exited. */
+static void
+forget_exited_workers(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, launched)
+	{
+		LaunchedWorker *w = lfirst(lc);
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(w->handle, &pid) == BGWH_STOPPED)
+		{
+			launched = foreach_delete_current(launched, lc);
+			pfree(w->handle);
+			pfree(w);
+		}
+	}
+}
+
+/* The workers enabled pipelines need, read in a short transaction. */
+static List *
+wanted_workers(MemoryContext cxt)
+{
+	List	   *wanted = NIL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (OidIsValid(get_extension_oid("streamkpi", true)))
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_execute("SELECT name, parallelism FROM streamkpi.pipelines WHERE enabled ORDER BY name",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read streamkpi.pipelines");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			int			parallelism = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 2, &isnull));
+
+			for (int k = 0; k < parallelism; k++)
+			{
+				WantedWorker *w = MemoryContextAllocZero(cxt, sizeof(WantedWorker));
+
+				strlcpy(w->name, name, PIPELINE_NAME_LEN);
+				w->worker_index = k;
+				wanted = lappend(wanted, w);
+			}
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	return wanted;
+}
+
+static bool
+is_launched(const WantedWorker *w)
+{
+	ListCell   *lc;
+
+	foreach(lc, launched)
+	{
+		LaunchedWorker *l = lfirst(lc);
+
+		if (l->worker_index == w->worker_index && strcmp(l->name, w->name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Running already (maybe started by a previous launcher), or backing off? */
+static bool
+should_wait(const WantedWorker *w, TimestampTz now)
+{
+	PipelineSlot *slot;
+	bool		wait = false;
+
+	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
+	slot = pipeline_slot_find(w->name, w->worker_index, MyDatabaseId);
+	if (slot && (slot->pid != 0 ||
+				 (slot->state == PIPELINE_FAILED && now < slot->retry_at)))
+		wait = true;
+	LWLockRelease(streamkpi_shared->lock);
+	return wait;
+}
+
+static void
+launch_worker(const WantedWorker *w)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	LaunchedWorker *l;
+
+	pipeline_worker_prepare(&worker, w->name, w->worker_index, MyDatabaseId);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		if (!warned_no_slots)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start a worker for pipeline \"%s\"", w->name),
+					 errhint("Raise max_worker_processes.")));
+		warned_no_slots = true;
+		return;
+	}
+	warned_no_slots = false;
+	l = MemoryContextAllocZero(TopMemoryContext, sizeof(LaunchedWorker));
+	strlcpy(l->name, w->name, PIPELINE_NAME_LEN);
+	l->worker_index = w->worker_index;
+	l->handle = handle;
+	launched = lappend(launched, l);
+}
+
+/* Start what enabled pipelines need and is neither running nor waiting. */
+static void
+reconcile(MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+	List	   *wanted;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	forget_exited_workers();
+	MemoryContextSwitchTo(old);
+	wanted = wanted_workers(cxt);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	foreach(lc, wanted)
+	{
+		WantedWorker *w = lfirst(lc);
+
+		if (!is_launched(w) && !should_wait(w, now))
+			launch_worker(w);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(cxt);
 }
 
 void
 StreamkpiLauncherMain(Datum main_arg)
 {
+	MemoryContext cxt;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	/*
-	 * Connected to no particular database, like PostgreSQL's logical
-	 * replication launcher: it stays up even before the database holding
-	 * the pipelines exists, and it shows in pg_stat_activity.
-	 */
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	/* a missing database is an error exit; the postmaster retries in 5 s */
+	BackgroundWorkerInitializeConnection(streamkpi_database, NULL, 0);
 	pgstat_report_appname("streamkpi launcher");
 
 	launcher_attach();
-	ereport(LOG, (errmsg("streamkpi launcher started")));
+	ereport(LOG, (errmsg("streamkpi launcher started in database \"%s\"",
+						 streamkpi_database)));
+	cxt = AllocSetContextCreate(TopMemoryContext, "streamkpi launcher",
+								ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
+		reconcile(cxt);
+
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);

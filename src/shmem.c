@@ -14,6 +14,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
+#include "pipeline.h"
 #include "streamkpi.h"
 
 #define STREAMKPI_SHMEM_NAME "streamkpi"
@@ -26,7 +27,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static Size
 streamkpi_shmem_size(void)
 {
-	return MAXALIGN(sizeof(StreamkpiSharedState));
+	return add_size(MAXALIGN(sizeof(StreamkpiSharedState)), PipelineShmemSize());
 }
 
 static void
@@ -56,6 +57,8 @@ streamkpi_shmem_startup(void)
 		streamkpi_shared->lock =
 			&(GetNamedLWLockTranche(STREAMKPI_SHMEM_NAME))->lock;
 	}
+	PipelineShmemInit((char *) streamkpi_shared +
+					  MAXALIGN(sizeof(StreamkpiSharedState)), found);
 	LWLockRelease(AddinShmemInitLock);
 }
 

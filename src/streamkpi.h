@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 
 #define STREAMKPI_VERSION "0.1"
@@ -22,19 +23,18 @@ extern void streamkpi_require_preload(const char *feature);
 
 /* in guc.c */
 extern int	streamkpi_kafka_timeout_ms;
+extern char *streamkpi_database;
+extern int	streamkpi_max_pipeline_workers;
 extern void StreamkpiGucInit(void);
 
 /* in shmem.c */
-typedef enum StreamkpiWorkerKind
-{
-	STREAMKPI_WORKER_LAUNCHER = 0
-} StreamkpiWorkerKind;
-
 typedef struct StreamkpiSharedState
 {
 	LWLock	   *lock;			/* protects everything below */
 	pid_t		launcher_pid;	/* 0 while no launcher runs */
 	TimestampTz launcher_started_at;
+	Latch	   *launcher_latch; /* set to wake the launcher */
+	/* pipeline worker slots follow, see pipeline_status.c */
 } StreamkpiSharedState;
 
 extern StreamkpiSharedState *streamkpi_shared;
