@@ -362,6 +362,39 @@ SELECT 'monthly',
 			 EXCEPT
 			 SELECT month, genre, unique_listeners FROM streamkpi.monthly_genre_listeners)) m),
 	   (SELECT count(*) FROM streamkpi.monthly_genre_listeners);
+-- Weekly and monthly top tracks come from merged day topn summaries; at this
+-- size they are exact (max_error 0) and equal a ranking of raw listens.
+CREATE TEMP VIEW x_period_top AS
+SELECT * FROM (
+	SELECT p, period, g, track_id, n,
+		   rank() OVER (PARTITION BY p, period, g ORDER BY n DESC, track_id COLLATE "C") AS rank
+	  FROM (SELECT 'week' AS p, date_trunc('week', d)::date AS period, g, track_id, count(*) AS n
+			  FROM x_ev2 WHERE action = 'play' GROUP BY 1, 2, 3, 4
+			UNION ALL
+			SELECT 'month', date_trunc('month', d)::date, g, track_id, count(*)
+			  FROM x_ev2 WHERE action = 'play' GROUP BY 1, 2, 3, 4) c) r
+ WHERE rank <= 3;
+CREATE TEMP VIEW v_period_top AS
+SELECT 'week' AS p, week AS period, genre, rank, track_id, listen_count, max_error
+  FROM streamkpi.weekly_genre_top_tracks
+UNION ALL
+SELECT 'month', month, genre, rank, track_id, listen_count, max_error
+  FROM streamkpi.monthly_genre_top_tracks;
+WITH x AS MATERIALIZED (SELECT * FROM x_period_top),
+	 v AS MATERIALIZED (SELECT * FROM v_period_top)
+SELECT p AS rollup,
+	   (SELECT count(*) FROM (SELECT period, g, rank, track_id, n FROM x WHERE x.p = o.p
+							  EXCEPT
+							  SELECT period, genre, rank, track_id, listen_count FROM v
+							   WHERE v.p = o.p) m) AS missing,
+	   (SELECT count(*) FROM (SELECT period, genre, rank, track_id, listen_count FROM v
+							   WHERE v.p = o.p
+							  EXCEPT
+							  SELECT period, g, rank, track_id, n FROM x WHERE x.p = o.p) m) AS extra,
+	   count(*) AS rows, max(max_error) AS max_error
+  FROM v o GROUP BY p ORDER BY p DESC;
+SELECT * FROM streamkpi.weekly_genre_top_tracks
+ WHERE genre = 'rock' AND week = '2026-03-30' ORDER BY rank;
 -- The week of Mon 2026-03-23 holds Sat 28 and Sun 29; Mon 30 starts the next.
 SELECT * FROM streamkpi.weekly_genre_listeners WHERE genre = 'rock' ORDER BY week;
 SELECT * FROM streamkpi.monthly_genre_listeners WHERE genre = 'rock' ORDER BY month;
@@ -411,4 +444,4 @@ RESET ROLE;
 DROP TABLE x_e, x_daily_genre_kpis, x_track_counts, x_daily_genre_top_tracks,
 	x_daily_top_genres, x_win, x_win_counts, x_trending, x_track_windows,
 	x_daily_engagement;
-DROP VIEW x_ev2, x_ev;
+DROP VIEW x_period_top, v_period_top, x_ev2, x_ev;

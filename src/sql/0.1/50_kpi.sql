@@ -17,6 +17,8 @@
 --   avg_listen_ms_per_user  total_listen_ms / unique_listeners, 3 decimals.
 --   top tracks        per day and genre, rank 1..3 by listens desc, track_id asc.
 --   top genres        per day, rank 1..5 by listen_count desc, genre asc.
+--   ties              "asc" is byte order (COLLATE "C"), whatever the
+--                     database collation, as in streamkpi.topn.
 --   windows           tumbling in event time, aligned on 2000-01-01 00:00 UTC,
 --                     window_end = window_start + window_size; one set per
 --                     row of streamkpi.trending_windows.
@@ -124,9 +126,8 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 -- State (side) tables.  Additive, so that the KPI worker can merge new events
 -- in and weeks/months can be rolled up.
 
--- Listens per day, genre and track: exact top-N source that rolls up by sum.
--- When streamkpi.topn exists, a (day, genre, tracks topn) sketch can replace
--- it for long-range top-N; the exact counts are kept meanwhile.
+-- Listens per day, genre and track: the exact source of the daily top tracks
+-- and of daily_genre_track_topn.
 CREATE TABLE streamkpi.daily_genre_track_counts (
 	day			date NOT NULL,
 	genre		text NOT NULL,
@@ -134,6 +135,17 @@ CREATE TABLE streamkpi.daily_genre_track_counts (
 	listens		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	PRIMARY KEY (day, genre, track_id)
+);
+
+-- Top tracks per day and genre as a mergeable streamkpi.topn summary
+-- (capacity 1000, built from the exact counts above, so exact for days with
+-- at most 1000 distinct tracks in a genre): weeks and months merge these with
+-- topn_union_agg instead of re-reading per-track counts.
+CREATE TABLE streamkpi.daily_genre_track_topn (
+	day			date NOT NULL,
+	genre		text NOT NULL,
+	tracks		streamkpi.topn NOT NULL,
+	PRIMARY KEY (day, genre)
 );
 
 -- Distinct listeners per day and genre (hll of user_id, log2m 14).
@@ -281,6 +293,34 @@ SELECT pg_catalog.date_trunc('month', day)::date AS month,
 COMMENT ON VIEW streamkpi.monthly_genre_listeners IS
 	'unique listeners per calendar month and genre, from the union of day sketches';
 
+CREATE VIEW streamkpi.weekly_genre_top_tracks AS
+SELECT w.week, w.genre, i.rank, i.item AS track_id, i.count AS listen_count, i.max_error
+  FROM (SELECT pg_catalog.date_trunc('week', day)::date AS week, genre,
+			   streamkpi.topn_union_agg(tracks) AS tracks
+		  FROM streamkpi.daily_genre_track_topn
+		 GROUP BY 1, 2) w
+ CROSS JOIN LATERAL
+	   (SELECT t.item, t.count, t.max_error,
+			   pg_catalog.row_number() OVER (ORDER BY t.count DESC, t.item COLLATE "C") AS rank
+		  FROM streamkpi.topn_items(w.tracks, 3) t) i;
+
+COMMENT ON VIEW streamkpi.weekly_genre_top_tracks IS
+	'top 3 tracks per ISO week and genre, from the union of day topn summaries (max_error 0: exact)';
+
+CREATE VIEW streamkpi.monthly_genre_top_tracks AS
+SELECT m.month, m.genre, i.rank, i.item AS track_id, i.count AS listen_count, i.max_error
+  FROM (SELECT pg_catalog.date_trunc('month', day)::date AS month, genre,
+			   streamkpi.topn_union_agg(tracks) AS tracks
+		  FROM streamkpi.daily_genre_track_topn
+		 GROUP BY 1, 2) m
+ CROSS JOIN LATERAL
+	   (SELECT t.item, t.count, t.max_error,
+			   pg_catalog.row_number() OVER (ORDER BY t.count DESC, t.item COLLATE "C") AS rank
+		  FROM streamkpi.topn_items(m.tracks, 3) t) i;
+
+COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
+	'top 3 tracks per calendar month and genre, from the union of day topn summaries (max_error 0: exact)';
+
 ---------------------------------------------------------------------------
 -- Derivation: KPI tables from state.  Shared by refresh_kpis() and the KPI
 -- worker.  The caller holds the KPI lock (see refresh_kpis).
@@ -295,6 +335,13 @@ BEGIN
 	DELETE FROM streamkpi.daily_genre_top_tracks WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.daily_top_genres WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_genre_track_topn WHERE day BETWEEN p_from AND p_to;
+
+	INSERT INTO streamkpi.daily_genre_track_topn (day, genre, tracks)
+	SELECT day, genre, streamkpi.topn_agg(track_id, 1000, listens)
+	  FROM streamkpi.daily_genre_track_counts
+	 WHERE day BETWEEN p_from AND p_to
+	 GROUP BY day, genre;
 
 	INSERT INTO streamkpi.daily_genre_kpis
 		(day, genre, listen_count, unique_listeners, total_listen_ms,
@@ -316,7 +363,7 @@ BEGIN
 	SELECT r.day, r.genre, r.rank, r.track_id, t.track_name, r.listens
 	  FROM (SELECT day, genre, track_id, listens,
 				   row_number() OVER (PARTITION BY day, genre
-									  ORDER BY listens DESC, track_id) AS rank
+									  ORDER BY listens DESC, track_id COLLATE "C") AS rank
 			  FROM streamkpi.daily_genre_track_counts
 			 WHERE day BETWEEN p_from AND p_to) r
 	  LEFT JOIN streamkpi.tracks t ON t.track_id = r.track_id
@@ -326,7 +373,7 @@ BEGIN
 	SELECT day, rank, genre, listen_count
 	  FROM (SELECT day, genre, listen_count,
 				   row_number() OVER (PARTITION BY day
-									  ORDER BY listen_count DESC, genre) AS rank
+									  ORDER BY listen_count DESC, genre COLLATE "C") AS rank
 			  FROM streamkpi.daily_genre_kpis
 			 WHERE day BETWEEN p_from AND p_to) r
 	 WHERE rank <= 5;
@@ -362,7 +409,7 @@ BEGIN
 		   r.window_start + r.window_size, r.track_id, r.plays, r.skips, r.likes
 	  FROM (SELECT s.*,
 				   row_number() OVER (PARTITION BY s.window_size, s.window_start, s.region
-									  ORDER BY s.plays DESC, s.track_id) AS rank
+									  ORDER BY s.plays DESC, s.track_id COLLATE "C") AS rank
 			  FROM streamkpi.window_track_state s
 			 WHERE s.window_start >= p_lo AND s.window_start < p_hi
 			   AND s.plays > 0) r
@@ -529,17 +576,20 @@ GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
 GRANT SELECT ON streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
 	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
 	streamkpi.daily_engagement, streamkpi.weekly_genre_listeners,
-	streamkpi.monthly_genre_listeners TO streamkpi_reader;
+	streamkpi.monthly_genre_listeners, streamkpi.weekly_genre_top_tracks,
+	streamkpi.monthly_genre_top_tracks TO streamkpi_reader;
 GRANT SELECT ON streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
 	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
 	streamkpi.daily_engagement, streamkpi.weekly_genre_listeners,
-	streamkpi.monthly_genre_listeners, streamkpi.trending_windows
+	streamkpi.monthly_genre_listeners, streamkpi.weekly_genre_top_tracks,
+	streamkpi.monthly_genre_top_tracks, streamkpi.trending_windows
 	TO streamkpi_admin;
 GRANT INSERT, UPDATE, DELETE ON streamkpi.trending_windows TO streamkpi_admin;
 
 -- pg_dump keeps KPIs and their state.  trending_windows: only rows other than
 -- the defaults this script inserts (a deleted default comes back on restore).
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_track_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_track_topn', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_users', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement_state', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.window_track_state', '');
