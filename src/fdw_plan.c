@@ -195,8 +195,35 @@ classify_clause(PlannerInfo *root, RelOptInfo *baserel, KafkaPlanInfo *pi,
 		if (get_op_opfamily_strategy(sa->opno, INTEGER_BTREE_FAM_OID) !=
 			BTEqualStrategyNumber)
 			return false;
-		push(pi, KAFKA_PUSH_PARTITION, 0, r,
-			 psprintf("IN %s", describe_value(r, dpcxt)));
+		if (IsA(r, Const) && !((Const *) r)->constisnull)
+		{
+			Const	   *c = (Const *) r;
+			Oid			et = get_element_type(c->consttype);
+			int16		elen;
+			bool		ebyval;
+			char		ealign;
+			Datum	   *elems;
+			bool	   *enulls;
+			int			n;
+			StringInfoData buf;
+
+			get_typlenbyvalalign(et, &elen, &ebyval, &ealign);
+			deconstruct_array(DatumGetArrayTypeP(c->constvalue), et, elen, ebyval,
+							  ealign, &elems, &enulls, &n);
+			initStringInfo(&buf);
+			for (int i = 0; i < n; i++)
+				appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "IN (",
+								 enulls[i] ? "NULL" :
+								 psprintf(INT64_FORMAT,
+										  et == INT2OID ? (int64) DatumGetInt16(elems[i]) :
+										  et == INT4OID ? (int64) DatumGetInt32(elems[i]) :
+										  DatumGetInt64(elems[i])));
+			appendStringInfoChar(&buf, ')');
+			push(pi, KAFKA_PUSH_PARTITION, 0, r, buf.data);
+		}
+		else
+			push(pi, KAFKA_PUSH_PARTITION, 0, r,
+				 psprintf("IN %s", describe_value(r, dpcxt)));
 		return true;
 	}
 	return false;
