@@ -60,6 +60,7 @@ typedef struct TopnItem
 	uint32		len;
 	uint32		alloc;
 	int32		heappos;		/* -1 when the heap is not valid */
+	uint32		mark;			/* merge epoch that last matched it */
 	char	   *data;
 } TopnItem;
 
@@ -72,10 +73,11 @@ typedef struct TopnState
 	int64		floor;
 	int64		total;
 	TopnItem   *items;
-	int32	   *table;			/* open addressing: item index or -1 */
+	uint64	   *table;			/* open addressing, see SLOT_MAKE */
 	uint32		tmask;
 	int32	   *heap;			/* min-heap of item indexes by count */
 	bool		heap_valid;
+	uint32		epoch;			/* number of the current merge */
 	MemoryContext cxt;
 } TopnState;
 
@@ -196,23 +198,36 @@ item_order_cmp(const void *x, const void *y)
 
 /* ----------------------------------------------------------------
  * State: hash table of items
+ *
+ * Each slot holds the item's hash in the high half and its index + 1 in
+ * the low half (0 = free), so most probes never touch the items.
  * ----------------------------------------------------------------
  */
+#define SLOT_EMPTY			UINT64CONST(0)
+#define SLOT_MAKE(hash, idx)	(((uint64) (hash) << 32) | (uint32) ((idx) + 1))
+#define SLOT_IDX(slot)		((int32) ((uint32) (slot)) - 1)
+#define SLOT_HASH(slot)		((uint32) ((slot) >> 32))
+
+static void
+topn_table_alloc(TopnState *st, int32 capacity)
+{
+	/* room for the slack of a merge at a load factor of at most 1/2 */
+	uint32		tsize = pg_nextpower2_32((uint32) capacity * (TOPN_SLACK + 1) * 2 + 2);
+
+	st->table = (uint64 *) MemoryContextAllocZero(st->cxt, tsize * sizeof(uint64));
+	st->tmask = tsize - 1;
+}
+
 static TopnState *
 topn_state_create(MemoryContext cxt, int32 capacity)
 {
 	TopnState  *st;
-	uint32		tsize;
 
 	topn_check_capacity(capacity);
 	st = (TopnState *) MemoryContextAllocZero(cxt, sizeof(TopnState));
 	st->capacity = capacity;
 	st->cxt = cxt;
-	/* room for the slack of a merge at a load factor of at most 1/2 */
-	tsize = pg_nextpower2_32((uint32) capacity * (TOPN_SLACK + 1) * 2 + 2);
-	st->table = (int32 *) MemoryContextAlloc(cxt, tsize * sizeof(int32));
-	memset(st->table, 0xff, tsize * sizeof(int32));
-	st->tmask = tsize - 1;
+	topn_table_alloc(st, capacity);
 	st->maxitems = Min(capacity, 64);
 	st->items = (TopnItem *) MemoryContextAlloc(cxt,
 												st->maxitems * sizeof(TopnItem));
@@ -226,13 +241,18 @@ topn_find(const TopnState *st, const char *data, uint32 len, uint32 hash)
 
 	for (;;)
 	{
-		int32		idx = st->table[i];
+		uint64		slot = st->table[i];
 
-		if (idx < 0)
+		if (slot == SLOT_EMPTY)
 			return -1;
-		if (st->items[idx].hash == hash && st->items[idx].len == len &&
-			memcmp(st->items[idx].data, data, len) == 0)
-			return idx;
+		if (SLOT_HASH(slot) == hash)
+		{
+			int32		idx = SLOT_IDX(slot);
+
+			if (st->items[idx].len == len &&
+				memcmp(st->items[idx].data, data, len) == 0)
+				return idx;
+		}
 		i = (i + 1) & st->tmask;
 	}
 }
@@ -240,21 +260,23 @@ topn_find(const TopnState *st, const char *data, uint32 len, uint32 hash)
 static void
 topn_table_insert(TopnState *st, int32 idx)
 {
-	uint32		i = st->items[idx].hash & st->tmask;
+	uint32		hash = st->items[idx].hash;
+	uint32		i = hash & st->tmask;
 
-	while (st->table[i] >= 0)
+	while (st->table[i] != SLOT_EMPTY)
 		i = (i + 1) & st->tmask;
-	st->table[i] = idx;
+	st->table[i] = SLOT_MAKE(hash, idx);
 }
 
 /* Remove item idx from the table, shifting later entries back. */
 static void
 topn_table_delete(TopnState *st, int32 idx)
 {
+	uint64		target = SLOT_MAKE(st->items[idx].hash, idx);
 	uint32		i = st->items[idx].hash & st->tmask;
 	uint32		j;
 
-	while (st->table[i] != idx)
+	while (st->table[i] != target)
 		i = (i + 1) & st->tmask;
 	j = i;
 	for (;;)
@@ -262,9 +284,9 @@ topn_table_delete(TopnState *st, int32 idx)
 		uint32		home;
 
 		j = (j + 1) & st->tmask;
-		if (st->table[j] < 0)
+		if (st->table[j] == SLOT_EMPTY)
 			break;
-		home = st->items[st->table[j]].hash & st->tmask;
+		home = SLOT_HASH(st->table[j]) & st->tmask;
 		/* move the entry back unless its home lies cyclically in (i, j] */
 		if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j))
 		{
@@ -272,13 +294,13 @@ topn_table_delete(TopnState *st, int32 idx)
 			i = j;
 		}
 	}
-	st->table[i] = -1;
+	st->table[i] = SLOT_EMPTY;
 }
 
 static void
 topn_table_rebuild(TopnState *st)
 {
-	memset(st->table, 0xff, (st->tmask + 1) * sizeof(int32));
+	memset(st->table, 0, (st->tmask + 1) * sizeof(uint64));
 	for (int32 i = 0; i < st->nitems; i++)
 		topn_table_insert(st, i);
 }
@@ -423,20 +445,118 @@ topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 	heap_sift_down(st, 0);
 }
 
+/* The k-th largest value (k counted from 0) of a[0..n-1]; reorders a. */
+static int64
+select_kth_largest(int64 *a, int32 n, int32 k)
+{
+	int32		lo = 0;
+	int32		hi = n - 1;
+
+	while (lo < hi)
+	{
+		int64		pivot = a[lo + (hi - lo) / 2];
+		int32		i = lo;
+		int32		j = hi;
+
+		/* Hoare partition, descending */
+		while (i <= j)
+		{
+			while (a[i] > pivot)
+				i++;
+			while (a[j] < pivot)
+				j--;
+			if (i <= j)
+			{
+				int64		t = a[i];
+
+				a[i] = a[j];
+				a[j] = t;
+				i++;
+				j--;
+			}
+		}
+		if (k <= j)
+			hi = j;
+		else if (k >= i)
+			lo = i;
+		else
+			return a[k];
+	}
+	return a[k];
+}
+
+static int
+item_bytes_cmp(const void *x, const void *y)
+{
+	const TopnItem *a = *(TopnItem *const *) x;
+	const TopnItem *b = *(TopnItem *const *) y;
+
+	return bytes_cmp(a->data, a->len, b->data, b->len);
+}
+
 /*
- * Keep the `keep` items with the largest counts (ties: smaller bytes
- * first); the largest count dropped raises the floor.
+ * Keep the `keep` items with the largest counts; the largest count dropped
+ * raises the floor.  Among items tied at the cut, the final trim keeps the
+ * smallest bytes so that results are canonical; the trims between merges
+ * keep the first ones, which bounds just as well and avoids sorting.
  */
 static void
-topn_state_trim(TopnState *st, int32 keep)
+topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
 {
+	int64	   *counts;
+	int64		cut;
+	int64		dropped_max = 0;
+	int32		above = 0;
+	int32		ntied = 0;
+	int32		tied_kept;
+	TopnItem  **tied;
+	int32		out = 0;
+
 	if (st->nitems <= keep)
 		return;
-	qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
-	st->floor = Max(st->floor, st->items[keep].count);
-	for (int32 i = keep; i < st->nitems; i++)
-		pfree(st->items[i].data);
-	st->nitems = keep;
+
+	counts = (int64 *) palloc(st->nitems * sizeof(int64));
+	for (int32 i = 0; i < st->nitems; i++)
+		counts[i] = st->items[i].count;
+	cut = select_kth_largest(counts, st->nitems, keep - 1);
+	pfree(counts);
+
+	/* items above the cut stay; of those at the cut, the smallest bytes */
+	tied = (TopnItem **) palloc(st->nitems * sizeof(TopnItem *));
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		if (st->items[i].count > cut)
+			above++;
+		else if (st->items[i].count == cut)
+			tied[ntied++] = &st->items[i];
+	}
+	tied_kept = keep - above;
+	if (ntied > tied_kept)
+	{
+		if (sort_ties)
+			qsort(tied, ntied, sizeof(TopnItem *), item_bytes_cmp);
+		dropped_max = cut;
+	}
+	for (int32 i = tied_kept; i < ntied; i++)
+		tied[i]->count = -1;	/* marks a dropped tie */
+
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		TopnItem   *it = &st->items[i];
+
+		if (it->count >= cut)
+			st->items[out++] = *it;
+		else
+		{
+			dropped_max = Max(dropped_max, it->count);
+			pfree(it->data);
+		}
+	}
+	pfree(tied);
+	Assert(out == keep);
+
+	st->floor = Max(st->floor, dropped_max);
+	st->nitems = out;
 	topn_table_rebuild(st);
 	st->heap_valid = false;
 }
@@ -571,7 +691,7 @@ topn_state_pack(TopnState *st)
 	bytea	   *result;
 	uint8	   *p;
 
-	topn_state_trim(st, st->capacity);
+	topn_state_trim(st, st->capacity, true);
 	qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
 	topn_table_rebuild(st);
 	st->heap_valid = false;
@@ -615,11 +735,8 @@ topn_state_pack(TopnState *st)
 static void
 topn_state_grow(TopnState *st, int32 capacity)
 {
-	uint32		tsize = pg_nextpower2_32((uint32) capacity * (TOPN_SLACK + 1) * 2 + 2);
-
 	pfree(st->table);
-	st->table = (int32 *) MemoryContextAlloc(st->cxt, tsize * sizeof(int32));
-	st->tmask = tsize - 1;
+	topn_table_alloc(st, capacity);
 	st->capacity = capacity;
 	topn_table_rebuild(st);
 	if (st->heap != NULL)
@@ -638,12 +755,11 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 {
 	TopnCursor	c;
 	int32		before = st->nitems;
-	bool	   *seen;
+	uint32		epoch = ++st->epoch;
 
 	if (v->capacity > st->capacity)
 		topn_state_grow(st, v->capacity);
 
-	seen = (bool *) palloc0(Max(before, 1) * sizeof(bool));
 	c.p = v->items;
 	for (int32 i = 0; i < v->nitems; i++)
 	{
@@ -655,9 +771,9 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 		idx = topn_find(st, c.data, c.len, hash);
 		if (idx >= 0)
 		{
-			if (idx >= before || seen[idx])
+			if (idx >= before || st->items[idx].mark == epoch)
 				topn_bad("An item appears twice.");
-			seen[idx] = true;
+			st->items[idx].mark = epoch;
 			st->items[idx].count = add_checked(st->items[idx].count, c.count);
 			st->items[idx].error = add_checked(st->items[idx].error, c.error);
 		}
@@ -668,18 +784,16 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	}
 	for (int32 i = 0; i < before; i++)
 	{
-		if (seen[i])
+		if (st->items[i].mark == epoch)
 			continue;
 		st->items[i].count = add_checked(st->items[i].count, v->floor);
 		st->items[i].error = add_checked(st->items[i].error, v->floor);
 	}
-	pfree(seen);
-
 	st->floor = add_checked(st->floor, v->floor);
 	st->total = add_checked(st->total, v->total);
 	st->heap_valid = false;
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_state_trim(st, st->capacity);
+		topn_state_trim(st, st->capacity, false);
 }
 
 /* Merge state b into state a by way of b's stored form. */
