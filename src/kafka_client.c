@@ -585,13 +585,25 @@ kafka_consume_next(KafkaHandle *h, TimestampTz *idle_since)
 		h->npending = h->pending_pos = 0;
 		for (;;)
 		{
+			rd_kafka_message_t *first;
+
 			CHECK_FOR_INTERRUPTS();
-			n = rd_kafka_consume_batch_queue(h->queue, KAFKA_SLICE_MS,
-											 h->pending, KAFKA_BATCH);
+			/* whatever is already fetched, without waiting */
+			n = rd_kafka_consume_batch_queue(h->queue, 0, h->pending, KAFKA_BATCH);
 			if (n < 0)
 				kafka_report_error(rd_kafka_last_error(), "consume messages");
 			if (n > 0)
 				break;
+			/* else wait for the first message only, a short slice at most */
+			first = rd_kafka_consume_queue(h->queue, KAFKA_SLICE_MS);
+			if (first != NULL)
+			{
+				h->pending[0] = first;
+				n = rd_kafka_consume_batch_queue(h->queue, 0, h->pending + 1,
+												 KAFKA_BATCH - 1);
+				n = n < 0 ? 1 : n + 1;
+				break;
+			}
 			kafka_handle_poll(h);
 			kafka_check_fatal(h, "consume messages");
 			if (start == 0)
