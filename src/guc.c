@@ -21,6 +21,9 @@ int			streamkpi_kafka_timeout_ms = 10000;
 /* The database whose pipelines the launcher runs. */
 char	   *streamkpi_database = NULL;
 
+/* The time zone whose calendar days the KPI tables count in. */
+char	   *streamkpi_kpi_timezone = NULL;
+
 /* Shared-memory slots for pipeline workers; fixed at server start. */
 int			streamkpi_max_pipeline_workers = 16;
 
@@ -58,6 +61,15 @@ StreamkpiGucInit(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("streamkpi.kpi_timezone",
+							   "Time zone whose calendar days the KPI tables count in.",
+							   "refresh_kpis() and the KPI worker check the name when they use it.",
+							   &streamkpi_kpi_timezone,
+							   "UTC",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("streamkpi");
 }

@@ -24,6 +24,7 @@ extern void streamkpi_require_preload(const char *feature);
 /* in guc.c */
 extern int	streamkpi_kafka_timeout_ms;
 extern char *streamkpi_database;
+extern char *streamkpi_kpi_timezone;
 extern int	streamkpi_max_pipeline_workers;
 extern void StreamkpiGucInit(void);
 
