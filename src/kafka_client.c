@@ -414,6 +414,19 @@ kafka_check_fatal(KafkaHandle *h, const char *what)
 				 errdetail("%s", h->last_error)));
 }
 
+/* a blocking call's timeout: one slice, but never past the deadline */
+static int
+kafka_slice(TimestampTz deadline, int slice_ms)
+{
+	long		secs;
+	int			usecs;
+	int64		left;
+
+	TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+	left = (int64) secs * 1000 + usecs / 1000;
+	return (int) Max(1, Min(left, slice_ms));
+}
+
 static TimestampTz
 kafka_deadline(void)
 {
@@ -439,7 +452,8 @@ kafka_partition_count(KafkaHandle *h)
 		CHECK_FOR_INTERRUPTS();
 		kafka_handle_poll(h);
 		kafka_check_fatal(h, what);
-		err = rd_kafka_metadata(h->rk, 0, h->rkt, &md, KAFKA_SLICE_MS * 3);
+		err = rd_kafka_metadata(h->rk, 0, h->rkt, &md,
+								kafka_slice(deadline, KAFKA_SLICE_MS));
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :
@@ -495,7 +509,8 @@ kafka_get_offsets(KafkaHandle *h, int npart, const int32 *parts,
 		for (int i = 0; i < npart; i++)
 			rd_kafka_topic_partition_list_add(tpl, h->topic, parts[i])->offset =
 				stamps[i];
-		err = rd_kafka_offsets_for_times(h->rk, tpl, KAFKA_SLICE_MS * 5);
+		err = rd_kafka_offsets_for_times(h->rk, tpl,
+										 kafka_slice(deadline, KAFKA_SLICE_MS * 2));
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			for (int i = 0; i < npart; i++)
@@ -679,7 +694,8 @@ kafka_list_topics(KafkaHandle *h, List **partitions)
 		CHECK_FOR_INTERRUPTS();
 		kafka_handle_poll(h);
 		kafka_check_fatal(h, "list Kafka topics");
-		err = rd_kafka_metadata(h->rk, 1, NULL, &md, KAFKA_SLICE_MS * 3);
+		err = rd_kafka_metadata(h->rk, 1, NULL, &md,
+								kafka_slice(deadline, KAFKA_SLICE_MS));
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			for (int i = 0; i < md->topic_cnt; i++)
