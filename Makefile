@@ -28,7 +28,8 @@ OBJS = \
 	src/message_csv.o \
 	src/sketch_hll.o \
 	src/sketch_topn.o \
-	src/window.o
+	src/window.o \
+	src/synthetic.o
 
 # The install script is assembled from one fragment per subsystem, in
 # file-name order, so that subsystems never edit each other's SQL.
