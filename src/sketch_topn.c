@@ -64,6 +64,13 @@ typedef struct TopnItem
 	char	   *data;
 } TopnItem;
 
+/* A heap entry carries its count so that sifting stays in one array. */
+typedef struct TopnHeapEntry
+{
+	int64		count;
+	int32		idx;
+} TopnHeapEntry;
+
 /* Aggregate state; everything lives in cxt (the aggregate context). */
 typedef struct TopnState
 {
@@ -75,7 +82,7 @@ typedef struct TopnState
 	TopnItem   *items;
 	uint64	   *table;			/* open addressing, see SLOT_MAKE */
 	uint32		tmask;
-	int32	   *heap;			/* min-heap of item indexes by count */
+	TopnHeapEntry *heap;		/* min-heap by count, for evictions */
 	bool		heap_valid;
 	uint32		epoch;			/* number of the current merge */
 	MemoryContext cxt;
@@ -354,52 +361,53 @@ topn_append(TopnState *st, const char *data, uint32 len, uint32 hash,
  * State: min-heap by count, for Space-Saving's evictions
  * ----------------------------------------------------------------
  */
-static inline void
-heap_swap(TopnState *st, int32 a, int32 b)
-{
-	int32		t = st->heap[a];
-
-	st->heap[a] = st->heap[b];
-	st->heap[b] = t;
-	st->items[st->heap[a]].heappos = a;
-	st->items[st->heap[b]].heappos = b;
-}
-
+/*
+ * Move the entry at pos down to its place.  The heap is 4-ary and carries
+ * the counts, so the four children of a node share one cache line.
+ */
 static void
 heap_sift_down(TopnState *st, int32 pos)
 {
+	TopnHeapEntry *h = st->heap;
 	int32		n = st->nitems;
+	TopnHeapEntry e = h[pos];
 
 	for (;;)
 	{
-		int32		l = 2 * pos + 1;
-		int32		r = l + 1;
-		int32		m = pos;
+		int32		first = 4 * pos + 1;
+		int32		last = Min(first + 4, n);
+		int32		c;
 
-		if (l < n && st->items[st->heap[l]].count < st->items[st->heap[m]].count)
-			m = l;
-		if (r < n && st->items[st->heap[r]].count < st->items[st->heap[m]].count)
-			m = r;
-		if (m == pos)
-			return;
-		heap_swap(st, pos, m);
-		pos = m;
+		if (first >= n)
+			break;
+		c = first;
+		for (int32 j = first + 1; j < last; j++)
+			if (h[j].count < h[c].count)
+				c = j;
+		if (h[c].count >= e.count)
+			break;
+		h[pos] = h[c];
+		st->items[h[pos].idx].heappos = pos;
+		pos = c;
 	}
+	h[pos] = e;
+	st->items[e.idx].heappos = pos;
 }
 
 static void
 heap_build(TopnState *st)
 {
 	if (st->heap == NULL)
-		st->heap = (int32 *) MemoryContextAlloc(st->cxt,
-												st->capacity * sizeof(int32));
+		st->heap = (TopnHeapEntry *)
+			MemoryContextAlloc(st->cxt, st->capacity * sizeof(TopnHeapEntry));
 	Assert(st->nitems <= st->capacity);
 	for (int32 i = 0; i < st->nitems; i++)
 	{
-		st->heap[i] = i;
+		st->heap[i].count = st->items[i].count;
+		st->heap[i].idx = i;
 		st->items[i].heappos = i;
 	}
-	for (int32 i = st->nitems / 2 - 1; i >= 0; i--)
+	for (int32 i = st->nitems / 4; i >= 0 && st->nitems > 0; i--)
 		heap_sift_down(st, i);
 	st->heap_valid = true;
 }
@@ -421,7 +429,10 @@ topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 		it = &st->items[idx];
 		it->count = add_checked(it->count, weight);
 		if (st->heap_valid)
+		{
+			st->heap[it->heappos].count = it->count;
 			heap_sift_down(st, it->heappos);
+		}
 		return;
 	}
 	if (st->nitems < st->capacity)
@@ -433,7 +444,7 @@ topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 	/* full: the new item takes the place of the smallest count */
 	if (!st->heap_valid)
 		heap_build(st);
-	idx = st->heap[0];
+	idx = st->heap[0].idx;
 	it = &st->items[idx];
 	st->floor = Max(st->floor, it->count);
 	topn_table_delete(st, idx);
@@ -442,6 +453,7 @@ topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 	it->error = it->count;
 	it->count = add_checked(it->count, weight);
 	topn_table_insert(st, idx);
+	st->heap[0].count = it->count;
 	heap_sift_down(st, 0);
 }
 
@@ -654,6 +666,7 @@ topn_validate(const uint8 *in, size_t len)
 	uint32		prevlen = 0;
 
 	topn_view(in, len, &v);
+	CHECK_FOR_INTERRUPTS();
 	refs = (ItemRef *) palloc(Max(v.nitems, 1) * sizeof(ItemRef));
 	c.p = v.items;
 	for (int32 i = 0; i < v.nitems; i++)
@@ -757,6 +770,7 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	int32		before = st->nitems;
 	uint32		epoch = ++st->epoch;
 
+	CHECK_FOR_INTERRUPTS();
 	if (v->capacity > st->capacity)
 		topn_state_grow(st, v->capacity);
 
