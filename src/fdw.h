@@ -101,7 +101,7 @@ typedef struct KafkaDecoder
 	KafkaTable *table;
 	StringInfoData buf;			/* scratch for unescaped strings */
 	StringInfoData buf2;
-	int			ncsv;			/* CSV: header positions resolved */
+	int			next_guess;		/* JSON: the column the next key likely names */
 	char	   *header_line;	/* CSV: header message, skipped as a row */
 	int			header_len;
 	/* the last error */

@@ -286,9 +286,10 @@ kafka_handle_create(rd_kafka_type_t type, List *props, const char *topic,
 	conf_set_or_error(conf, "socket.timeout.ms", tmo, false);
 	if (type == RD_KAFKA_CONSUMER)
 	{
-		conf_set_or_error(conf, "fetch.wait.max.ms", "100", false);
-		conf_set_or_error(conf, "fetch.error.backoff.ms", "100", false);
-		conf_set_or_error(conf, "queued.min.messages", "200000", false);
+		conf_set_or_error(conf, "fetch.wait.max.ms", "10", false);
+		conf_set_or_error(conf, "fetch.error.backoff.ms", "10", false);
+		conf_set_or_error(conf, "queued.min.messages", "1000000", false);
+		conf_set_or_error(conf, "queued.max.messages.kbytes", "65536", false);
 		conf_set_or_error(conf, "fetch.message.max.bytes", "4194304", false);
 		conf_set_or_error(conf, "check.crcs", "false", false);
 		conf_set_or_error(conf, "auto.offset.reset", "earliest", false);

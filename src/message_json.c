@@ -503,12 +503,17 @@ read_hex4(JsonParser *jp, const char *q, int *cp)
  * Parse a string starting at the opening quote.  Without escapes *s points
  * into the message; otherwise into out.  Leaves jp->p after the closing quote.
  */
+/* bytes that end the fast scan of a string: quote, backslash, controls */
+static const bool string_special[256] = {
+	[0 ... 0x1f] = true,['"'] = true,['\\'] = true
+};
+
 static bool
 parse_string(JsonParser *jp, StringInfo out, const char **s, int *len)
 {
 	const char *q = ++jp->p;
 
-	while (q < jp->end && *q != '"' && *q != '\\' && (unsigned char) *q >= 0x20)
+	while (q < jp->end && !string_special[(unsigned char) *q])
 		q++;
 	if (q < jp->end && *q == '"')
 	{
@@ -850,15 +855,30 @@ parse_text_array(JsonParser *jp, KafkaColumn *c, Datum *value)
 	return true;
 }
 
+/*
+ * The column a key names.  Producers write keys in the same order every
+ * time, so the column after the last match is tried first.
+ */
 static inline KafkaColumn *
-find_column(KafkaTable *t, const char *key, int len)
+find_column(KafkaDecoder *d, const char *key, int len)
 {
-	for (int i = 0; i < t->ndata; i++)
-	{
-		KafkaColumn *c = t->data[i];
+	KafkaTable *t = d->table;
+	int			n = t->ndata;
 
-		if (c->field_len == len && memcmp(c->field, key, len) == 0)
+	for (int k = 0; k < n; k++)
+	{
+		int			i = d->next_guess + k;
+		KafkaColumn *c;
+
+		if (i >= n)
+			i -= n;
+		c = t->data[i];
+		if (c->field_len == len && c->field[0] == key[0] &&
+			memcmp(c->field, key, len) == 0)
+		{
+			d->next_guess = i + 1 < n ? i + 1 : 0;
 			return c;
+		}
 	}
 	return NULL;
 }
@@ -872,7 +892,6 @@ kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
 				  Datum *values, bool *nulls)
 {
 	JsonParser	jp;
-	KafkaTable *t = d->table;
 
 	jp.start = jp.p = payload;
 	jp.end = payload + len;
@@ -904,7 +923,7 @@ kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
 				return json_fail(&jp, "expected a string key");
 			if (!parse_string(&jp, &d->buf, &key, &klen))
 				return false;
-			c = find_column(t, key, klen);
+			c = len > 0 && klen > 0 ? find_column(d, key, klen) : NULL;
 			skip_ws(&jp);
 			if (jp.p >= jp.end || *jp.p != ':')
 				return json_fail(&jp, "expected ':'");
@@ -1013,6 +1032,29 @@ kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
 	return true;
 }
 
+/* true when every byte is ASCII and none is NUL, eight at a time */
+static bool
+is_plain_ascii(const char *p, size_t len)
+{
+	size_t		i = 0;
+
+	for (; i + 8 <= len; i += 8)
+	{
+		uint64		w;
+
+		memcpy(&w, p + i, 8);
+		/* a high bit set, or a zero byte (the classic haszero trick) */
+		if ((w & UINT64CONST(0x8080808080808080)) != 0 ||
+			((w - UINT64CONST(0x0101010101010101)) & ~w &
+			 UINT64CONST(0x8080808080808080)) != 0)
+			return false;
+	}
+	for (; i < len; i++)
+		if ((unsigned char) p[i] >= 0x80 || p[i] == '\0')
+			return false;
+	return true;
+}
+
 /*
  * Decode a payload of the table's format.  values/nulls are indexed by
  * attnum - 1; only data columns are touched.  On false, d->errcode and
@@ -1031,15 +1073,11 @@ kafka_decode_message(KafkaDecoder *d, const char *payload, size_t len,
 	if (payload == NULL || len == 0)
 		return kafka_decode_error(d, ERRCODE_INVALID_TEXT_REPRESENTATION,
 								  "empty message");
-	/* valid UTF-8: fast path for ASCII */
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char) payload[i] >= 0x80 || payload[i] == '\0')
-		{
-			if (pg_verify_mbstr_len(PG_UTF8, payload, len, true) < 0)
-				return kafka_decode_error(d, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
-										  "invalid UTF-8 in message");
-			break;
-		}
+	/* valid UTF-8 without NUL bytes: fast path for ASCII */
+	if (!is_plain_ascii(payload, len) &&
+		pg_verify_mbstr_len(PG_UTF8, payload, len, true) < 0)
+		return kafka_decode_error(d, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+								  "invalid UTF-8 in message");
 
 	if (t->format == KAFKA_FORMAT_JSON)
 		ok = kafka_decode_json(d, payload, len, values, nulls);

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Benchmark of the Kafka foreign table (issue 3): on 1,000,000 JSON listen
+# events (8 fields, ~200 bytes) in a 4-partition topic, in one run:
+#   produce   INSERT INTO foreign_table SELECT ... (1,000,000 messages)
+#   (a)       INSERT INTO local_table SELECT ... FROM foreign_table
+#   (b)       COPY local_table FROM a CSV file of the same rows
+# Each of (a) and (b) runs 3 times; the best time counts.  Prints events/s
+# and the ratio a/b (target >= 0.5).  Runs its own broker and PostgreSQL.
+#
+#   test/bench/kafka_scan.sh [events]      (default 1000000)
+set -euo pipefail
+
+events=${1:-${BENCH_EVENTS:-1000000}}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$("$PG_CONFIG" --bindir)
+work=$(mktemp -d "${TMPDIR:-/tmp}/streamkpi-bench-kafka.XXXXXX")
+export KAFKA_DIR=$work/kafka
+pgdata=$work/pgdata
+port=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0)->sockport')
+
+cleanup() {
+	"$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
+	"$repo/test/kafka/broker" stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+bootstrap=$("$repo/test/kafka/broker" start)
+"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
+
+"$bindir/initdb" -D "$pgdata" -A trust >/dev/null
+cat >>"$pgdata/postgresql.conf" <<CONF
+shared_preload_libraries = 'streamkpi'
+search_path = 'public'
+timezone = 'UTC'
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+synchronous_commit = off
+CONF
+"$bindir/pg_ctl" -D "$pgdata" -o "-p $port -k $work" -l "$work/pg.log" -w start >/dev/null
+
+psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d postgres)
+
+"${psql[@]}" <<SQL
+CREATE EXTENSION streamkpi CASCADE;
+CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
+CREATE TABLE src AS
+SELECT md5(i::text) AS event_id, 'user_' || (i % 50000) AS user_id,
+       'track_' || (i % 20000) AS track_id,
+       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
+       ((i::bigint * 7919) % 300000)::int AS ms_played,
+       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
+       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
+       (ARRAY['ios','android','web'])[1 + i % 3] AS device
+FROM generate_series(1, $events) i;
+CREATE TABLE dst (LIKE src);
+CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
+  listened_at timestamptz, ms_played int, action text, region text, device text)
+  SERVER kafka OPTIONS (topic 'bench', format 'json');
+COPY src TO '$work/listens.csv' WITH (FORMAT csv);
+VACUUM ANALYZE src;
+SQL
+
+# seconds a statement takes, measured by the server
+timed() {
+	"${psql[@]}" -At <<SQL
+\\set ON_ERROR_STOP 1
+TRUNCATE dst;
+CHECKPOINT;
+SELECT clock_timestamp() AS t0 \\gset
+$1;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
+SQL
+}
+
+produce=$(timed "INSERT INTO kafka_listens SELECT * FROM src")
+best_a=999999
+best_b=999999
+for run in 1 2 3; do
+	b=$(timed "COPY dst FROM '$work/listens.csv' WITH (FORMAT csv)")
+	c=$(timed "INSERT INTO dst SELECT * FROM src")
+	s=$(timed "SELECT count(*) FROM kafka_listens WHERE ms_played < 0" | tail -1)
+	a=$(timed "INSERT INTO dst SELECT event_id, user_id, track_id, listened_at, ms_played, action, region, device FROM kafka_listens")
+	echo "run $run: (a) ${a}s, (b) ${b}s; for reference: INSERT...SELECT from a local table ${c}s, the foreign scan alone ${s}s"
+	best_a=$(echo "if ($a < $best_a) $a else $best_a" | bc)
+	best_b=$(echo "if ($b < $best_b) $b else $best_b" | bc)
+done
+
+check=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM dst) || ' rows, ' || (SELECT count(*) FROM (SELECT * FROM dst EXCEPT ALL SELECT * FROM src) d) || ' differ'")
+echo "last foreign scan loaded $check"
+printf 'produce (INSERT into the foreign table): %d events in %ss = %.0f events/s\n' \
+	"$events" "$produce" "$(echo "$events / $produce" | bc -l)"
+printf '(a) INSERT ... SELECT FROM the foreign table: %.0f events/s\n' "$(echo "$events / $best_a" | bc -l)"
+printf '(b) COPY FROM csv:                           %.0f events/s\n' "$(echo "$events / $best_b" | bc -l)"
+printf 'ratio a/b = %.2f (target >= 0.5)\n' "$(echo "$best_b / $best_a" | bc -l)"
