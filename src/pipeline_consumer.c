@@ -174,6 +174,16 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 }
 
+/* Broker-level errors (broker down, authentication): shown in the status. */
+static void
+error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	PipelineConsumer *c = (PipelineConsumer *) opaque;
+
+	snprintf(c->last_error, sizeof(c->last_error), "Kafka: %s", reason);
+	c->has_error = true;
+}
+
 static void
 conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 		 bool secret)
@@ -232,6 +242,7 @@ pipeline_consumer_create(const char *pipeline, const char *topic, List *props,
 	conf_set(conf, "session.timeout.ms", "10000", false);
 	conf_set(conf, "heartbeat.interval.ms", "1000", false);
 	rd_kafka_conf_set_opaque(conf, c);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
 	if (c->group_mode)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 

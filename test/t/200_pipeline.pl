@@ -56,14 +56,14 @@ for my $i (1 .. 2000)
 		  : qq({"event_id":"e$i","n":-$i});					# violates CHECK (n >= 0)
 		$bad_payload{$line} = $kind;
 	}
-	push @lines, $line;
+	push @lines, "k$i\t$line";
 }
-$kafka->produce('events', \@lines);
+$kafka->produce('events', \@lines, key_delimiter => "\t");
 
 $node->safe_psql('postgres', "SELECT streamkpi.start_pipeline('ev')");
 ok(StreamKPI::Node::wait_ingested($node, 'ev', 1980), 'the pipeline ingests every good message');
-is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT event_id) FROM events'),
-	'1980|1980', 'each good message exactly once');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT event_id), count(DISTINCT kpartition) FROM events'),
+	'1980|1980|4', 'each good message exactly once, from all four partitions');
 
 my %expected_offset;
 for my $m ($kafka->consume('events'))
@@ -102,7 +102,7 @@ $node->safe_psql('postgres', "SELECT streamkpi.stop_pipeline('ev')");
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'streamkpi pipeline'}),
 	'a stopped pipeline has no worker');
-$kafka->produce('events', [ StreamKPI::Node::event_lines(3001, 3100) ]);
+StreamKPI::Node::produce_events($kafka, 'events', 3001, 3100);
 sleep 2;
 is($node->safe_psql('postgres', 'SELECT count(*) FROM events'), '1980', 'a stopped pipeline ingests nothing');
 is($node->safe_psql('postgres', "SELECT DISTINCT state FROM streamkpi.pipeline_status WHERE pipeline = 'ev'"),
@@ -114,7 +114,7 @@ ok(StreamKPI::Node::wait_ingested($node, 'ev', 2080), 'started again, it resumes
 $node->safe_psql('postgres', q{
 	SELECT streamkpi.alter_pipeline('ev',
 		statement => $$INSERT INTO events SELECT event_id, n * 10, kpartition, koffset FROM kafka_events$$)});
-$kafka->produce('events', [ StreamKPI::Node::event_lines(4001, 4010) ]);
+StreamKPI::Node::produce_events($kafka, 'events', 4001, 4010);
 ok(StreamKPI::Node::wait_ingested($node, 'ev', 2090), 'an altered pipeline goes on');
 is($node->safe_psql('postgres', q{SELECT sum(n) FROM events WHERE event_id IN ('e4001', 'e4010')}),
 	'80110', 'the altered statement is used for new messages');

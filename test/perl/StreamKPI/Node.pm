@@ -54,6 +54,15 @@ sub event_lines
 	return map { qq({"event_id":"e$_","n":$_}) } $from .. $to;
 }
 
+# Produce events e$from .. e$to keyed by event id, so that they spread over
+# the topic's partitions.
+sub produce_events
+{
+	my ($kafka, $topic, $from, $to) = @_;
+	return $kafka->produce($topic, [ map { qq(e$_\t{"event_id":"e$_","n":$_}) } $from .. $to ],
+		key_delimiter => "\t");
+}
+
 # Wait until the pipeline's committed offsets reach the topic's high
 # watermarks and the target table holds $rows rows.
 sub wait_ingested
