@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "streamkpi.h"
@@ -42,25 +43,32 @@ StreamkpiGucInit(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("streamkpi.database",
-							   "Database whose pipelines the streamkpi launcher runs.",
-							   NULL,
-							   &streamkpi_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/*
+	 * Server-start settings can only be defined while preloading; without
+	 * preloading there are no workers for them to configure.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("streamkpi.database",
+								   "Database whose pipelines the streamkpi launcher runs.",
+								   NULL,
+								   &streamkpi_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
-	DefineCustomIntVariable("streamkpi.max_pipeline_workers",
-							"Most pipeline workers that can run at once.",
-							"Each pipeline runs parallelism workers.",
-							&streamkpi_max_pipeline_workers,
-							16,
-							1,
-							1024,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+		DefineCustomIntVariable("streamkpi.max_pipeline_workers",
+								"Most pipeline workers that can run at once.",
+								"Each pipeline runs parallelism workers.",
+								&streamkpi_max_pipeline_workers,
+								16,
+								1,
+								1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+	}
 
 	DefineCustomStringVariable("streamkpi.kpi_timezone",
 							   "Time zone whose calendar days the KPI tables count in.",
