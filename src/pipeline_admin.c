@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
@@ -150,13 +151,39 @@ streamkpi_caller(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(streamkpi_wake_launcher);
 
+static bool wake_launcher_at_commit = false;
+
 /*
- * streamkpi._wake_launcher(): make the launcher look at the pipelines now.
+ * The launcher reads the pipelines table, so waking it before our change is
+ * committed would make it wait for its next periodic look (up to a second).
+ */
+static void
+wake_launcher_xact_callback(XactEvent event, void *arg)
+{
+	if (!wake_launcher_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		pipeline_launcher_wake();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_launcher_at_commit = false;
+}
+
+/*
+ * streamkpi._wake_launcher(): make the launcher look at the pipelines as
+ * soon as the calling transaction commits.
  */
 Datum
 streamkpi_wake_launcher(PG_FUNCTION_ARGS)
 {
+	static bool callback_registered = false;
+
 	streamkpi_require_preload("starting a pipeline");
-	pipeline_launcher_wake();
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_launcher_xact_callback, NULL);
+		callback_registered = true;
+	}
+	wake_launcher_at_commit = true;
 	PG_RETURN_VOID();
 }

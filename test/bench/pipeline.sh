@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Benchmark of pipelines (issue 4), in one run:
+#   (a) sustained ingestion of one pipeline from a 4-partition topic of
+#       N JSON listen events into streamkpi.listens, in events/s
+#   (b) COPY of the same rows into streamkpi.listens, in events/s
+#   ratio a/b (target >= 0.5)
+#   end-to-end latency, Kafka message timestamp -> row committed
+#       (pg_xact_commit_timestamp), p50/p99 at a steady 10,000 events/s
+#       (target p99 < 500 ms)
+# Runs its own broker and PostgreSQL.
+#
+#   test/bench/pipeline.sh [events]      (default 1000000)
+set -euo pipefail
+
+events=${1:-${BENCH_EVENTS:-1000000}}
+steady_seconds=${BENCH_STEADY_SECONDS:-20}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$("$PG_CONFIG" --bindir)
+work=$(mktemp -d "${TMPDIR:-/tmp}/streamkpi-bench-pipeline.XXXXXX")
+export KAFKA_DIR=$work/kafka
+pgdata=$work/pgdata
+port=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0)->sockport')
+
+cleanup() {
+	"$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
+	"$repo/test/kafka/broker" stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+bootstrap=$("$repo/test/kafka/broker" start)
+"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
+"$repo/test/kafka/broker" create-topic live 4 >/dev/null
+
+"$bindir/initdb" -D "$pgdata" -A trust >/dev/null
+cat >>"$pgdata/postgresql.conf" <<CONF
+shared_preload_libraries = 'streamkpi'
+streamkpi.database = 'postgres'
+search_path = 'public'
+timezone = 'UTC'
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+track_commit_timestamp = on
+max_worker_processes = 16
+CONF
+"$bindir/pg_ctl" -D "$pgdata" -o "-p $port -k $work" -l "$work/pg.log" -w start >/dev/null
+
+psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d postgres)
+
+"${psql[@]}" <<SQL
+CREATE EXTENSION streamkpi CASCADE;
+CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
+CREATE TABLE src AS
+SELECT md5(i::text) AS event_id, 'u' || (i % 50000) AS user_id,
+       't' || (i % 20000) AS track_id,
+       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
+       ((i::bigint * 7919) % 300000)::int AS ms_played,
+       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
+       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
+       (ARRAY['ios','android','web'])[1 + i % 3] AS device
+FROM generate_series(1, $events) i;
+CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
+  listened_at timestamptz, ms_played int, action text, region text, device text)
+  SERVER kafka OPTIONS (topic 'bench', format 'json');
+CREATE FOREIGN TABLE kafka_live (event_id text, user_id text, track_id text,
+  listened_at timestamptz, ms_played int, action text, region text, device text,
+  ktimestamp timestamptz OPTIONS (meta 'timestamp'))
+  SERVER kafka OPTIONS (topic 'live', format 'json');
+CREATE TABLE live (event_id text, kts timestamptz);
+SELECT streamkpi.ensure_listens_partitions(min(listened_at), max(listened_at)) FROM src;
+COPY src TO '$work/listens.csv' WITH (FORMAT csv);
+INSERT INTO kafka_listens SELECT * FROM src;
+SQL
+
+columns="event_id, user_id, track_id, listened_at, ms_played, action, region, device"
+
+# (b) COPY, best of 3
+best_copy=999999
+for run in 1 2 3; do
+	t=$("${psql[@]}" -At <<SQL
+TRUNCATE streamkpi.listens;
+CHECKPOINT;
+SELECT clock_timestamp() AS t0 \gset
+COPY streamkpi.listens ($columns) FROM '$work/listens.csv' WITH (FORMAT csv);
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
+SQL
+)
+	best_copy=$(awk -v a="$best_copy" -v b="$t" 'BEGIN { print (b < a) ? b : a }')
+done
+
+# (a) the pipeline, from start_pipeline until the offsets reach the end
+pipeline_time=$("${psql[@]}" -At <<SQL
+TRUNCATE streamkpi.listens;
+CHECKPOINT;
+SELECT streamkpi.create_pipeline('bench',
+  \$\$INSERT INTO streamkpi.listens ($columns) SELECT $columns FROM kafka_listens\$\$,
+  batch_size => ${BENCH_BATCH_SIZE:-20000});
+SELECT clock_timestamp() AS t0 \gset
+SELECT streamkpi.start_pipeline('bench');
+DO \$\$
+BEGIN
+	LOOP
+		EXIT WHEN (SELECT coalesce(sum(next_offset), 0) FROM streamkpi.pipeline_offsets
+				   WHERE pipeline = 'bench') >= $events;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END \$\$;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
+SQL
+)
+ingested=$("${psql[@]}" -At -c "SELECT count(*) FROM streamkpi.listens")
+[ "$ingested" = "$events" ] || { echo "pipeline ingested $ingested of $events rows" >&2; "${psql[@]}" -c "SELECT * FROM streamkpi.pipeline_offsets" -c "SELECT error, count(*) FROM streamkpi.dead_letters GROUP BY 1" -c "SELECT * FROM streamkpi.pipeline_status"; exit 1; }
+# sustained rate: from the first batch's commit to the last one's, so that
+# the worker's start (connection, consumer, first fetch) is not counted
+read -r sustained_rows sustained_time < <("${psql[@]}" -At -F ' ' <<SQL
+WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS ct FROM streamkpi.listens)
+SELECT count(*) FILTER (WHERE ct > (SELECT min(ct) FROM c)),
+	   round(extract(epoch FROM max(ct) - min(ct))::numeric, 3)
+  FROM c;
+SQL
+)
+"${psql[@]}" -c "SELECT streamkpi.stop_pipeline('bench')"
+
+# latency at a steady rate: 1,000 events every 100 ms from one producer
+steady_events=$((steady_seconds * 10000))
+"${psql[@]}" <<SQL
+SELECT streamkpi.create_pipeline('live',
+  \$\$INSERT INTO live SELECT event_id, ktimestamp FROM kafka_live\$\$);
+SELECT streamkpi.start_pipeline('live');
+SELECT pg_sleep(2);
+DO \$\$
+DECLARE
+	t0 timestamptz := clock_timestamp();
+BEGIN
+	FOR tick IN 0 .. $steady_seconds * 10 - 1 LOOP
+		INSERT INTO kafka_live ($columns)
+		SELECT md5((tick * 1000 + i)::text), 'u' || i, 't' || (i % 2000), clock_timestamp(),
+			   1000 + i, 'play', 'EU', 'web'
+		  FROM generate_series(1, 1000) i;
+		PERFORM pg_sleep(greatest(0, extract(epoch FROM t0 + (tick + 1) * interval '100 ms' - clock_timestamp())));
+	END LOOP;
+END \$\$;
+DO \$\$
+BEGIN
+	FOR i IN 1 .. 1000 LOOP
+		EXIT WHEN (SELECT count(*) FROM live) >= $steady_events;
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END \$\$;
+SQL
+
+"${psql[@]}" -At -F ' ' <<SQL > "$work/latency"
+SELECT count(*),
+	   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+	   round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+	   round(max(ms)::numeric, 1)
+  FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - kts) * 1000 AS ms FROM live) l;
+SQL
+read -r live_rows p50 p99 pmax < "$work/latency"
+
+awk -v n="$events" -v a="$pipeline_time" -v b="$best_copy" \
+	-v sr="$sustained_rows" -v st="$sustained_time" \
+	-v rows="$live_rows" -v p50="$p50" -v p99="$p99" -v pmax="$pmax" 'BEGIN {
+	printf("pipeline bench: %d events, 4 partitions, JSON ~150 bytes\n", n);
+	printf("  pipeline, start_pipeline to last commit  %8.3f s  %10.0f events/s\n", a, n / a);
+	printf("  (a) pipeline sustained (first to last batch commit, %d rows)  %8.3f s  %10.0f events/s\n",
+		   sr, st, sr / st);
+	printf("  (b) COPY into streamkpi.listens      %8.3f s  %10.0f events/s\n", b, n / b);
+	printf("  ratio a/b                              %.2f   (target >= 0.5; with the worker start counted %.2f)\n",
+		   (sr / st) / (n / b), b / a);
+	printf("  latency at 10,000 events/s (%d rows): p50 %s ms  p99 %s ms  max %s ms   (target p99 < 500 ms)\n",
+		   rows, p50, p99, pmax);
+}'
