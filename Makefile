@@ -93,3 +93,10 @@ demo: deps
 
 demo-stop:
 	test/demo/demo stop
+
+# Apache Superset (virtualenv under ~/.cache/streamkpi) with the dashboard
+# bundle of superset/, reading the KPI tables of `make demo`'s PostgreSQL as
+# streamkpi_reader; serves http://127.0.0.1:8088.  `superset/setup stop`.
+.PHONY: superset
+superset:
+	superset/setup demo

@@ -1,0 +1,100 @@
+// Render the dashboard "Music streaming KPIs" in headless Chromium
+// (playwright-core driving the Debian chromium package), keep a full-page
+// screenshot, and write what the browser saw for test/superset/check.py:
+// the chart-data responses by chart id, every chart tile (title, text,
+// error shown, chart drawn), requests to other hosts, console errors.
+//
+//   node screenshot.js URL USER PASSWORD PNG OUT.json PROFILE_DIR NCHARTS
+'use strict';
+const fs = require('fs');
+const { chromium } = require('playwright-core');
+
+const [base, user, password, png, out, profile, ncharts] = process.argv.slice(2);
+const expected = parseInt(ncharts, 10);
+const origin = new URL(base).origin;
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+(async () => {
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1600, height: 1400 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage'],
+  });
+  const result = { responses: {}, tiles: [], external: [], console_errors: [] };
+  try {
+    // only Superset itself may be reached
+    await context.route('**/*', (route) => {
+      const u = route.request().url();
+      if (u.startsWith(origin) || u.startsWith('data:') || u.startsWith('blob:')) return route.continue();
+      result.external.push(u);
+      return route.abort();
+    });
+    const page = context.pages()[0] || await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') result.console_errors.push(m.text().slice(0, 300)); });
+    page.on('response', async (r) => {
+      if (!r.url().includes('/api/v1/chart/data') || r.request().method() !== 'POST') return;
+      let sliceId = null;
+      try {
+        const body = r.request().postDataJSON();
+        sliceId = body && body.form_data && body.form_data.slice_id;
+      } catch (e) { /* not JSON */ }
+      let json = null;
+      try { json = await r.json(); } catch (e) { json = { text: (await r.text()).slice(0, 500) }; }
+      if (sliceId != null) result.responses[String(sliceId)] = { status: r.status(), body: json };
+    });
+
+    await page.goto(base + '/login/', { waitUntil: 'domcontentloaded' });
+    await page.fill('#username', user);
+    await page.fill('#password', password);
+    await Promise.all([
+      page.waitForURL((u) => !u.pathname.startsWith('/login'), { timeout: 60000 }),
+      page.click('input[type="submit"], button[type="submit"]'),
+    ]);
+
+    await page.goto(base + '/superset/dashboard/music-streaming-kpis/', { waitUntil: 'domcontentloaded' });
+    // wait until every tile is there, every chart's data has arrived and no
+    // tile is still loading
+    const deadline = Date.now() + 180000;
+    for (;;) {
+      const state = await page.evaluate(() => {
+        const holders = Array.from(document.querySelectorAll('.dashboard-component-chart-holder'));
+        const loading = holders.filter((h) => h.querySelector('.loading, [data-test="loading-indicator"]')).length;
+        return { tiles: holders.length, loading };
+      });
+      if (state.tiles >= expected && state.loading === 0 &&
+          Object.keys(result.responses).length >= expected) break;
+      if (Date.now() > deadline) {
+        console.error('timed out waiting for the dashboard: ' + JSON.stringify(state) +
+          ', chart-data responses: ' + Object.keys(result.responses).length);
+        break;
+      }
+      await sleep(500);
+    }
+    await sleep(2000);   // animations (ECharts draws in ~1 s)
+
+    result.tiles = await page.evaluate(() => {
+      const errorSel = '.alert-danger, .ant-alert-error, [data-test="error-tooltip"], .error-message';
+      return Array.from(document.querySelectorAll('.dashboard-component-chart-holder')).map((h) => {
+        const titleEl = h.querySelector('[data-test="editable-title"], .header-title, .editable-title');
+        const text = h.innerText || '';
+        return {
+          title: titleEl ? titleEl.innerText.trim() : text.split('\n')[0],
+          text,
+          error: !!h.querySelector(errorSel) || /Unexpected error|Traceback|No results were returned|Data error|Error:/.test(text),
+          // ECharts draw on a canvas, tables are tables, a big number is
+          // text in its own element
+          viz: !!h.querySelector('svg, canvas, table') ||
+            /\d/.test((h.querySelector('.superset-legacy-chart-big-number .header-line') || {}).innerText || ''),
+        };
+      });
+    });
+    await page.screenshot({ path: png, fullPage: true });
+  } finally {
+    fs.writeFileSync(out, JSON.stringify(result, null, 1));
+    await context.close();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
