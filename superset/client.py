@@ -9,6 +9,10 @@ virtualenv, which has requests and PyYAML).
         it with POST /api/v1/dashboard/import/, then store in every chart a
         query_context whose datasource is the imported dataset.
 
+    client.py --url URL --password-file F check-role
+        through SQL Lab: the database connects as streamkpi_reader, reads
+        the KPI tables and is refused raw events, dimensions, sketch state.
+
     client.py --url URL --password-file F chart-data --out FILE
         GET /api/v1/chart/<id>/data/ for every chart of the dashboard and
         write {uuid: {"id", "name", "query", "colnames", "data"}} to FILE.
@@ -121,6 +125,39 @@ def cmd_chart_data(api, args):
     print("chart data of %d charts written to %s" % (len(out), args.out))
 
 
+def cmd_check_role(api, args):
+    """the imported database connects as streamkpi_reader, which reads the
+    KPI tables and nothing else: raw events and dimensions are refused"""
+    dbs = api.call("GET", "/api/v1/database/?q=(filters:!((col:database_name,opr:eq,value:streamkpi)))")["result"]
+    if len(dbs) != 1:
+        sys.exit("client.py: expected one database \"streamkpi\", found %d" % len(dbs))
+    db_id = dbs[0]["id"]
+
+    def run(sql):
+        r = api.s.post(api.url + "/api/v1/sqllab/execute/", timeout=120,
+                       json={"database_id": db_id, "sql": sql, "schema": "streamkpi",
+                             "runAsync": False, "client_id": os.urandom(5).hex()})
+        return r.status_code, r.json()
+
+    failed = False
+    status, body = run("SELECT current_user AS u, (SELECT count(*) FROM streamkpi.daily_genre_kpis) AS n")
+    rows = body.get("data") or []
+    if status == 200 and rows and rows[0]["u"] == "streamkpi_reader" and rows[0]["n"] > 0:
+        print("ok - Superset's connection is streamkpi_reader and reads the KPI tables")
+    else:
+        print("not ok - Superset's connection: HTTP %d %s" % (status, json.dumps(body)[:500]))
+        failed = True
+    for table in ("streamkpi.listens", "streamkpi.users", "streamkpi.daily_genre_users"):
+        status, body = run("SELECT count(*) FROM %s" % table)
+        if status != 200 and "permission denied" in json.dumps(body):
+            print("ok - streamkpi_reader may not read %s" % table)
+        else:
+            print("not ok - streamkpi_reader read %s: HTTP %d %s" % (table, status, json.dumps(body)[:300]))
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
@@ -133,10 +170,12 @@ def main():
     i.add_argument("--pg-db", required=True)
     d = sub.add_parser("chart-data")
     d.add_argument("--out", required=True)
+    sub.add_parser("check-role")
     args = p.parse_args()
     with open(args.password_file) as f:
         api = Superset(args.url, f.read().strip())
-    {"import": cmd_import, "chart-data": cmd_chart_data}[args.cmd](api, args)
+    {"import": cmd_import, "chart-data": cmd_chart_data,
+     "check-role": cmd_check_role}[args.cmd](api, args)
 
 
 if __name__ == "__main__":
