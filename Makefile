@@ -4,6 +4,7 @@
 #   make demo    install what is missing, start a private PostgreSQL and Kafka,
 #                run the pipeline, show the KPIs
 #   make test    install what is missing, build, install, run every test tier
+#   make superset  Superset with the dashboard over make demo's KPI tables
 #
 # The usual PGXS targets (all, install, clean) work as for any extension.
 
@@ -96,7 +97,10 @@ demo-stop:
 
 # Apache Superset (virtualenv under ~/.cache/streamkpi) with the dashboard
 # bundle of superset/, reading the KPI tables of `make demo`'s PostgreSQL as
-# streamkpi_reader; serves http://127.0.0.1:8088.  `superset/setup stop`.
-.PHONY: superset
-superset:
+# streamkpi_reader; serves http://127.0.0.1:8088.  `make superset-stop` stops it.
+.PHONY: superset superset-stop
+superset: deps
 	superset/setup demo
+
+superset-stop:
+	superset/setup stop
