@@ -14,6 +14,8 @@ const expected = parseInt(ncharts, 10);
 const origin = new URL(base).origin;
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+const t0 = Date.now();
+function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 1000).toFixed(1)}s)`); }
 
 (async () => {
   const context = await chromium.launchPersistentContext(profile, {
@@ -24,6 +26,7 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--disable-dev-shm-usage'],
   });
+  step('Chromium started');
   const result = { responses: {}, tiles: [], external: [], console_errors: [] };
   try {
     // only Superset itself may be reached
@@ -55,6 +58,7 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
       page.click('input[type="submit"], button[type="submit"]'),
     ]);
 
+    step('logged in');
     await page.goto(base + '/superset/dashboard/music-streaming-kpis/', { waitUntil: 'domcontentloaded' });
     // wait until every tile is there, every chart's data has arrived and no
     // tile is still loading
@@ -74,6 +78,7 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
       }
       await sleep(500);
     }
+    step(`${Object.keys(result.responses).length} charts loaded`);
     await sleep(2000);   // animations (ECharts draws in ~1 s)
 
     result.tiles = await page.evaluate(() => {
@@ -93,6 +98,7 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
       });
     });
     await page.screenshot({ path: png, fullPage: true });
+    step('screenshot taken');
   } finally {
     fs.writeFileSync(out, JSON.stringify(result, null, 1));
     await context.close();
