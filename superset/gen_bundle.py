@@ -6,7 +6,9 @@ charts/, dashboards/.
 The YAML files are committed; this script is how they are made, so edit the
 CHARTS list here and rerun it rather than editing the YAML by hand:
 
-    python3 superset/gen_bundle.py
+    python3 superset/gen_bundle.py [DIR]     (DIR: default this directory)
+
+test/superset/run checks that the committed YAML is what this script makes.
 
 Each chart carries the form data the dashboard renders (params) and a
 query_context: the query its chart-data API runs (GET /api/v1/chart/<id>/data/).
@@ -25,12 +27,11 @@ import uuid
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = HERE          # where the bundle is written (argv[1] overrides)
 NS = uuid.UUID("6f1c3c4e-6a8e-4a59-9a55-2f6a1d0c7b11")
 
 
 def uid(name):
-    # the latest-trending dataset keeps the uuid of its first version
-    name = {"dataset/trending_latest": "dataset/trending"}.get(name, name)
     return str(uuid.uuid5(NS, name))
 
 
@@ -291,7 +292,7 @@ def chart_params_and_query(c):
 
 
 def dump(path, obj):
-    full = os.path.join(HERE, path)
+    full = os.path.join(OUT, path)
     os.makedirs(os.path.dirname(full), exist_ok=True)
     with open(full, "w") as f:
         yaml.safe_dump(obj, f, sort_keys=False, allow_unicode=True, width=1000)
@@ -299,7 +300,7 @@ def dump(path, obj):
 
 def main():
     for d in ("databases", "datasets", "charts", "dashboards"):
-        shutil.rmtree(os.path.join(HERE, d), ignore_errors=True)
+        shutil.rmtree(os.path.join(OUT, d), ignore_errors=True)
     dump("metadata.yaml", {"version": "1.0.0", "type": "Dashboard",
                            "timestamp": "2026-11-22T00:00:00+00:00"})
     dump("databases/streamkpi.yaml", DATABASE)
@@ -384,4 +385,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import sys
+    if len(sys.argv) > 1:
+        OUT = os.path.abspath(sys.argv[1])
     main()

@@ -21,16 +21,8 @@ import decimal
 import json
 import os
 import sys
-import uuid
 
 import psycopg2
-
-NS = uuid.UUID("6f1c3c4e-6a8e-4a59-9a55-2f6a1d0c7b11")   # as superset/gen_bundle.py
-
-
-def uid(name):
-    return str(uuid.uuid5(NS, name))
-
 
 # chart key -> (kind, SQL).  kind "keyed": the last column is the value, the
 # others the key; "rows": whole rows in order.  Written independently of the
