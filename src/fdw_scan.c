@@ -262,16 +262,17 @@ ensure_handle(KafkaScanState *st, int queue_kb)
 }
 
 /*
- * Our consumer again, with another prefetch depth, unless the server or
- * user mapping sets it.  Only before consuming: that is when the number of
- * partitions read at once is known.
+ * Our consumer again, with a shallower prefetch, unless the server or user
+ * mapping sets it.  Only before consuming: that is when the number of
+ * partitions read at once is known.  Never deeper, so that rescans do not
+ * reconnect.
  */
 static void
 fit_handle(KafkaScanState *st, int queue_kb)
 {
 	KafkaTable *t = st->table;
 
-	if (!st->own_handle || st->h == NULL || queue_kb == st->queue_kb ||
+	if (!st->own_handle || st->h == NULL || queue_kb >= st->queue_kb ||
 		kafka_props_set(t->props, "queued.max.messages.kbytes"))
 		return;
 	kafka_handle_destroy(st->h);

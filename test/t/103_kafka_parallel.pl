@@ -134,6 +134,16 @@ like($plan, qr/Gather.*loops=3/s, 'the Gather is rescanned 3 times');
 is_parallel($plan, 'rescans');
 is(sq("$force $rescan"), sq("$serial $rescan"), 'every rescan reads the whole topic');
 
+# CSV with a header: every participant reads the header first
+$kafka->create_topic('csv', 2);
+$kafka->produce('csv', [ 'id,val', map { "$_,v$_" } 1 .. 1000 ], partition => 0);
+$kafka->produce('csv', [ map { "$_,w$_" } 1001 .. 2000 ], partition => 1);
+sq(q{CREATE FOREIGN TABLE csv (val text, id int OPTIONS (required 'true'))
+	SERVER kafka OPTIONS (topic 'csv', format 'csv', header 'true')});
+my $csv = q{SELECT count(*), sum(id), count(DISTINCT val) FROM csv WHERE val LIKE '_%'};
+is_parallel(plan_of($cheap, $csv), 'CSV with header');
+is(sq("$cheap $csv"), '2000|2001000|2000', 'a parallel CSV scan maps fields by the header');
+
 # parallel scans leave no librdkafka handle behind in the leader
 my $threads = q{SELECT count(*) FROM pg_ls_dir('/proc/' || pg_backend_pid() || '/task')};
 my $res = sq("$threads; $agg; $agg; $threads;");
