@@ -8,7 +8,8 @@
  *	  Only when a parallel plan is possible does planning ask the broker
  *	  for the topic's size (partitions, messages between the watermarks),
  *	  briefly and without ever failing: with no answer the plan is serial,
- *	  so plain EXPLAIN works without a broker.  Large topics get a Parallel
+ *	  so plain EXPLAIN works without a broker.  A backend remembers the
+ *	  answer for a minute.  Large topics get a Parallel
  *	  Foreign Scan whose participants share out the partitions.
  *
  *	  Pushed-down restrictions are still checked on every row: they only
@@ -34,8 +35,10 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "miscadmin.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/timestamp.h"
 
 #include "fdw.h"
 #include "streamkpi.h"
@@ -46,6 +49,9 @@
 #define KAFKA_MESSAGE_COST (cpu_tuple_cost * 4)
 /* longest wait for the broker while planning, in ms */
 #define KAFKA_PLAN_BUDGET_MS 1000
+/* how long a backend trusts a topic's size, in ms, and for how many topics */
+#define KAFKA_SIZE_TTL_MS 60000
+#define KAFKA_SIZE_CACHE 16
 
 PG_FUNCTION_INFO_V1(streamkpi_kafka_handler);
 
@@ -61,6 +67,62 @@ typedef struct KafkaPlanInfo
 	int32		npartitions;
 	int64		messages;		/* between the watermarks, all partitions */
 } KafkaPlanInfo;
+
+/*
+ * Topic sizes this backend asked for lately: an estimate need not be
+ * fresh, and asking costs a connection to the broker on every plan.
+ */
+typedef struct KafkaSizeEntry
+{
+	Oid			serverid;
+	Oid			userid;
+	char	   *topic;			/* in TopMemoryContext; NULL when free */
+	TimestampTz asked_at;
+	bool		sized;
+	int32		npartitions;
+	int64		messages;
+} KafkaSizeEntry;
+
+static KafkaSizeEntry size_cache[KAFKA_SIZE_CACHE];
+
+/* the size of t's topic, from the cache or the broker */
+static bool
+topic_size(KafkaTable *t, int32 *npartitions, int64 *messages)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			userid = GetUserId();
+	KafkaSizeEntry *e = &size_cache[0];
+
+	for (int i = 0; i < KAFKA_SIZE_CACHE; i++)
+	{
+		KafkaSizeEntry *c = &size_cache[i];
+
+		if (c->topic && c->serverid == t->serverid && c->userid == userid &&
+			strcmp(c->topic, t->topic) == 0 &&
+			!TimestampDifferenceExceeds(c->asked_at, now, KAFKA_SIZE_TTL_MS))
+		{
+			*npartitions = c->npartitions;
+			*messages = c->messages;
+			return c->sized;
+		}
+		/* else replace a free or the oldest entry */
+		if (e->topic && (c->topic == NULL || c->asked_at < e->asked_at))
+			e = c;
+	}
+	if (e->topic)
+		pfree(e->topic);
+	e->topic = NULL;
+	e->sized = kafka_topic_size(t->props, t->topic,
+								Min(streamkpi_kafka_timeout_ms, KAFKA_PLAN_BUDGET_MS),
+								&e->npartitions, &e->messages);
+	e->serverid = t->serverid;
+	e->userid = userid;
+	e->asked_at = now;
+	e->topic = MemoryContextStrdup(TopMemoryContext, t->topic);
+	*npartitions = e->npartitions;
+	*messages = e->messages;
+	return e->sized;
+}
 
 static bool
 is_integer_type(Oid t)
@@ -270,10 +332,7 @@ kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 
 	/* the broker is asked only when the answer could matter */
 	if (baserel->consider_parallel && max_parallel_workers_per_gather > 0)
-		pi->sized = kafka_topic_size(t->props, t->topic,
-									 Min(streamkpi_kafka_timeout_ms,
-										 KAFKA_PLAN_BUDGET_MS),
-									 &pi->npartitions, &pi->messages);
+		pi->sized = topic_size(t, &pi->npartitions, &pi->messages);
 	if (pi->sized)
 		rows = (double) pi->messages;
 	baserel->tuples = rows;

@@ -639,29 +639,57 @@ try_partition_count(KafkaHandle *h, TimestampTz deadline, int32 *n)
 	return false;
 }
 
-/* messages between the watermarks of partitions 0 .. n-1 */
+/* first (-2) or next (-1) offsets of partitions 0 .. n-1, in one request */
 static bool
-try_message_count(KafkaHandle *h, TimestampTz deadline, int32 n, int64 *messages)
+try_offsets(KafkaHandle *h, TimestampTz deadline, int32 n, int64 stamp,
+			int64 *result)
 {
-	int64		sum = 0;
-
-	for (int32 p = 0; p < n; p++)
+	while (GetCurrentTimestamp() < deadline)
 	{
-		int64		low,
-					high;
+		rd_kafka_topic_partition_list_t *tpl;
 		rd_kafka_resp_err_t err;
 
 		CHECK_FOR_INTERRUPTS();
 		kafka_handle_poll(h);
-		if (kafka_hopeless(h) || GetCurrentTimestamp() >= deadline)
+		if (kafka_hopeless(h))
 			return false;
-		err = rd_kafka_query_watermark_offsets(h->rk, h->topic, p, &low, &high,
-											   kafka_slice(deadline, KAFKA_SLICE_MS * 2));
-		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		tpl = rd_kafka_topic_partition_list_new(n);
+		for (int32 p = 0; p < n; p++)
+			rd_kafka_topic_partition_list_add(tpl, h->topic, p)->offset = stamp;
+		err = rd_kafka_offsets_for_times(h->rk, tpl,
+										 kafka_slice(deadline, KAFKA_SLICE_MS * 2));
+		for (int32 p = 0; p < n && err == RD_KAFKA_RESP_ERR_NO_ERROR; p++)
+		{
+			if (tpl->elems[p].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				err = tpl->elems[p].err;
+			result[p] = tpl->elems[p].offset;
+		}
+		rd_kafka_topic_partition_list_destroy(tpl);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return true;
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+			err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+			err != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+			err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
 			return false;
-		sum += Max(high - low, 0);
+		pg_usleep(10000);
 	}
-	*messages = sum;
+	return false;
+}
+
+/* messages between the watermarks of partitions 0 .. n-1 */
+static bool
+try_message_count(KafkaHandle *h, TimestampTz deadline, int32 n, int64 *messages)
+{
+	int64	   *low = palloc(sizeof(int64) * n);
+	int64	   *high = palloc(sizeof(int64) * n);
+
+	if (!try_offsets(h, deadline, n, RD_KAFKA_OFFSET_BEGINNING, low) ||
+		!try_offsets(h, deadline, n, RD_KAFKA_OFFSET_END, high))
+		return false;
+	*messages = 0;
+	for (int32 p = 0; p < n; p++)
+		*messages += Max(high[p] - low[p], 0);
 	return true;
 }
 
@@ -682,10 +710,12 @@ kafka_topic_size(List *props, const char *topic, int budget_ms,
 													   budget_ms);
 	KafkaHandle *h = kafka_handle_create_ex(RD_KAFKA_CONSUMER, props, topic,
 											KAFKA_QUEUE_MIN_KB, cxt);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	bool		ok;
 
 	ok = try_partition_count(h, deadline, npartitions) &&
 		try_message_count(h, deadline, *npartitions, messages);
+	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return ok;
 }
