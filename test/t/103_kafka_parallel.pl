@@ -150,4 +150,27 @@ my $res = sq("$threads; $agg; $agg; $threads;");
 my @r = split /\n/, $res;
 is("$r[0],$r[3]", '1,1', 'one thread before and after parallel scans');
 
+# pipeline batches are never read in parallel, end to end: with
+# force_parallel_mode every parallel-safe plan gets a Gather, and a worker
+# process would read the topic instead of the batch.  Two guards prevent
+# it: the pipeline worker prepares its statement without
+# CURSOR_OPT_PARALLEL_OK, and the scan is not parallel safe in pipeline
+# mode; this fails only if both are lost (checked by removing both).
+sq(q{ALTER SYSTEM SET force_parallel_mode = on; SELECT pg_reload_conf()});
+$node->poll_query_until('postgres', q{SELECT current_setting('force_parallel_mode') = 'on'})
+  or die 'force_parallel_mode did not take effect';
+like(sq('EXPLAIN (COSTS OFF) SELECT n FROM small'), qr/Gather/,
+	'force_parallel_mode puts a Gather over a plain scan');
+sq(q{SELECT streamkpi.create_pipeline('sel', $$SELECT n, kpartition, koffset FROM small$$,
+	  batch_size => 50);
+	SELECT streamkpi.start_pipeline('sel')});
+ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) = 4 AND bool_and(committed_offset = high_watermark)
+		FROM streamkpi.pipeline_status WHERE pipeline = 'sel'}),
+	'a SELECT pipeline under force_parallel_mode reads the whole topic');
+is( sq(q{SELECT max(rows), count(last_error), max(dead_letters)
+	   FROM streamkpi.pipeline_status WHERE pipeline = 'sel'}),
+	'400|0|0', 'its statement saw each of the 400 messages once, without errors');
+sq(q{SELECT streamkpi.stop_pipeline('sel'); ALTER SYSTEM RESET force_parallel_mode; SELECT pg_reload_conf()});
+
 done_testing();
