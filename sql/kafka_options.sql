@@ -1,5 +1,5 @@
 -- Kafka foreign tables: option validation, secrets, and EXPLAIN of pushdown.
--- Nothing here contacts a broker: planning and plain EXPLAIN never do.
+-- Nothing here needs a broker: when none answers, planning makes a serial plan.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
 RESET client_min_messages;
@@ -61,7 +61,7 @@ CREATE FOREIGN TABLE listens (
   kpayload bytea OPTIONS (meta 'payload')
 ) SERVER kreg OPTIONS (topic 'listens', format 'json');
 
--- pushdown, shown by EXPLAIN VERBOSE without contacting the broker
+-- pushdown, shown by EXPLAIN VERBOSE without a broker
 EXPLAIN (VERBOSE, COSTS OFF) SELECT user_id FROM listens;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT user_id FROM listens WHERE kpartition = 2;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT user_id FROM listens WHERE kpartition IN (0, 3);

@@ -3,8 +3,14 @@
  * fdw_plan.c
  *	  The streamkpi_kafka handler and planning: which restrictions on the
  *	  partition, offset and timestamp meta columns narrow the offsets a
- *	  scan reads, and how EXPLAIN shows them.  Planning never contacts a
- *	  broker, so plain EXPLAIN works without one.
+ *	  scan reads, and how EXPLAIN shows them.
+ *
+ *	  Only when a parallel plan is possible does planning ask the broker
+ *	  for the topic's size (partitions, messages between the watermarks),
+ *	  briefly and without ever failing: with no answer the plan is serial,
+ *	  so plain EXPLAIN works without a broker.  A backend remembers the
+ *	  answer for a minute.  Large topics get a Parallel
+ *	  Foreign Scan whose participants share out the partitions.
  *
  *	  Pushed-down restrictions are still checked on every row: they only
  *	  decide where reading starts and stops.
@@ -21,6 +27,7 @@
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
+#include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/pathnode.h"
 #include "optimizer/planmain.h"
@@ -28,10 +35,23 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "miscadmin.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/timestamp.h"
 
 #include "fdw.h"
+#include "streamkpi.h"
+
+/* a scan connects to the broker and asks for metadata and watermarks */
+#define KAFKA_STARTUP_COST 100.0
+/* decoding a message costs about as much as four heap tuples */
+#define KAFKA_MESSAGE_COST (cpu_tuple_cost * 4)
+/* longest wait for the broker while planning, in ms */
+#define KAFKA_PLAN_BUDGET_MS 1000
+/* how long a backend trusts a topic's size, in ms, and for how many topics */
+#define KAFKA_SIZE_TTL_MS 60000
+#define KAFKA_SIZE_CACHE 16
 
 PG_FUNCTION_INFO_V1(streamkpi_kafka_handler);
 
@@ -43,7 +63,66 @@ typedef struct KafkaPlanInfo
 	List	   *strategies;		/* btree strategy (or 0 for IN) */
 	List	   *exprs;			/* the comparison value */
 	List	   *descs;			/* text for EXPLAIN */
+	bool		sized;			/* the broker told us the topic's size */
+	int32		npartitions;
+	int64		messages;		/* between the watermarks, all partitions */
 } KafkaPlanInfo;
+
+/*
+ * Topic sizes this backend asked for lately: an estimate need not be
+ * fresh, and asking costs a connection to the broker on every plan.
+ */
+typedef struct KafkaSizeEntry
+{
+	Oid			serverid;
+	Oid			userid;
+	char	   *topic;			/* in TopMemoryContext; NULL when free */
+	TimestampTz asked_at;
+	bool		sized;
+	int32		npartitions;
+	int64		messages;
+} KafkaSizeEntry;
+
+static KafkaSizeEntry size_cache[KAFKA_SIZE_CACHE];
+
+/* the size of t's topic, from the cache or the broker */
+static bool
+topic_size(KafkaTable *t, int32 *npartitions, int64 *messages)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			userid = GetUserId();
+	KafkaSizeEntry *e = &size_cache[0];
+
+	for (int i = 0; i < KAFKA_SIZE_CACHE; i++)
+	{
+		KafkaSizeEntry *c = &size_cache[i];
+
+		if (c->topic && c->serverid == t->serverid && c->userid == userid &&
+			strcmp(c->topic, t->topic) == 0 &&
+			!TimestampDifferenceExceeds(c->asked_at, now, KAFKA_SIZE_TTL_MS))
+		{
+			*npartitions = c->npartitions;
+			*messages = c->messages;
+			return c->sized;
+		}
+		/* else replace a free or the oldest entry */
+		if (e->topic && (c->topic == NULL || c->asked_at < e->asked_at))
+			e = c;
+	}
+	if (e->topic)
+		pfree(e->topic);
+	e->topic = NULL;
+	e->sized = kafka_topic_size(t->props, t->topic,
+								Min(streamkpi_kafka_timeout_ms, KAFKA_PLAN_BUDGET_MS),
+								&e->npartitions, &e->messages);
+	e->serverid = t->serverid;
+	e->userid = userid;
+	e->asked_at = now;
+	e->topic = MemoryContextStrdup(TopMemoryContext, t->topic);
+	*npartitions = e->npartitions;
+	*messages = e->messages;
+	return e->sized;
+}
 
 static bool
 is_integer_type(Oid t)
@@ -237,6 +316,7 @@ kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 	List	   *dpcxt = deparse_context_for(t->relname, foreigntableid);
 	ListCell   *lc;
 	double		rows = 100000;
+	double		sel = 1.0;
 
 	memcpy(pi->meta_attno, t->meta_attno, sizeof(pi->meta_attno));
 	pi->ts_pushable = t->meta_attno[KAFKA_META_TIMESTAMP] != 0 &&
@@ -247,22 +327,77 @@ kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
 
 		if (classify_clause(root, baserel, pi, ri->clause, dpcxt))
-			rows *= 0.1;
+			sel *= 0.1;
 	}
-	baserel->rows = clamp_row_est(rows);
-	baserel->tuples = 100000;
+
+	/* the broker is asked only when the answer could matter */
+	if (baserel->consider_parallel && max_parallel_workers_per_gather > 0)
+		pi->sized = topic_size(t, &pi->npartitions, &pi->messages);
+	if (pi->sized)
+		rows = (double) pi->messages;
+	baserel->tuples = rows;
+	baserel->rows = clamp_row_est(rows * sel);
 	baserel->fdw_private = pi;
+}
+
+/*
+ * Workers for a parallel scan: every participant reads whole partitions,
+ * so more participants than partitions would idle.
+ */
+static int
+parallel_workers_for(KafkaPlanInfo *pi)
+{
+	int			n = pi->npartitions - (parallel_leader_participation ? 1 : 0);
+
+	return Min(n, max_parallel_workers_per_gather);
+}
+
+/* the share of the work one participant does, as costsize.c counts it */
+static double
+parallel_divisor(int workers)
+{
+	double		d = workers;
+
+	if (parallel_leader_participation && 1.0 - 0.3 * workers > 0)
+		d += 1.0 - 0.3 * workers;
+	return d;
 }
 
 static void
 kafkaGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 {
-	Cost		startup = 100.0;
-	Cost		total = startup + baserel->rows * (cpu_tuple_cost * 4);
+	KafkaPlanInfo *pi = (KafkaPlanInfo *) baserel->fdw_private;
+	Cost		startup = KAFKA_STARTUP_COST;
+	Cost		run = baserel->rows * KAFKA_MESSAGE_COST;
+	int			workers;
 
 	add_path(baserel, (Path *)
 			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-									 startup, total, NIL, NULL, NULL, NIL));
+									 startup, startup + run, NIL, NULL, NULL, NIL));
+
+	/*
+	 * A partial path only for a topic of known size with partitions to
+	 * share; Gather's setup and per-tuple costs then keep small topics
+	 * serial.
+	 */
+	if (!pi->sized || !baserel->consider_parallel || pi->npartitions < 2)
+		return;
+	workers = parallel_workers_for(pi);
+	if (workers < 1)
+		return;
+	{
+		double		divisor = parallel_divisor(workers);
+		ForeignPath *path;
+
+		path = create_foreignscan_path(root, baserel, NULL,
+									   clamp_row_est(baserel->rows / divisor),
+									   startup, startup + run / divisor,
+									   NIL, NULL, NULL, NIL);
+		path->path.parallel_aware = true;
+		path->path.parallel_safe = true;
+		path->path.parallel_workers = workers;
+		add_partial_path(baserel, (Path *) path);
+	}
 }
 
 static ForeignScan *

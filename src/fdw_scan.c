@@ -6,6 +6,12 @@
  *	  always ends, by offsets and never by a timeout.  Messages are taken
  *	  from librdkafka in batches and decoded straight into the slot.
  *
+ *	  A parallel scan shares the partitions out: the leader computes the
+ *	  ranges once and puts them in shared memory, and every participant
+ *	  takes the next unread range from an atomic counter, so that each
+ *	  partition is read by exactly one of them.  A pipeline batch is never
+ *	  read in parallel: its messages are in the leader's memory only.
+ *
  *	  Also the SQL functions kafka_watermarks() and kafka_topics(), and the
  *	  interface that lets a pipeline worker choose the exact offsets a scan
  *	  reads.
@@ -14,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "access/parallel.h"
 #include "access/stratnum.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -21,6 +28,7 @@
 #include "funcapi.h"
 #include "nodes/nodeFuncs.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "mb/pg_wchar.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -34,6 +42,17 @@
 #include "pipeline_batch.h"
 
 #define UNIX_TO_PG_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+/* shared by the participants of a parallel scan, in its DSM segment */
+typedef struct KafkaParallelScan
+{
+	pg_atomic_uint32 next;		/* the next range to hand out */
+	bool		leader_only;	/* pipeline mode: the leader reads alone */
+	int			queue_kb;		/* prefetch per partition of a participant */
+	int			capacity;		/* room in ranges[] */
+	int			nranges;
+	KafkaRange	ranges[FLEXIBLE_ARRAY_MEMBER];
+} KafkaParallelScan;
 
 typedef struct KafkaScanState
 {
@@ -56,12 +75,17 @@ typedef struct KafkaScanState
 	int32		npartitions;	/* of the topic, 0 until known */
 	int64	   *low;			/* watermarks by partition, at first start */
 	int64	   *high;
-	int			nranges;
+	int			nranges;		/* what the whole scan reads */
 	KafkaRange *ranges;
+	int			nact;			/* what this participant reads now */
+	KafkaRange *act;
 	bool	   *done;
 	int			nremaining;
-	int		   *range_of;		/* partition -> range index, -1 none */
+	int		   *range_of;		/* partition -> act index, -1 none */
 	int32		max_partition;
+	KafkaParallelScan *pscan;	/* NULL unless parallel */
+	int			pcapacity;		/* ranges the DSM segment has room for */
+	int			queue_kb;		/* prefetch per partition of our handle */
 
 	/* where we are, for error context */
 	int32		cur_partition;
@@ -209,12 +233,61 @@ eval_int(KafkaScanState *st, ExprState *es, Oid type, int64 *out)
 	return true;
 }
 
+/* pipeline mode: a pipeline worker chooses what the scan reads */
+static bool
+pipeline_mode(void)
+{
+	return pipeline_current_batch != NULL || OidIsValid(override_relid);
+}
+
+/* the scan's own consumer, or the pipeline worker's */
+static void
+ensure_handle(KafkaScanState *st, int queue_kb)
+{
+	KafkaTable *t = st->table;
+	bool		use_override = OidIsValid(override_relid) && override_relid == t->relid;
+
+	if (st->h != NULL)
+		return;
+	if (use_override && override_handle)
+		st->h = override_handle;
+	else
+	{
+		st->h = kafka_handle_create_ex(RD_KAFKA_CONSUMER, t->props, t->topic,
+									   queue_kb, st->scan_cxt);
+		st->own_handle = true;
+		st->queue_kb = queue_kb;
+	}
+	st->hook = use_override ? override_hook : NULL;
+}
+
 /*
- * Compute the ranges from pushed-down values and the topic's watermarks,
- * then start fetching.
+ * Our consumer again, with a shallower prefetch, unless the server or user
+ * mapping sets it.  Only before consuming: that is when the number of
+ * partitions read at once is known.  Never deeper, so that rescans do not
+ * reconnect.
  */
 static void
-start_scan(ForeignScanState *node)
+fit_handle(KafkaScanState *st, int queue_kb)
+{
+	KafkaTable *t = st->table;
+
+	if (!st->own_handle || st->h == NULL || queue_kb >= st->queue_kb ||
+		kafka_props_set(t->props, "queued.max.messages.kbytes"))
+		return;
+	kafka_handle_destroy(st->h);
+	st->h = kafka_handle_create_ex(RD_KAFKA_CONSUMER, t->props, t->topic,
+								   queue_kb, st->scan_cxt);
+	st->queue_kb = queue_kb;
+}
+
+/*
+ * The ranges of the whole scan, from the pipeline worker's choice or from
+ * pushed-down values and the topic's watermarks (asked at the first start
+ * only, so that rescans read the same messages).
+ */
+static void
+compute_ranges(ForeignScanState *node)
 {
 	KafkaScanState *st = node->fdw_state;
 	KafkaTable *t = st->table;
@@ -222,22 +295,9 @@ start_scan(ForeignScanState *node)
 	MemoryContext old = MemoryContextSwitchTo(st->scan_cxt);
 	bool		use_override = OidIsValid(override_relid) && override_relid == t->relid;
 	int32	   *parts;
-	int64	   *starts;
 	int			n = 0;
 
-	if (st->h == NULL)
-	{
-		if (use_override && override_handle)
-			st->h = override_handle;
-		else
-		{
-			st->h = kafka_handle_create(RD_KAFKA_CONSUMER, t->props, t->topic,
-										st->scan_cxt);
-			st->own_handle = true;
-		}
-		st->hook = use_override ? override_hook : NULL;
-	}
-
+	ensure_handle(st, kafka_queue_kbytes(1));
 	if (use_override)
 	{
 		ListCell   *lc;
@@ -423,54 +483,82 @@ start_scan(ForeignScanState *node)
 	}
 
 	st->nranges = n;
+	remember_ranges(st);
+	MemoryContextSwitchTo(old);
+}
+
+/* CSV with header 'true': the first message of partition 0 names fields */
+static void
+read_csv_header(KafkaScanState *st)
+{
+	KafkaTable *t = st->table;
+	int32		p0 = 0;
+	int64		b = RD_KAFKA_OFFSET_BEGINNING;
+
+	if (t->format != KAFKA_FORMAT_CSV || !t->header || st->header_done)
+		return;
+	kafka_consume_start(st->h, 1, &p0, &b);
+	for (;;)
+	{
+		rd_kafka_message_t *m = kafka_consume_next(st->h, NULL);
+
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("CSV topic \"%s\" has no header message", t->topic),
+					 errdetail("With header 'true' the first message of partition 0 names the fields.")));
+		if (m->err)
+			kafka_report_error(m->err, "read the CSV header");
+		kafka_csv_set_header(st->dec, m->payload, m->len);
+		break;
+	}
+	kafka_consume_stop(st->h);
+	st->header_done = true;
+}
+
+/* Fetch the given ranges (kept by the caller) until each one is done. */
+static void
+begin_consuming(KafkaScanState *st, KafkaRange *ranges, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->scan_cxt);
+	int32	   *parts = palloc(sizeof(int32) * Max(n, 1));
+	int64	   *starts = palloc(sizeof(int64) * Max(n, 1));
+
+	st->act = ranges;
+	st->nact = n;
 	st->done = palloc0(sizeof(bool) * Max(n, 1));
 	st->nremaining = n;
 	st->max_partition = 0;
 	for (int i = 0; i < n; i++)
-		st->max_partition = Max(st->max_partition, st->ranges[i].partition);
+		st->max_partition = Max(st->max_partition, ranges[i].partition);
 	st->range_of = palloc(sizeof(int) * (st->max_partition + 1));
 	for (int i = 0; i <= st->max_partition; i++)
 		st->range_of[i] = -1;
 	for (int i = 0; i < n; i++)
-		st->range_of[st->ranges[i].partition] = i;
-	remember_ranges(st);
-
-	/* CSV header: the first message of partition 0 */
-	if (t->format == KAFKA_FORMAT_CSV && t->header && !st->header_done && n > 0)
 	{
-		int32		p0 = 0;
-		int64		b = RD_KAFKA_OFFSET_BEGINNING;
-
-		kafka_consume_start(st->h, 1, &p0, &b);
-		for (;;)
-		{
-			rd_kafka_message_t *m = kafka_consume_next(st->h, NULL);
-
-			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-				ereport(ERROR,
-						(errcode(ERRCODE_FDW_ERROR),
-						 errmsg("CSV topic \"%s\" has no header message", t->topic),
-						 errdetail("With header 'true' the first message of partition 0 names the fields.")));
-			if (m->err)
-				kafka_report_error(m->err, "read the CSV header");
-			kafka_csv_set_header(st->dec, m->payload, m->len);
-			break;
-		}
-		kafka_consume_stop(st->h);
-		st->header_done = true;
-	}
-
-	parts = palloc(sizeof(int32) * Max(n, 1));
-	starts = palloc(sizeof(int64) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		parts[i] = st->ranges[i].partition;
-		starts[i] = st->ranges[i].start;
+		st->range_of[ranges[i].partition] = i;
+		parts[i] = ranges[i].partition;
+		starts[i] = ranges[i].start;
 	}
 	if (n > 0)
 		kafka_consume_start(st->h, n, parts, starts);
-	st->started = true;
 	MemoryContextSwitchTo(old);
+}
+
+/* A serial scan reads all its ranges at once. */
+static void
+start_scan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	compute_ranges(node);
+	if (st->nranges > 0)
+	{
+		fit_handle(st, kafka_queue_kbytes(st->nranges));
+		read_csv_header(st);
+	}
+	begin_consuming(st, st->ranges, st->nranges);
+	st->started = true;
 }
 
 static void
@@ -602,6 +690,42 @@ iterate_pipeline_batch(KafkaScanState *st, TupleTableSlot *slot,
 	return slot;
 }
 
+static void
+stop_consuming(KafkaScanState *st)
+{
+	if (st->h && st->h->rk)
+		kafka_consume_stop(st->h);
+}
+
+/* A participant of a parallel scan: ranges come from shared memory. */
+static void
+start_parallel(KafkaScanState *st)
+{
+	KafkaParallelScan *ps = st->pscan;
+
+	ensure_handle(st, ps->queue_kb);
+	fit_handle(st, ps->queue_kb);
+	if (ps->nranges > 0)
+		read_csv_header(st);
+	st->nremaining = 0;			/* the first claim follows */
+	st->started = true;
+}
+
+/* Take the next range nobody has read; false when none is left. */
+static bool
+claim_range(KafkaScanState *st)
+{
+	KafkaParallelScan *ps = st->pscan;
+	uint32		i;
+
+	stop_consuming(st);
+	i = pg_atomic_fetch_add_u32(&ps->next, 1);
+	if (i >= (uint32) ps->nranges)
+		return false;
+	begin_consuming(st, &ps->ranges[i], 1);
+	return true;
+}
+
 static TupleTableSlot *
 kafkaIterateForeignScan(ForeignScanState *node)
 {
@@ -624,15 +748,28 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		return result;
 	}
 	if (!st->started)
-		start_scan(node);
+	{
+		if (st->pscan && !st->pscan->leader_only)
+			start_parallel(st);
+		else if (st->pscan && IsParallelWorker())
+			st->started = true; /* the leader reads alone: nothing here */
+		else
+			start_scan(node);
+	}
 
-	while (result == NULL && st->nremaining > 0)
+	while (result == NULL)
 	{
 		rd_kafka_message_t *m;
 		int			idx;
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
+		if (st->nremaining == 0)
+		{
+			if (st->pscan && !st->pscan->leader_only && claim_range(st))
+				continue;
+			break;
+		}
 		m = kafka_consume_next(st->h, NULL);
 		if (m->partition < 0 || m->partition > st->max_partition ||
 			(idx = st->range_of[m->partition]) < 0)
@@ -648,14 +785,14 @@ kafkaIterateForeignScan(ForeignScanState *node)
 			}
 			kafka_report_error(m->err, "consume from Kafka");
 		}
-		if (st->done[idx] || m->offset < st->ranges[idx].start)
+		if (st->done[idx] || m->offset < st->act[idx].start)
 			continue;
-		if (m->offset >= st->ranges[idx].end)
+		if (m->offset >= st->act[idx].end)
 		{
 			range_done(st, idx);
 			continue;
 		}
-		if (m->offset + 1 >= st->ranges[idx].end)
+		if (m->offset + 1 >= st->act[idx].end)
 			range_done(st, idx);
 
 		if (st->dec->header_line && (int) m->len == st->dec->header_len &&
@@ -696,13 +833,6 @@ kafkaIterateForeignScan(ForeignScanState *node)
 }
 
 static void
-stop_consuming(KafkaScanState *st)
-{
-	if (st->h && st->h->rk)
-		kafka_consume_stop(st->h);
-}
-
-static void
 kafkaReScanForeignScan(ForeignScanState *node)
 {
 	KafkaScanState *st = node->fdw_state;
@@ -731,7 +861,7 @@ kafka_explain_ranges(ForeignScanState *node, ExplainState *es)
 	KafkaScanState *st = node->fdw_state;
 	StringInfoData s;
 
-	if (st == NULL || !st->started || !es->analyze)
+	if (st == NULL || st->ranges == NULL || !es->analyze)
 		return;
 	initStringInfo(&s);
 	for (int i = 0; i < st->nranges; i++)
@@ -746,9 +876,107 @@ kafka_explain_ranges(ForeignScanState *node, ExplainState *es)
 	}
 }
 
+/* ----------------------------------------------------------------
+ * Parallel scans
+ * ----------------------------------------------------------------
+ */
+
+/* A pipeline batch lives in the leader's memory only. */
+static bool
+kafkaIsForeignScanParallelSafe(PlannerInfo *root, RelOptInfo *rel,
+							   RangeTblEntry *rte)
+{
+	return !pipeline_mode();
+}
+
+/*
+ * The leader computes the ranges now, so that the segment has room for
+ * one per partition: rescans never read more partitions than the first
+ * start saw.
+ */
+static Size
+kafkaEstimateDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	st->pcapacity = 0;
+	if (!pipeline_mode())
+	{
+		compute_ranges(node);
+		st->pcapacity = Max(st->npartitions, st->nranges);
+	}
+	return add_size(offsetof(KafkaParallelScan, ranges),
+					mul_size(sizeof(KafkaRange), Max(st->pcapacity, 1)));
+}
+
+/* copy the leader's ranges to the segment and hand them out from 0 */
+static void
+publish_ranges(KafkaScanState *st)
+{
+	KafkaParallelScan *ps = st->pscan;
+
+	if (st->nranges > ps->capacity)
+		elog(ERROR, "Kafka scan has %d ranges, room for %d",
+			 st->nranges, ps->capacity);
+	memcpy(ps->ranges, st->ranges, sizeof(KafkaRange) * st->nranges);
+	ps->nranges = st->nranges;
+	pg_atomic_write_u32(&ps->next, 0);
+}
+
+static void
+kafkaInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
+							  void *coordinate)
+{
+	KafkaScanState *st = node->fdw_state;
+	KafkaParallelScan *ps = (KafkaParallelScan *) coordinate;
+
+	pg_atomic_init_u32(&ps->next, 0);
+	ps->leader_only = pipeline_mode();
+	ps->capacity = st->pcapacity;
+	ps->nranges = 0;
+	/* participants read one partition at a time each */
+	ps->queue_kb = kafka_queue_kbytes(Min(Max(st->nranges, 1),
+										  pcxt->nworkers + 1));
+	st->pscan = ps;
+	if (!ps->leader_only)
+		publish_ranges(st);
+}
+
+/* a rescan: new ranges (parameters may have changed), handed out anew */
+static void
+kafkaReInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
+								void *coordinate)
+{
+	KafkaScanState *st = node->fdw_state;
+	KafkaParallelScan *ps = (KafkaParallelScan *) coordinate;
+
+	stop_consuming(st);
+	st->started = false;
+	st->nremaining = 0;
+	if (!ps->leader_only)
+	{
+		compute_ranges(node);
+		publish_ranges(st);
+	}
+}
+
+static void
+kafkaInitializeWorkerForeignScan(ForeignScanState *node, shm_toc *toc,
+								 void *coordinate)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	st->pscan = (KafkaParallelScan *) coordinate;
+}
+
 void
 kafka_scan_routines(FdwRoutine *r)
 {
+	r->IsForeignScanParallelSafe = kafkaIsForeignScanParallelSafe;
+	r->EstimateDSMForeignScan = kafkaEstimateDSMForeignScan;
+	r->InitializeDSMForeignScan = kafkaInitializeDSMForeignScan;
+	r->ReInitializeDSMForeignScan = kafkaReInitializeDSMForeignScan;
+	r->InitializeWorkerForeignScan = kafkaInitializeWorkerForeignScan;
 	r->BeginForeignScan = kafkaBeginForeignScan;
 	r->IterateForeignScan = kafkaIterateForeignScan;
 	r->ReScanForeignScan = kafkaReScanForeignScan;

@@ -150,6 +150,9 @@ kafka_report_error(rd_kafka_resp_err_t err, const char *action)
 
 #define KAFKA_SLICE_MS 100		/* longest single blocking librdkafka call */
 #define KAFKA_BATCH 4096		/* messages taken from the queue at once */
+#define KAFKA_QUEUE_BUDGET_KB (1024 * 1024)	/* prefetch of one scan: 1 GB */
+#define KAFKA_QUEUE_MAX_KB (256 * 1024) /* ... of one partition */
+#define KAFKA_QUEUE_MIN_KB 4096		/* one fetch (fetch.message.max.bytes) */
 
 static pthread_t backend_thread;
 
@@ -266,10 +269,49 @@ KafkaHandle *
 kafka_handle_create(rd_kafka_type_t type, List *props, const char *topic,
 					MemoryContext cxt)
 {
+	return kafka_handle_create_ex(type, props, topic, KAFKA_QUEUE_MAX_KB, cxt);
+}
+
+/*
+ * Prefetch buffer per partition when npartitions are read at once, in kB.
+ * librdkafka 2.0 resumes fetching a partition whose local queue was full
+ * only on its own timer, which stalls a scan whose consumer (an INSERT) is
+ * slower than the network; so buffer deeply, but bound what one scan can
+ * hold: a fixed budget shared by the partitions, with a floor of one fetch.
+ */
+int
+kafka_queue_kbytes(int npartitions)
+{
+	int64		kb = KAFKA_QUEUE_BUDGET_KB / Max(npartitions, 1);
+
+	return (int) Max(KAFKA_QUEUE_MIN_KB, Min(kb, KAFKA_QUEUE_MAX_KB));
+}
+
+/* does the server or user mapping set this librdkafka property itself? */
+bool
+kafka_props_set(List *props, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, props)
+		if (strcmp(((KafkaProperty *) lfirst(lc))->name, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * As kafka_handle_create; a consumer prefetches at most queue_kb kilobytes
+ * per partition unless the properties say otherwise.
+ */
+KafkaHandle *
+kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
+					   int queue_kb, MemoryContext cxt)
+{
 	KafkaHandle *h;
 	rd_kafka_conf_t *conf;
 	char		errbuf[512];
 	char		tmo[32];
+	char		qkb[32];
 	ListCell   *lc;
 
 	backend_thread = pthread_self();
@@ -282,6 +324,7 @@ kafka_handle_create(rd_kafka_type_t type, List *props, const char *topic,
 
 	conf = rd_kafka_conf_new();
 	snprintf(tmo, sizeof(tmo), "%d", streamkpi_kafka_timeout_ms);
+	snprintf(qkb, sizeof(qkb), "%d", queue_kb);
 	conf_set_or_error(conf, "client.id", "streamkpi", false);
 	conf_set_or_error(conf, "socket.timeout.ms", tmo, false);
 	if (type == RD_KAFKA_CONSUMER)
@@ -289,7 +332,7 @@ kafka_handle_create(rd_kafka_type_t type, List *props, const char *topic,
 		conf_set_or_error(conf, "fetch.wait.max.ms", "10", false);
 		conf_set_or_error(conf, "fetch.error.backoff.ms", "10", false);
 		conf_set_or_error(conf, "queued.min.messages", "1000000", false);
-		conf_set_or_error(conf, "queued.max.messages.kbytes", "65536", false);
+		conf_set_or_error(conf, "queued.max.messages.kbytes", qkb, false);
 		conf_set_or_error(conf, "fetch.message.max.bytes", "4194304", false);
 		conf_set_or_error(conf, "check.crcs", "false", false);
 		conf_set_or_error(conf, "auto.offset.reset", "earliest", false);
@@ -540,6 +583,141 @@ kafka_get_offsets(KafkaHandle *h, int npart, const int32 *parts,
 			kafka_timeout_error(h, what);
 		pg_usleep(10000);
 	}
+}
+
+/* broker trouble that waiting longer will not cure */
+static bool
+kafka_hopeless(KafkaHandle *h)
+{
+	switch (h->last_error_code)
+	{
+		case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+		case RD_KAFKA_RESP_ERR__FATAL:
+		case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+		case RD_KAFKA_RESP_ERR__RESOLVE:
+		case RD_KAFKA_RESP_ERR__SSL:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* partition count within the deadline; false on any problem */
+static bool
+try_partition_count(KafkaHandle *h, TimestampTz deadline, int32 *n)
+{
+	while (GetCurrentTimestamp() < deadline)
+	{
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_resp_err_t err;
+
+		CHECK_FOR_INTERRUPTS();
+		kafka_handle_poll(h);
+		if (kafka_hopeless(h))
+			return false;
+		err = rd_kafka_metadata(h->rk, 0, h->rkt, &md,
+								kafka_slice(deadline, KAFKA_SLICE_MS));
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :
+			RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+
+			*n = md->topic_cnt == 1 ? md->topics[0].partition_cnt : 0;
+			rd_kafka_metadata_destroy(md);
+			if (terr == RD_KAFKA_RESP_ERR_NO_ERROR && *n > 0)
+				return true;
+			/* an unknown topic will not appear by waiting */
+			if (terr != RD_KAFKA_RESP_ERR_NO_ERROR &&
+				terr != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+				return false;
+		}
+		else if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+				 err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			return false;
+		pg_usleep(10000);
+	}
+	return false;
+}
+
+/* first (-2) or next (-1) offsets of partitions 0 .. n-1, in one request */
+static bool
+try_offsets(KafkaHandle *h, TimestampTz deadline, int32 n, int64 stamp,
+			int64 *result)
+{
+	while (GetCurrentTimestamp() < deadline)
+	{
+		rd_kafka_topic_partition_list_t *tpl;
+		rd_kafka_resp_err_t err;
+
+		CHECK_FOR_INTERRUPTS();
+		kafka_handle_poll(h);
+		if (kafka_hopeless(h))
+			return false;
+		tpl = rd_kafka_topic_partition_list_new(n);
+		for (int32 p = 0; p < n; p++)
+			rd_kafka_topic_partition_list_add(tpl, h->topic, p)->offset = stamp;
+		err = rd_kafka_offsets_for_times(h->rk, tpl,
+										 kafka_slice(deadline, KAFKA_SLICE_MS * 2));
+		for (int32 p = 0; p < n && err == RD_KAFKA_RESP_ERR_NO_ERROR; p++)
+		{
+			if (tpl->elems[p].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				err = tpl->elems[p].err;
+			result[p] = tpl->elems[p].offset;
+		}
+		rd_kafka_topic_partition_list_destroy(tpl);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return true;
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT &&
+			err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+			err != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+			err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+			return false;
+		pg_usleep(10000);
+	}
+	return false;
+}
+
+/* messages between the watermarks of partitions 0 .. n-1 */
+static bool
+try_message_count(KafkaHandle *h, TimestampTz deadline, int32 n, int64 *messages)
+{
+	int64	   *low = palloc(sizeof(int64) * n);
+	int64	   *high = palloc(sizeof(int64) * n);
+
+	if (!try_offsets(h, deadline, n, RD_KAFKA_OFFSET_BEGINNING, low) ||
+		!try_offsets(h, deadline, n, RD_KAFKA_OFFSET_END, high))
+		return false;
+	*messages = 0;
+	for (int32 p = 0; p < n; p++)
+		*messages += Max(high[p] - low[p], 0);
+	return true;
+}
+
+/*
+ * The size of a topic, for the planner: partitions and messages between
+ * the watermarks.  Broker trouble is never an ERROR here, only false after
+ * at most budget_ms, so that a plan never depends on a broker answering;
+ * the scan reports the problem when it runs.
+ */
+bool
+kafka_topic_size(List *props, const char *topic, int budget_ms,
+				 int32 *npartitions, int64 *messages)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "streamkpi topic size",
+											  ALLOCSET_SMALL_SIZES);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   budget_ms);
+	KafkaHandle *h = kafka_handle_create_ex(RD_KAFKA_CONSUMER, props, topic,
+											KAFKA_QUEUE_MIN_KB, cxt);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		ok;
+
+	ok = try_partition_count(h, deadline, npartitions) &&
+		try_message_count(h, deadline, *npartitions, messages);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return ok;
 }
 
 /* Start fetching each partition from its start offset into one queue. */

@@ -68,11 +68,18 @@ extern bool kafka_property_check(const char *name, const char *value,
 								 rd_kafka_conf_res_t *res);
 extern KafkaHandle *kafka_handle_create(rd_kafka_type_t type, List *props,
 										const char *topic, MemoryContext cxt);
+extern KafkaHandle *kafka_handle_create_ex(rd_kafka_type_t type, List *props,
+										   const char *topic, int queue_kb,
+										   MemoryContext cxt);
+extern int	kafka_queue_kbytes(int npartitions);
+extern bool kafka_props_set(List *props, const char *name);
 extern void kafka_handle_destroy(KafkaHandle *h);
 extern void kafka_handle_poll(KafkaHandle *h);
 extern int32 kafka_partition_count(KafkaHandle *h);
 extern void kafka_get_offsets(KafkaHandle *h, int npart, const int32 *parts,
 							  const int64 *stamps, int64 *result);
+extern bool kafka_topic_size(List *props, const char *topic, int budget_ms,
+							 int32 *npartitions, int64 *messages);
 extern void kafka_consume_start(KafkaHandle *h, int nranges,
 								const int32 *parts, const int64 *starts);
 extern void kafka_consume_stop(KafkaHandle *h);

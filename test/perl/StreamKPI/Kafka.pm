@@ -2,6 +2,8 @@
 # with kcat for producing and reading messages.
 #
 #   my $kafka = StreamKPI::Kafka->start('main');
+#   my $secure = StreamKPI::Kafka->start('auth', sasl_users => { alice => 'pw' });
+#   $secure->sasl_bootstrap;   # a SASL_PLAINTEXT listener (PLAIN) for those users
 #   $kafka->create_topic('listens', 4);
 #   $kafka->produce('listens', [ '{"a":1}', '{"a":2}' ], partition => 0);
 #   my @msgs = $kafka->consume('listens');   # hashes: partition offset key payload ts
@@ -32,28 +34,46 @@ sub _run_script
 	my ($self, @args) = @_;
 	my ($out, $err);
 	local $ENV{KAFKA_DIR} = $self->{dir};
+	local $ENV{KAFKA_SASL_USERS} = $self->{sasl_users} // '';
 	my $ok = IPC::Run::run([ $broker_script, @args ], '>', \$out, '2>', \$err);
 	croak "broker @args failed: $err" unless $ok;
 	chomp $out;
 	return $out;
 }
 
-# Start a broker named $name (a directory of the test's own); returns the object.
+# Start a broker named $name (a directory of the test's own); returns the
+# object.  Option sasl_users => { user => password, ... } also opens a
+# SASL_PLAINTEXT listener (mechanism PLAIN) for those users.
 sub start
 {
-	my ($class, $name) = @_;
+	my ($class, $name, %opt) = @_;
 	$name //= 'kafka';
 	my $self = bless {
 		name => $name,
 		dir => "$PostgreSQL::Test::Utils::tmp_check/kafka_$name",
 	}, $class;
+	if ($opt{sasl_users})
+	{
+		$self->{sasl_users} = join(',',
+			map { "$_:$opt{sasl_users}{$_}" } sort keys %{ $opt{sasl_users} });
+	}
 	$self->{bootstrap} = $self->_run_script('start');
-	Test::More::note "Kafka broker '$name' at $self->{bootstrap}";
+	if ($self->{sasl_users})
+	{
+		$self->{sasl_bootstrap} =
+		  PostgreSQL::Test::Utils::slurp_file("$self->{dir}/sasl_address");
+		chomp $self->{sasl_bootstrap};
+	}
+	Test::More::note "Kafka broker '$name' at $self->{bootstrap}"
+	  . ($self->{sasl_bootstrap} ? ", SASL/PLAIN at $self->{sasl_bootstrap}" : '');
 	push @started, $self;
 	return $self;
 }
 
 sub bootstrap { return $_[0]->{bootstrap}; }
+
+# host:port of the SASL_PLAINTEXT listener, when started with sasl_users
+sub sasl_bootstrap { return $_[0]->{sasl_bootstrap}; }
 
 sub stop
 {
