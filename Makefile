@@ -92,8 +92,10 @@ demo: deps
 	$(MAKE) test/kafka/mockbroker
 	test/demo/demo start
 
+# also stops the Superset of `make superset`, which reads the demo's database
 demo-stop:
 	test/demo/demo stop
+	superset/setup stop
 
 # Apache Superset (virtualenv under ~/.cache/streamkpi) with the dashboard
 # bundle of superset/, reading the KPI tables of `make demo`'s PostgreSQL as
