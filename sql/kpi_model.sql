@@ -146,3 +146,23 @@ SELECT c.relname, x.cond
 DROP VIEW parts;
 CALL pg_temp.drop_test_partitions();
 TRUNCATE streamkpi.listens;
+
+-- Partitions as data arrives (the KPI worker calls this every few seconds):
+-- yesterday, today and tomorrow exist ahead of the data, and a row of
+-- another day moves from the default partition into a day of its own.
+BEGIN;
+INSERT INTO streamkpi.listens (user_id, track_id, listened_at)
+VALUES ('u1', 't1', '2024-06-01 10:00+00');
+SELECT count(*) AS in_default FROM streamkpi.listens_default;
+SELECT streamkpi.maintain_listens_partitions() AS moved;
+SELECT count(*) AS left_in_default FROM streamkpi.listens_default;
+SELECT (SELECT relname FROM pg_catalog.pg_class c WHERE c.oid = l.tableoid) AS part
+  FROM streamkpi.listens l;
+SELECT count(*) AS days_around_today FROM pg_catalog.pg_class
+ WHERE relnamespace = 'streamkpi'::regnamespace
+   AND relname IN (SELECT 'listens_p' || to_char(d, 'YYYYMMDD')
+					 FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
+										  (now() AT TIME ZONE 'UTC')::date + 1,
+										  interval '1 day') d);
+SELECT streamkpi.maintain_listens_partitions() AS moved_again;
+ROLLBACK;

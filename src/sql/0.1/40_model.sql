@@ -214,11 +214,38 @@ $fn$;
 COMMENT ON FUNCTION streamkpi.drain_listens_default() IS
 	'move rows out of streamkpi.listens_default into day partitions; returns rows moved';
 
+-- Partitions as data arrives, without anyone calling the two functions
+-- above: the KPI worker calls this every few seconds.  It keeps the UTC days
+-- from yesterday to tomorrow created ahead of the data, and gives the rows
+-- that landed in the default partition (events of other days) day partitions
+-- of their own.  When there is nothing to do it costs three catalog lookups
+-- and one probe of an empty table, and takes no lock that blocks inserts.
+CREATE FUNCTION streamkpi.maintain_listens_partitions()
+	RETURNS bigint
+	LANGUAGE plpgsql
+	SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS $fn$
+BEGIN
+	PERFORM streamkpi.ensure_listens_partitions(now() - interval '1 day',
+												now() + interval '1 day');
+	IF EXISTS (SELECT FROM streamkpi.listens_default) THEN
+		RETURN streamkpi.drain_listens_default();
+	END IF;
+	RETURN 0;
+END
+$fn$;
+
+COMMENT ON FUNCTION streamkpi.maintain_listens_partitions() IS
+	'create the day partitions around today and drain streamkpi.listens_default; returns rows moved';
+
 REVOKE ALL ON FUNCTION streamkpi.ensure_listens_partitions(timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.drain_listens_default() FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi.maintain_listens_partitions() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamkpi.ensure_listens_partitions(timestamptz, timestamptz)
 	TO streamkpi_admin;
-GRANT EXECUTE ON FUNCTION streamkpi.drain_listens_default() TO streamkpi_admin;
+GRANT EXECUTE ON FUNCTION streamkpi.drain_listens_default(),
+	streamkpi.maintain_listens_partitions() TO streamkpi_admin;
 
 -- Pipelines run as their owner, typically streamkpi_admin: they write events
 -- and dimensions.  streamkpi_reader sees none of this (DESIGN §6).
