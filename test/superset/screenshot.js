@@ -21,7 +21,9 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    viewport: { width: 1600, height: 1400 },
+    // tall enough for the whole dashboard: Superset renders only the tiles
+    // in view, and a full-page capture of a taller page can catch them unmounted
+    viewport: { width: 1600, height: 2800 },
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--disable-dev-shm-usage'],
@@ -81,6 +83,10 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
     step(`${Object.keys(result.responses).length} charts loaded`);
     await sleep(2000);   // animations (ECharts draws in ~1 s)
 
+    await page.screenshot({ path: png, fullPage: true });
+    step('screenshot taken');
+    // what the tiles show right after the capture, so the checks judge the
+    // dashboard the screenshot shows
     result.tiles = await page.evaluate(() => {
       const errorSel = '.alert-danger, .ant-alert-error, [data-test="error-tooltip"], .error-message';
       return Array.from(document.querySelectorAll('.dashboard-component-chart-holder')).map((h) => {
@@ -97,8 +103,6 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
         };
       });
     });
-    await page.screenshot({ path: png, fullPage: true });
-    step('screenshot taken');
   } finally {
     fs.writeFileSync(out, JSON.stringify(result, null, 1));
     await context.close();
