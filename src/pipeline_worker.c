@@ -253,13 +253,20 @@ definition_current(const PipelineDef *def, bool lock)
 
 /* ---- running the statement over a batch ---- */
 
-/* Errors caused by one row's data, which splitting a batch can isolate. */
+/*
+ * Errors caused by one row's data, which splitting a batch can isolate.
+ * A cardinality violation is usually two versions of one key in a batch of
+ * an upsert pipeline (ON CONFLICT DO UPDATE cannot touch a row twice):
+ * the halves run in offset order, so the newer version wins, as it would
+ * have message by message.
+ */
 static bool
 is_row_error(int sqlstate)
 {
 	char	   *code = unpack_sql_state(sqlstate);
 
-	return strncmp(code, "22", 2) == 0 ||	/* data exception */
+	return strncmp(code, "21", 2) == 0 ||	/* cardinality violation */
+		strncmp(code, "22", 2) == 0 ||	/* data exception */
 		strncmp(code, "23", 2) == 0 ||	/* integrity constraint violation */
 		strncmp(code, "P0", 2) == 0;	/* raised by a trigger or function */
 }
