@@ -95,8 +95,8 @@ CREATE FUNCTION pg_temp.independent_rows()
 	WITH ev AS (
 		SELECT l.event_id, l.user_id, l.track_id, l.action, l.listened_at,
 			   coalesce(l.region, 'unknown') AS region, coalesce(l.device, 'unknown') AS device,
-			   date(timezone('Europe/Berlin', l.listened_at)) AS d,
-			   lpad(extract(hour FROM timezone('Europe/Berlin', l.listened_at))::int::text, 2, '0') AS hr,
+			   date(timezone(current_setting('streamkpi.kpi_timezone'), l.listened_at)) AS d,
+			   lpad(extract(hour FROM timezone(current_setting('streamkpi.kpi_timezone'), l.listened_at))::int::text, 2, '0') AS hr,
 			   CASE WHEN t.genre IS NULL OR t.genre = '' THEN 'unknown' ELSE t.genre END AS g,
 			   CASE WHEN l.ms_played IS NOT NULL THEN l.ms_played
 					WHEN t.duration_ms IS NOT NULL THEN t.duration_ms ELSE 0 END AS ms,
@@ -354,6 +354,29 @@ SET streamkpi.retention = '0';
 SET streamkpi.late_horizon = '36 hours';
 SELECT streamkpi.late_horizon();
 RESET streamkpi.late_horizon;
+
+-- ---- another time zone: Asia/Kathmandu (UTC+5:45) ----
+-- Local midnight falls inside 10-minute windows.  Everything applied again
+-- from scratch, in one round, under the new zone.
+SET streamkpi.kpi_timezone = 'Asia/Kathmandu';
+TRUNCATE streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
+	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
+	streamkpi.window_track_state, streamkpi.daily_genre_kpis,
+	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
+	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
+	streamkpi.kpi_refreshed;
+UPDATE streamkpi.kpi_state SET snapshot = '1:1:';	-- no transaction applied yet
+SELECT streamkpi.kpi_apply_new() = (SELECT count(*) FROM streamkpi.listens) AS all_applied;
+SELECT * FROM pg_temp.wrong;			-- no rows
+SELECT day, sum(listen_count) AS listens FROM streamkpi.daily_genre_kpis GROUP BY day ORDER BY day;
+TRUNCATE saved;
+INSERT INTO saved SELECT * FROM pg_temp.kpi_rows();
+SELECT streamkpi.refresh_kpis('2026-10-24', '2026-10-25');	-- part of the range
+SELECT * FROM pg_temp.differences;		-- no rows
+SELECT streamkpi.refresh_kpis('2026-10-20', '2026-10-30');
+SELECT * FROM pg_temp.differences;		-- no rows
+RESET streamkpi.kpi_timezone;
+SET streamkpi.kpi_timezone = 'Europe/Berlin';
 
 -- ---- archiving ----
 SELECT streamkpi.ensure_listens_partitions('1990-01-01 10:00+00', '1990-01-01 10:00+00');
