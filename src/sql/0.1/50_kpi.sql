@@ -184,7 +184,9 @@ CREATE TABLE streamkpi.window_track_state (
 	likes		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	users		hll,
-	PRIMARY KEY (window_size, window_start, region, track_id)
+	-- track before region: the KPI worker re-derives track_windows rows by
+	-- (window_size, window_start, track_id) through this index
+	PRIMARY KEY (window_size, window_start, track_id, region)
 );
 -- Retention and range refreshes delete by window_start across sizes.
 CREATE INDEX window_track_state_start_idx ON streamkpi.window_track_state (window_start);

@@ -142,6 +142,8 @@ DECLARE
 	wt_size	interval[];		-- (window_size, window_start, track_id)
 	wt_start timestamptz[];
 	wt_track text[];
+	ws_lo	timestamptz;	-- range of the touched window starts
+	ws_hi	timestamptz;
 BEGIN
 	BEGIN
 		PERFORM now() AT TIME ZONE tz;
@@ -307,17 +309,18 @@ BEGIN
 	IF dg_day IS NOT NULL THEN
 		DELETE FROM streamkpi.daily_genre_track_topn s
 		 USING unnest(dg_day, dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre;
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
 		INSERT INTO streamkpi.daily_genre_track_topn (day, genre, tracks)
 		SELECT c.day, c.genre, streamkpi.topn_agg(c.track_id, 1000, c.listens)
 		  FROM streamkpi.daily_genre_track_counts c
 		  JOIN unnest(dg_day, dg_genre) t(day, genre)
 			ON c.day = t.day AND c.genre = t.genre
+		 WHERE c.day = ANY (td)
 		 GROUP BY c.day, c.genre;
 
 		DELETE FROM streamkpi.daily_genre_kpis s
 		 USING unnest(dg_day, dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre;
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
 		INSERT INTO streamkpi.daily_genre_kpis
 			(day, genre, listen_count, unique_listeners, total_listen_ms,
 			 avg_listen_ms_per_user, updated_at)
@@ -328,16 +331,18 @@ BEGIN
 				  FROM streamkpi.daily_genre_track_counts c
 				  JOIN unnest(dg_day, dg_genre) t(day, genre)
 					ON c.day = t.day AND c.genre = t.genre
+				 WHERE c.day = ANY (td)
 				 GROUP BY c.day, c.genre) c
 		  JOIN (SELECT g.day, g.genre, round(hll_cardinality(g.users))::bigint AS n
 				  FROM streamkpi.daily_genre_users g
 				  JOIN unnest(dg_day, dg_genre) t(day, genre)
-					ON g.day = t.day AND g.genre = t.genre) u
+					ON g.day = t.day AND g.genre = t.genre
+				 WHERE g.day = ANY (td)) u
 			ON u.day = c.day AND u.genre = c.genre;
 
 		DELETE FROM streamkpi.daily_genre_top_tracks s
 		 USING unnest(dg_day, dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre;
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
 		INSERT INTO streamkpi.daily_genre_top_tracks
 			(day, genre, rank, track_id, track_name, listen_count)
 		SELECT r.day, r.genre, r.rank, r.track_id, tr.track_name, r.listens
@@ -346,7 +351,8 @@ BEGIN
 										  ORDER BY c.listens DESC, c.track_id COLLATE "C") AS rank
 				  FROM streamkpi.daily_genre_track_counts c
 				  JOIN unnest(dg_day, dg_genre) t(day, genre)
-					ON c.day = t.day AND c.genre = t.genre) r
+					ON c.day = t.day AND c.genre = t.genre
+				 WHERE c.day = ANY (td)) r
 		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = r.track_id
 		 WHERE r.rank <= 3;
 
@@ -364,7 +370,8 @@ BEGIN
 	IF en_day IS NOT NULL THEN
 		DELETE FROM streamkpi.daily_engagement s
 		 USING unnest(en_day, en_dim, en_val) t(day, dimension, value)
-		 WHERE s.day = t.day AND s.dimension = t.dimension AND s.value = t.value;
+		 WHERE s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
+		   AND s.day = ANY (en_day);
 		INSERT INTO streamkpi.daily_engagement
 			(day, dimension, value, streams, skips, likes, unique_users,
 			 skip_rate, like_rate, completion_rate, avg_listen_ms)
@@ -376,47 +383,57 @@ BEGIN
 			   round(s.listen_ms::numeric / nullif(s.plays, 0), 3)
 		  FROM streamkpi.daily_engagement_state s
 		  JOIN unnest(en_day, en_dim, en_val) t(day, dimension, value)
-			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value;
+			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
+		 WHERE s.day = ANY (en_day);
 	END IF;
 
 	IF wr_size IS NOT NULL THEN
+		-- The range of touched window starts lets the deletes use the
+		-- window_start indexes; the inserts look every key up through the
+		-- primary key of window_track_state (a join of the key arrays with
+		-- the state table can get a plan that is quadratic in window size).
+		SELECT min(x), max(x) INTO ws_lo, ws_hi FROM unnest(wr_start) x;
+
 		DELETE FROM streamkpi.trending s
 		 USING unnest(wr_size, wr_start, wr_region) t(window_size, window_start, region)
 		 WHERE s.window_size = t.window_size AND s.window_start = t.window_start
-		   AND s.region = t.region;
+		   AND s.region = t.region
+		   AND s.window_start BETWEEN ws_lo AND ws_hi;
 		INSERT INTO streamkpi.trending
 			(window_size, window_start, region, rank, window_end, track_id,
 			 plays, skips, likes)
-		SELECT r.window_size, r.window_start, r.region, r.rank,
-			   r.window_start + r.window_size, r.track_id, r.plays, r.skips, r.likes
-		  FROM (SELECT s.*,
-					   row_number() OVER (PARTITION BY s.window_size, s.window_start, s.region
-										  ORDER BY s.plays DESC, s.track_id COLLATE "C") AS rank
+		SELECT t.window_size, t.window_start, t.region, r.rank,
+			   t.window_start + t.window_size, r.track_id, r.plays, r.skips, r.likes
+		  FROM unnest(wr_size, wr_start, wr_region) t(window_size, window_start, region)
+		  LEFT JOIN streamkpi.trending_windows w ON w.window_size = t.window_size
+		 CROSS JOIN LATERAL
+			   (SELECT s.track_id, s.plays, s.skips, s.likes,
+					   row_number() OVER (ORDER BY s.plays DESC, s.track_id COLLATE "C") AS rank
 				  FROM streamkpi.window_track_state s
-				  JOIN unnest(wr_size, wr_start, wr_region) t(window_size, window_start, region)
-					ON s.window_size = t.window_size AND s.window_start = t.window_start
-				   AND s.region = t.region
-				 WHERE s.plays > 0) r
-		  LEFT JOIN streamkpi.trending_windows w ON w.window_size = r.window_size
-		 WHERE r.rank <= coalesce(w.top_n, 3);
+				 WHERE s.window_size = t.window_size AND s.window_start = t.window_start
+				   AND s.region = t.region AND s.plays > 0
+				 ORDER BY s.plays DESC, s.track_id COLLATE "C"
+				 LIMIT coalesce(w.top_n, 3)) r;
 
 		DELETE FROM streamkpi.track_windows s
 		 USING unnest(wt_size, wt_start, wt_track) t(window_size, window_start, track_id)
 		 WHERE s.window_size = t.window_size AND s.window_start = t.window_start
-		   AND s.track_id = t.track_id;
+		   AND s.track_id = t.track_id
+		   AND s.window_start BETWEEN ws_lo AND ws_hi;
 		INSERT INTO streamkpi.track_windows
 			(window_size, window_start, track_id, window_end, total_listens,
 			 unique_users, avg_listen_ms)
-		SELECT s.window_size, s.window_start, s.track_id, s.window_start + s.window_size,
-			   sum(s.plays)::bigint,
-			   round(hll_cardinality(hll_union_agg(s.users)))::bigint,
-			   round(sum(s.listen_ms)::numeric / nullif(sum(s.plays), 0), 3)
-		  FROM streamkpi.window_track_state s
-		  JOIN unnest(wt_size, wt_start, wt_track) t(window_size, window_start, track_id)
-			ON s.window_size = t.window_size AND s.window_start = t.window_start
-		   AND s.track_id = t.track_id
-		 GROUP BY s.window_size, s.window_start, s.track_id
-		HAVING sum(s.plays) > 0;
+		SELECT t.window_size, t.window_start, t.track_id, t.window_start + t.window_size,
+			   a.plays, round(hll_cardinality(a.users))::bigint,
+			   round(a.listen_ms::numeric / nullif(a.plays, 0), 3)
+		  FROM unnest(wt_size, wt_start, wt_track) t(window_size, window_start, track_id)
+		 CROSS JOIN LATERAL
+			   (SELECT sum(s.plays)::bigint AS plays, hll_union_agg(s.users) AS users,
+					   sum(s.listen_ms) AS listen_ms
+				  FROM streamkpi.window_track_state s
+				 WHERE s.window_size = t.window_size AND s.window_start = t.window_start
+				   AND s.track_id = t.track_id) a
+		 WHERE a.plays > 0;
 	END IF;
 
 	-- 4. Done up to s_new.  Nothing new: leave the state as it is (no write,
