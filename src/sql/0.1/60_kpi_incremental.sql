@@ -201,7 +201,10 @@ BEGIN
 		 WHERE e.ingest_xid >= pg_snapshot_xmin(s_old)
 		   AND e.ingest_xid < pg_snapshot_xmax(s_new)
 		   AND pg_visible_in_snapshot(e.ingest_xid, s_new)
-		   AND NOT pg_visible_in_snapshot(e.ingest_xid, s_old)),
+		   AND NOT pg_visible_in_snapshot(e.ingest_xid, s_old)
+		   -- step 1 moved the late ones; one that a concurrent move out of
+		   -- listens_default hid from it is still not counted
+		   AND e.listened_at >= e.ingested_at - horizon),
 	day_new AS MATERIALIZED (
 		SELECT n.*
 		  FROM arrived n
