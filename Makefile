@@ -30,6 +30,7 @@ OBJS = \
 	src/sketch_hll.o \
 	src/sketch_topn.o \
 	src/window.o \
+	src/kpi_worker.o \
 	src/synthetic.o
 
 # The install script is assembled from one fragment per subsystem, in

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 
 #include "streamkpi.h"
@@ -27,6 +28,46 @@ char	   *streamkpi_kpi_timezone = NULL;
 
 /* Shared-memory slots for pipeline workers; fixed at server start. */
 int			streamkpi_max_pipeline_workers = 16;
+
+/* The KPI worker: on/off, pause between rounds (ms). */
+bool		streamkpi_kpi_worker = true;
+int			streamkpi_kpi_naptime_ms = 250;
+
+/* Late events and retention, as interval strings read by SQL. */
+char	   *streamkpi_late_horizon = NULL;
+char	   *streamkpi_retention = NULL;
+
+/* Accept what the interval type accepts, and only positive spans. */
+static bool
+check_positive_interval(char **newval, void **extra, GucSource source)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm_in;
+	Interval	span;
+
+	if (*newval == NULL ||
+		ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype,
+					  MAXDATEFIELDS, &nf) != 0 ||
+		DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype,
+					   &itm_in) != 0 ||
+		dtype != DTK_DELTA ||
+		itmin2interval(&itm_in, &span) != 0)
+	{
+		GUC_check_errdetail("\"%s\" is not an interval.", *newval ? *newval : "");
+		return false;
+	}
+	if (span.month < 0 || span.day < 0 || span.time < 0 ||
+		(span.month == 0 && span.day == 0 && span.time == 0))
+	{
+		GUC_check_errdetail("The interval must be positive.");
+		return false;
+	}
+	return true;
+}
 
 void
 StreamkpiGucInit(void)
@@ -78,6 +119,45 @@ StreamkpiGucInit(void)
 							   PGC_USERSET,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("streamkpi.kpi_worker",
+							 "Runs the KPI worker that keeps the KPI tables current.",
+							 "Off: KPI tables change only through refresh_kpis() and kpi_apply_new().",
+							 &streamkpi_kpi_worker,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("streamkpi.kpi_naptime",
+							"Pause of the KPI worker between two rounds.",
+							NULL,
+							&streamkpi_kpi_naptime_ms,
+							250,
+							10,
+							60000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("streamkpi.late_horizon",
+							   "How late an event may arrive and still be counted.",
+							   "An event ingested more than this after it happened goes to "
+							   "streamkpi.dead_letters instead of the KPI tables.",
+							   &streamkpi_late_horizon,
+							   "7 days",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	DefineCustomStringVariable("streamkpi.retention",
+							   "Age after which day partitions of raw listens are archived.",
+							   "streamkpi.archive_listens() detaches them into schema streamkpi_archive.",
+							   &streamkpi_retention,
+							   "90 days",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
 
 	MarkGUCPrefixReserved("streamkpi");
 }

@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "kpi.h"
 #include "pipeline.h"
 #include "streamkpi.h"
 
@@ -273,6 +274,7 @@ StreamkpiLauncherMain(Datum main_arg)
 	for (;;)
 	{
 		reconcile(cxt);
+		kpi_worker_ensure_running();	/* see kpi_worker.c */
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -299,6 +301,8 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	pid_t		launcher_pid;
 	TimestampTz launcher_started_at;
+	pid_t		kpi_pid;
+	TimestampTz kpi_started_at;
 
 	streamkpi_require_preload("streamkpi.workers()");
 	InitMaterializedSRF(fcinfo, 0);
@@ -306,6 +310,8 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
 	launcher_pid = streamkpi_shared->launcher_pid;
 	launcher_started_at = streamkpi_shared->launcher_started_at;
+	kpi_pid = streamkpi_shared->kpi_pid;
+	kpi_started_at = streamkpi_shared->kpi_started_at;
 	LWLockRelease(streamkpi_shared->lock);
 
 	if (launcher_pid != 0)
@@ -316,6 +322,16 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum("launcher");
 		values[1] = Int32GetDatum(launcher_pid);
 		values[2] = TimestampTzGetDatum(launcher_started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	if (kpi_pid != 0)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = CStringGetTextDatum("kpi");
+		values[1] = Int32GetDatum(kpi_pid);
+		values[2] = TimestampTzGetDatum(kpi_started_at);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 

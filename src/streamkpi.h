@@ -26,6 +26,10 @@ extern int	streamkpi_kafka_timeout_ms;
 extern char *streamkpi_database;
 extern char *streamkpi_kpi_timezone;
 extern int	streamkpi_max_pipeline_workers;
+extern bool streamkpi_kpi_worker;
+extern int	streamkpi_kpi_naptime_ms;
+extern char *streamkpi_late_horizon;
+extern char *streamkpi_retention;
 extern void StreamkpiGucInit(void);
 
 /* in shmem.c */
@@ -35,6 +39,11 @@ typedef struct StreamkpiSharedState
 	pid_t		launcher_pid;	/* 0 while no launcher runs */
 	TimestampTz launcher_started_at;
 	Latch	   *launcher_latch; /* set to wake the launcher */
+	/* the KPI worker, see kpi_worker.c */
+	pid_t		kpi_pid;		/* 0 while no KPI worker runs */
+	TimestampTz kpi_started_at;
+	int			kpi_failures;	/* consecutive failed exits */
+	TimestampTz kpi_retry_at;	/* the launcher waits until then */
 	/* pipeline worker slots follow, see pipeline_status.c */
 } StreamkpiSharedState;
 

@@ -38,10 +38,10 @@ COMMENT ON TABLE streamkpi.pipeline_offsets IS 'per pipeline and partition, the 
 
 CREATE TABLE streamkpi.dead_letters (
 	id bigserial PRIMARY KEY,
-	pipeline text NOT NULL,
-	topic text NOT NULL,
-	partition int NOT NULL,
-	"offset" bigint NOT NULL,
+	pipeline text NOT NULL,			-- 'kpi': a late event the KPI worker refused
+	topic text,						-- NULL when the event did not come from Kafka
+	partition int,
+	"offset" bigint,
 	key bytea,
 	payload bytea,
 	error text NOT NULL,

@@ -76,6 +76,7 @@ CREATE VIEW streamkpi.kpi_events AS
 SELECT l.event_id,
 	   l.listened_at,
 	   l.ingest_xid,
+	   l.ingested_at,
 	   (l.listened_at AT TIME ZONE streamkpi.kpi_timezone())::date AS day,
 	   pg_catalog.to_char(l.listened_at AT TIME ZONE streamkpi.kpi_timezone(), 'HH24') AS hour,
 	   l.user_id,
@@ -183,7 +184,9 @@ CREATE TABLE streamkpi.window_track_state (
 	likes		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	users		hll,
-	PRIMARY KEY (window_size, window_start, region, track_id)
+	-- track before region: the KPI worker re-derives track_windows rows by
+	-- (window_size, window_start, track_id) through this index
+	PRIMARY KEY (window_size, window_start, track_id, region)
 );
 -- Retention and range refreshes delete by window_start across sizes.
 CREATE INDEX window_track_state_start_idx ON streamkpi.window_track_state (window_start);
@@ -450,7 +453,7 @@ DECLARE
 	tz		text := streamkpi.kpi_timezone();
 	lo		timestamptz;
 	hi		timestamptz;
-	max_window interval;
+	max_window interval;	snap pg_snapshot;	horizon interval := streamkpi.late_horizon();	-- one line: keeps RAISE line numbers
 BEGIN
 	IF p_from IS NULL OR p_to IS NULL THEN
 		RAISE EXCEPTION 'refresh range bounds must not be null'
@@ -474,12 +477,21 @@ BEGIN
 	lo := p_from::timestamp AT TIME ZONE tz;
 	hi := (p_to + 1)::timestamp AT TIME ZONE tz;
 
+	-- Count exactly the events committed in one snapshot, taken under the
+	-- lock, and record it: the KPI worker skips these events for these days
+	-- and windows (see 60_kpi_incremental.sql), so none is counted twice.
+	-- Too late events are never counted (the worker moves them to dead
+	-- letters), hence the late_horizon test in every scan below.
+	snap := streamkpi._kpi_refresh_begin(p_from, p_to, lo, hi);
+
 	-- Day state.  The view's day column uses the same time zone as lo/hi.
 	DELETE FROM streamkpi.daily_genre_track_counts WHERE day BETWEEN p_from AND p_to;
 	INSERT INTO streamkpi.daily_genre_track_counts (day, genre, track_id, listens, listen_ms)
 	SELECT day, genre, track_id, count(*), sum(listen_ms)
 	  FROM streamkpi.kpi_events
 	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
+	   AND pg_visible_in_snapshot(ingest_xid, snap)
+	   AND listened_at >= ingested_at - horizon
 	 GROUP BY day, genre, track_id;
 
 	-- Sketch: switch to streamkpi.hll_agg(user_id) (byte-identical) here and
@@ -489,6 +501,8 @@ BEGIN
 	SELECT day, genre, hll_add_agg(hll_hash_text(user_id), 14)
 	  FROM streamkpi.kpi_events
 	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
+	   AND pg_visible_in_snapshot(ingest_xid, snap)
+	   AND listened_at >= ingested_at - horizon
 	 GROUP BY day, genre;
 
 	DELETE FROM streamkpi.daily_engagement_state WHERE day BETWEEN p_from AND p_to;
@@ -510,6 +524,8 @@ BEGIN
 								('device', e.device),
 								('region', e.region)) AS d(dimension, value)
 	 WHERE e.listened_at >= lo AND e.listened_at < hi
+	   AND pg_visible_in_snapshot(e.ingest_xid, snap)
+	   AND e.listened_at >= e.ingested_at - horizon
 	 GROUP BY e.day, d.dimension, d.value;
 
 	-- Window state: windows starting in [lo, hi), including events up to the
@@ -533,7 +549,9 @@ BEGIN
 			  FROM streamkpi.kpi_events e
 			 CROSS JOIN streamkpi.trending_windows w
 			 WHERE e.listened_at >= lo
-			   AND e.listened_at < hi + coalesce(max_window, interval '0')) b
+			   AND e.listened_at < hi + coalesce(max_window, interval '0')
+			   AND pg_visible_in_snapshot(e.ingest_xid, snap)
+			   AND e.listened_at >= e.ingested_at - horizon) b
 	 WHERE window_start >= lo AND window_start < hi
 	 GROUP BY window_size, window_start, region, track_id;
 

@@ -1,0 +1,266 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpi_worker.c
+ *	  The "streamkpi kpi" background worker.  Every streamkpi.kpi_naptime it
+ *	  runs one round, one transaction:
+ *
+ *	    SELECT streamkpi.kpi_apply_new()
+ *
+ *	  which applies the listens committed since the previous round to the
+ *	  KPI state and KPI tables and stores the snapshot it got to, in that
+ *	  same transaction (see src/sql/0.1/60_kpi_incremental.sql).  Killed at
+ *	  any moment, the worker loses at most an uncommitted round, which the
+ *	  next worker repeats from the stored snapshot: exactly once.
+ *
+ *	  The launcher (pipeline_launcher.c) calls kpi_worker_ensure_running()
+ *	  once per loop: it starts the worker in streamkpi.database when the
+ *	  extension exists there and streamkpi.kpi_worker is on, and starts it
+ *	  again after a failed exit with a backoff of 1, 2, 4 ... 60 seconds.
+ *	  The worker's pid and backoff live in shared memory so that a restarted
+ *	  launcher neither starts a second worker nor forgets the backoff.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "kpi.h"
+#include "streamkpi.h"
+
+#define KPI_APPLY_SQL "SELECT streamkpi.kpi_apply_new()"
+
+/* Delay before the next start after a clean exit (worker turned off etc.). */
+#define KPI_CLEAN_RESTART_MS 1000
+
+/* Longest backoff after failed exits. */
+#define KPI_MAX_BACKOFF_S 60
+
+/* ---- launcher side ---- */
+
+static BackgroundWorkerHandle *kpi_handle = NULL;	/* in TopMemoryContext */
+static bool kpi_warned_no_slot = false;
+
+/*
+ * Start the KPI worker unless it runs, is starting, is backing off, is
+ * turned off, or the extension does not exist in the launcher's database.
+ * Called in the launcher, outside any transaction.
+ */
+void
+kpi_worker_ensure_running(void)
+{
+	BackgroundWorker worker;
+	MemoryContext old;
+	TimestampTz now = GetCurrentTimestamp();
+	pid_t		pid;
+	bool		wait;
+	bool		exists;
+
+	if (kpi_handle != NULL)
+	{
+		if (GetBackgroundWorkerPid(kpi_handle, &pid) != BGWH_STOPPED)
+			return;
+		pfree(kpi_handle);
+		kpi_handle = NULL;
+	}
+	if (!streamkpi_kpi_worker)
+		return;
+
+	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
+	wait = streamkpi_shared->kpi_pid != 0 || now < streamkpi_shared->kpi_retry_at;
+	LWLockRelease(streamkpi_shared->lock);
+	if (wait)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid("streamkpi", true));
+	CommitTransactionCommand();
+	if (!exists)
+		return;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "streamkpi");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "StreamkpiKpiMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "streamkpi kpi");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "streamkpi kpi");
+	worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
+	worker.bgw_notify_pid = MyProcPid;
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (!RegisterDynamicBackgroundWorker(&worker, &kpi_handle))
+	{
+		kpi_handle = NULL;
+		if (!kpi_warned_no_slot)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start the streamkpi KPI worker"),
+					 errhint("Raise max_worker_processes.")));
+		kpi_warned_no_slot = true;
+	}
+	else
+		kpi_warned_no_slot = false;
+	MemoryContextSwitchTo(old);
+}
+
+/* ---- worker side ---- */
+
+static bool kpi_clean_exit = false;
+
+/* On any exit: free the slot and set the launcher's backoff. */
+static void
+kpi_detach(int code, Datum arg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	if (streamkpi_shared->kpi_pid == MyProcPid)
+	{
+		streamkpi_shared->kpi_pid = 0;
+		if (kpi_clean_exit)
+		{
+			streamkpi_shared->kpi_failures = 0;
+			streamkpi_shared->kpi_retry_at =
+				TimestampTzPlusMilliseconds(now, KPI_CLEAN_RESTART_MS);
+		}
+		else
+		{
+			int			failures = ++streamkpi_shared->kpi_failures;
+
+			streamkpi_shared->kpi_retry_at =
+				TimestampTzPlusMilliseconds(now,
+											1000 * Min(1 << Min(failures - 1, 6),
+													   KPI_MAX_BACKOFF_S));
+		}
+	}
+	LWLockRelease(streamkpi_shared->lock);
+}
+
+/* Claim the single KPI worker slot; false when another worker has it. */
+static bool
+kpi_attach(void)
+{
+	bool		ok;
+
+	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	ok = streamkpi_shared->kpi_pid == 0;
+	if (ok)
+	{
+		streamkpi_shared->kpi_pid = MyProcPid;
+		streamkpi_shared->kpi_started_at = GetCurrentTimestamp();
+	}
+	LWLockRelease(streamkpi_shared->lock);
+	if (ok)
+		before_shmem_exit(kpi_detach, (Datum) 0);
+	return ok;
+}
+
+/*
+ * One round in one transaction.  Returns the events applied, or -1 when
+ * the extension is gone from the database.
+ */
+static int64
+kpi_round(void)
+{
+	int64		events;
+	bool		isnull;
+	int			rc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid("streamkpi", true)))
+	{
+		CommitTransactionCommand();
+		return -1;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, KPI_APPLY_SQL);
+
+	rc = SPI_execute(KPI_APPLY_SQL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not apply new listens: SPI result %d", rc);
+	events = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		events = 0;
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return events;
+}
+
+void
+StreamkpiKpiMain(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("streamkpi kpi");
+
+	if (!kpi_attach())
+	{
+		ereport(LOG,
+				(errmsg("streamkpi KPI worker is already running")));
+		proc_exit(0);
+	}
+
+	for (;;)
+	{
+		TimestampTz started;
+		long		secs;
+		int			usecs;
+		long		elapsed_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!streamkpi_kpi_worker)
+			break;
+
+		started = GetCurrentTimestamp();
+		if (kpi_round() < 0)
+			break;
+		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
+		elapsed_ms = secs * 1000 + usecs / 1000;
+
+		/* a round longer than the nap starts the next one at once */
+		if (elapsed_ms < streamkpi_kpi_naptime_ms)
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 streamkpi_kpi_naptime_ms - elapsed_ms,
+							 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	kpi_clean_exit = true;
+	proc_exit(0);
+}
