@@ -62,6 +62,10 @@ include $(PGXS)
 src/sql/streamkpi--0.1.sql: $(SQL_PARTS)
 	cat $^ > $@
 
+# A changed header rebuilds every object: shared-memory layouts live in
+# headers, and an object built against an old layout corrupts the others.
+$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
+
 installcheck:
 	test/run regress
 
