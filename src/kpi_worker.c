@@ -10,7 +10,9 @@
  *	  KPI state and KPI tables and stores the snapshot it got to, in that
  *	  same transaction (see src/sql/0.1/60_kpi_incremental.sql).  Killed at
  *	  any moment, the worker loses at most an uncommitted round, which the
- *	  next worker repeats from the stored snapshot: exactly once.
+ *	  next worker repeats from the stored snapshot: exactly once.  Every
+ *	  10 s it also keeps the day partitions of streamkpi.listens ready
+ *	  (streamkpi.maintain_listens_partitions()).
  *
  *	  The launcher (pipeline_launcher.c) calls kpi_worker_ensure_running()
  *	  once per loop: it starts the worker in streamkpi.database when the
@@ -44,6 +46,10 @@
 #include "streamkpi.h"
 
 #define KPI_APPLY_SQL "SELECT streamkpi.kpi_apply_new()"
+#define KPI_PARTITIONS_SQL "SELECT streamkpi.maintain_listens_partitions()"
+
+/* How often the worker looks after the day partitions of listens. */
+#define KPI_PARTITIONS_INTERVAL_MS 10000
 
 /* Delay before the next start after a clean exit (worker turned off etc.). */
 #define KPI_CLEAN_RESTART_MS 1000
@@ -174,13 +180,13 @@ kpi_attach(void)
 }
 
 /*
- * One round in one transaction.  Returns the events applied, or -1 when
- * the extension is gone from the database.
+ * Run one SELECT returning one bigint in a transaction of its own.
+ * Returns the value, or -1 when the extension is gone from the database.
  */
 static int64
-kpi_round(void)
+run_in_transaction(const char *sql)
 {
-	int64		events;
+	int64		value;
 	bool		isnull;
 	int			rc;
 
@@ -194,28 +200,66 @@ kpi_round(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, KPI_APPLY_SQL);
+	pgstat_report_activity(STATE_RUNNING, sql);
 
-	rc = SPI_execute(KPI_APPLY_SQL, false, 1);
+	rc = SPI_execute(sql, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not apply new listens: SPI result %d", rc);
-	events = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1, &isnull));
+		elog(ERROR, "\"%s\" failed: SPI result %d", sql, rc);
+	value = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
-		events = 0;
+		value = 0;
 
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return events;
+	return value;
+}
+
+/* One round: the listens committed since the last one, exactly once. */
+static int64
+kpi_round(void)
+{
+	return run_in_transaction(KPI_APPLY_SQL);
+}
+
+/*
+ * Day partitions of streamkpi.listens around today, and rows of other days
+ * moved out of the default partition.  A failure (a lock it waited for too
+ * long, say) is logged and retried later; it must not stop the KPI rounds.
+ */
+static void
+maintain_partitions(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		int64		moved = run_in_transaction(KPI_PARTITIONS_SQL);
+
+		if (moved > 0)
+			ereport(LOG,
+					(errmsg("streamkpi moved %lld listens from the default partition into day partitions",
+							(long long) moved)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
 }
 
 void
 StreamkpiKpiMain(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
+	TimestampTz partitions_checked_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -247,6 +291,12 @@ StreamkpiKpiMain(Datum main_arg)
 			break;
 
 		started = GetCurrentTimestamp();
+		if (TimestampDifferenceExceeds(partitions_checked_at, started,
+									   KPI_PARTITIONS_INTERVAL_MS))
+		{
+			maintain_partitions();
+			partitions_checked_at = started;
+		}
 		if (kpi_round() < 0)
 			break;
 		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);

@@ -281,4 +281,22 @@ is(sq(q{SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis}),
 check_all('after the crashes');
 is(sq(q{SELECT count(*) FROM streamkpi.dead_letters}), '0', 'no dead letters');
 
+# ---- day partitions as data arrives (the worker's maintenance, every 10 s) ----
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 3 FROM pg_catalog.pg_class
+	 WHERE relnamespace = 'streamkpi'::regnamespace
+	   AND relname IN (SELECT 'listens_p' || to_char(d, 'YYYYMMDD')
+						 FROM generate_series(current_date - 1, current_date + 1, interval '1 day') d)}),
+	'the KPI worker keeps yesterday, today and tomorrow partitioned');
+sq(q{INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at)
+	 VALUES ('three-days-ago', 'u1', 't1', now() - interval '3 days')});
+is(sq(q{SELECT count(*) FROM streamkpi.listens_default}), '1',
+	'a listen of a day without a partition lands in the default partition');
+ok($node->poll_query_until('postgres', q{
+	SELECT (SELECT count(*) FROM streamkpi.listens_default) = 0
+	   AND (SELECT relname FROM pg_catalog.pg_class c, streamkpi.listens l
+			 WHERE c.oid = l.tableoid AND l.event_id = 'three-days-ago')
+		   = 'listens_p' || to_char(current_date - 3, 'YYYYMMDD')}),
+	'the KPI worker moves it into a partition of its day');
+
 done_testing();
