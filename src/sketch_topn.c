@@ -18,12 +18,23 @@
  *	  union of per-day summaries keeps the same guarantees as one summary
  *	  over all the days.
  *
- *	  Stored format, version 1 (integers big-endian, no alignment):
+ *	  Format version 1 (integers big-endian, no alignment) is the binary
+ *	  form of send and recv, and what streamkpi 0.1 first stored:
  *	    uint8  version, uint8 flags (0), uint32 capacity, uint32 nitems,
  *	    int64  floor, int64 total,
  *	    nitems x (int64 count, int64 error, uint32 length, bytes)
  *	  Items are ordered by count descending, then by their bytes ascending,
  *	  and are unique.  Every input path validates every field.
+ *
+ *	  Format version 2 is what values are stored in now (version 1 values
+ *	  are still read).  It is about a third of the size, so that a
+ *	  summary of 1000 short items is read without decompression, and its
+ *	  items are in byte order, so that merges walk two sorted lists
+ *	  instead of hashing (integers are unsigned LEB128 varints):
+ *	    uint8  version (2), uint8 flags (0), capacity, nitems, floor, total,
+ *	    nitems x (prefix, suffix length, suffix bytes, count, error)
+ *	  An item is the first `prefix` bytes of the previous item followed
+ *	  by the suffix; items ascend strictly in byte order.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +49,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
+#include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -46,11 +58,14 @@
 #include "sketch.h"
 
 #define TOPN_VERSION		1
+#define TOPN_VERSION_2		2
 #define TOPN_HEADER_SIZE	26
 #define TOPN_ITEM_OVERHEAD	20
 #define TOPN_MAX_CAPACITY	100000
 /* merges keep up to this many times the capacity before trimming */
 #define TOPN_SLACK			2
+/* item bytes of merged states live in blocks of at least this size */
+#define TOPN_ARENA_BLOCK	65536
 
 typedef struct TopnItem
 {
@@ -60,7 +75,6 @@ typedef struct TopnItem
 	uint32		len;
 	uint32		alloc;
 	int32		heappos;		/* -1 when the heap is not valid */
-	uint32		mark;			/* merge epoch that last matched it */
 	char	   *data;
 } TopnItem;
 
@@ -84,13 +98,29 @@ typedef struct TopnState
 	uint32		tmask;
 	TopnHeapEntry *heap;		/* min-heap by count, for evictions */
 	bool		heap_valid;
-	uint32		epoch;			/* number of the current merge */
 	MemoryContext cxt;
+
+	/*
+	 * Merging: items[] sorted by bytes, no hash table, heap or per-item
+	 * allocations; item bytes live in arena blocks, compacted after trims.
+	 */
+	bool		sorted;
+	TopnItem   *items2;			/* output of the next merge */
+	int64	   *scratch;		/* counts, for trims */
+	char	  **blocks;
+	int32		nblocks;
+	int32		maxblocks;
+	size_t		block_used;		/* in the last block */
+	size_t		block_size;
+	size_t		arena_bytes;	/* all blocks */
+	int32		max2;			/* entries of items2[] and scratch[] */
 } TopnState;
 
 /* A validated stored value, read in place. */
 typedef struct TopnView
 {
+	int			version;
+	const uint8 *start;			/* the version byte */
 	int32		capacity;
 	int32		nitems;
 	int64		floor;
@@ -98,6 +128,8 @@ typedef struct TopnView
 	const uint8 *items;			/* first item */
 	const uint8 *end;
 } TopnView;
+
+static void topn_state_to_hashed(TopnState *st);
 
 /* ----------------------------------------------------------------
  * Byte order helpers
@@ -189,6 +221,36 @@ bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
 
 	if (c != 0)
 		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+/*
+ * bytes_cmp for merges, where it runs for every item: eight bytes at a
+ * time, compared as big-endian words, instead of a call to memcmp.
+ */
+static pg_attribute_always_inline int
+bytes_cmp_inline(const char *a, uint32 alen, const char *b, uint32 blen)
+{
+	uint32		n = Min(alen, blen);
+	uint32		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+	{
+		uint64		x;
+		uint64		y;
+
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x != y)
+		{
+			x = pg_hton64(x);
+			y = pg_hton64(y);
+			return x < y ? -1 : 1;
+		}
+	}
+	for (; i < n; i++)
+		if (a[i] != b[i])
+			return (uint8) a[i] < (uint8) b[i] ? -1 : 1;
 	return (alen > blen) - (alen < blen);
 }
 
@@ -419,10 +481,14 @@ heap_build(TopnState *st)
 static void
 topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 {
-	uint32		hash = hash_bytes((const unsigned char *) data, (int) len);
-	int32		idx = topn_find(st, data, len, hash);
+	uint32		hash;
+	int32		idx;
 	TopnItem   *it;
 
+	if (unlikely(st->sorted))
+		topn_state_to_hashed(st);
+	hash = hash_bytes((const unsigned char *) data, (int) len);
+	idx = topn_find(st, data, len, hash);
 	st->total = add_checked(st->total, weight);
 	if (idx >= 0)
 	{
@@ -508,12 +574,11 @@ item_bytes_cmp(const void *x, const void *y)
 
 /*
  * Keep the `keep` items with the largest counts; the largest count dropped
- * raises the floor.  Among items tied at the cut, the final trim keeps the
- * smallest bytes so that results are canonical; the trims between merges
- * keep the first ones, which bounds just as well and avoids sorting.
+ * raises the floor.  Among items tied at the cut, the smallest bytes stay,
+ * so that results are canonical.
  */
 static void
-topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
+topn_state_trim(TopnState *st, int32 keep)
 {
 	int64	   *counts;
 	int64		cut;
@@ -545,8 +610,7 @@ topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
 	tied_kept = keep - above;
 	if (ntied > tied_kept)
 	{
-		if (sort_ties)
-			qsort(tied, ntied, sizeof(TopnItem *), item_bytes_cmp);
+		qsort(tied, ntied, sizeof(TopnItem *), item_bytes_cmp);
 		dropped_max = cut;
 	}
 	for (int32 i = tied_kept; i < ntied; i++)
@@ -574,13 +638,202 @@ topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
 }
 
 /* ----------------------------------------------------------------
+ * State in merge form: items in byte order, their bytes in an arena
+ * ----------------------------------------------------------------
+ */
+static int
+item_data_cmp(const void *x, const void *y)
+{
+	const TopnItem *a = (const TopnItem *) x;
+	const TopnItem *b = (const TopnItem *) y;
+
+	return bytes_cmp(a->data, a->len, b->data, b->len);
+}
+
+static char *
+topn_arena_alloc(TopnState *st, uint32 len)
+{
+	char	   *p;
+
+	if (st->nblocks == 0 || st->block_size - st->block_used < len)
+	{
+		size_t		size = Max(TOPN_ARENA_BLOCK, len);
+
+		if (st->nblocks == st->maxblocks)
+		{
+			st->maxblocks = Max(8, st->maxblocks * 2);
+			st->blocks = st->blocks == NULL ?
+				(char **) MemoryContextAlloc(st->cxt, st->maxblocks * sizeof(char *)) :
+				(char **) repalloc(st->blocks, st->maxblocks * sizeof(char *));
+		}
+		st->blocks[st->nblocks++] = MemoryContextAlloc(st->cxt, size);
+		st->block_size = size;
+		st->block_used = 0;
+		st->arena_bytes += size;
+	}
+	p = st->blocks[st->nblocks - 1] + st->block_used;
+	st->block_used += len;
+	return p;
+}
+
+static void
+topn_arena_free(TopnState *st)
+{
+	for (int32 i = 0; i < st->nblocks; i++)
+		pfree(st->blocks[i]);
+	st->nblocks = 0;
+	st->block_size = 0;
+	st->block_used = 0;
+	st->arena_bytes = 0;
+}
+
+/* Once most of the arena is bytes of dropped items, copy the live ones. */
+static void
+topn_arena_compact(TopnState *st, size_t live)
+{
+	int32		nold = st->nblocks;
+	char	  **old;
+
+	if (st->arena_bytes <= 4 * live + 2 * TOPN_ARENA_BLOCK)
+		return;
+	old = (char **) palloc(nold * sizeof(char *));
+	memcpy(old, st->blocks, nold * sizeof(char *));
+	st->nblocks = 0;
+	st->block_size = 0;
+	st->block_used = 0;
+	st->arena_bytes = 0;
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		char	   *d = topn_arena_alloc(st, st->items[i].len);
+
+		memcpy(d, st->items[i].data, st->items[i].len);
+		st->items[i].data = d;
+	}
+	for (int32 i = 0; i < nold; i++)
+		pfree(old[i]);
+	pfree(old);
+}
+
+/* Room for a merge: the state's items plus a whole other summary. */
+static void
+topn_sorted_arrays(TopnState *st)
+{
+	int32		need = st->capacity * (TOPN_SLACK + 1) + 1;
+
+	if (st->maxitems < need)
+	{
+		st->items = (TopnItem *) repalloc(st->items, need * sizeof(TopnItem));
+		st->maxitems = need;
+	}
+	if (st->items2 == NULL || st->max2 < need)
+	{
+		if (st->items2 != NULL)
+		{
+			pfree(st->items2);
+			pfree(st->scratch);
+		}
+		st->items2 = (TopnItem *) MemoryContextAlloc(st->cxt, need * sizeof(TopnItem));
+		st->scratch = (int64 *) MemoryContextAlloc(st->cxt, need * sizeof(int64));
+		st->max2 = need;
+	}
+}
+
+/* Switch a state to merge form (once: a union stays in it). */
+static void
+topn_state_to_sorted(TopnState *st)
+{
+	topn_sorted_arrays(st);
+	if (st->sorted)
+		return;
+	qsort(st->items, st->nitems, sizeof(TopnItem), item_data_cmp);
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		TopnItem   *it = &st->items[i];
+		char	   *d = topn_arena_alloc(st, it->len);
+
+		memcpy(d, it->data, it->len);
+		pfree(it->data);
+		it->data = d;
+		it->alloc = it->len;
+	}
+	st->sorted = true;
+	st->heap_valid = false;
+}
+
+/*
+ * Back to Space-Saving's form, for a row of topn_agg after a merge (a
+ * combine or a final call, in window aggregates).
+ */
+static pg_noinline void
+topn_state_to_hashed(TopnState *st)
+{
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		TopnItem   *it = &st->items[i];
+		uint32		alloc = Max(it->len, 16);
+		char	   *d = MemoryContextAlloc(st->cxt, alloc);
+
+		memcpy(d, it->data, it->len);
+		it->data = d;
+		it->alloc = alloc;
+		it->hash = hash_bytes((const unsigned char *) d, (int) it->len);
+		it->heappos = -1;
+	}
+	topn_arena_free(st);
+	st->sorted = false;
+	topn_table_rebuild(st);
+	st->heap_valid = false;
+}
+
+/*
+ * topn_state_trim for the merge form: the same items survive, and of
+ * those tied at the cut the smallest bytes, here the first ones.
+ */
+static void
+topn_sorted_trim(TopnState *st, int32 keep)
+{
+	int64		cut;
+	int64		dropped_max = 0;
+	int32		above = 0;
+	int32		tied_kept;
+	int32		tied_seen = 0;
+	int32		out = 0;
+	size_t		live = 0;
+
+	if (st->nitems <= keep)
+		return;
+	for (int32 i = 0; i < st->nitems; i++)
+		st->scratch[i] = st->items[i].count;
+	cut = select_kth_largest(st->scratch, st->nitems, keep - 1);
+	for (int32 i = 0; i < st->nitems; i++)
+		above += st->items[i].count > cut;
+	tied_kept = keep - above;
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		const TopnItem *it = &st->items[i];
+
+		if (it->count > cut || (it->count == cut && tied_seen++ < tied_kept))
+		{
+			st->items[out++] = *it;
+			live += it->len;
+		}
+		else
+			dropped_max = Max(dropped_max, it->count);
+	}
+	Assert(out == keep);
+	st->floor = Max(st->floor, dropped_max);
+	st->nitems = out;
+	topn_arena_compact(st, live);
+}
+
+/* ----------------------------------------------------------------
  * Stored format
  * ----------------------------------------------------------------
  */
 
 /* Structural checks: every length fits, so reading cannot overrun. */
 static void
-topn_view(const uint8 *in, size_t len, TopnView *v)
+topn_view_v1(const uint8 *in, size_t len, TopnView *v)
 {
 	const uint8 *p;
 
@@ -596,6 +849,8 @@ topn_view(const uint8 *in, size_t len, TopnView *v)
 	if (get_u32(in + 6) > (uint32) v->capacity)
 		topn_bad("The value holds more items than its capacity.");
 	v->nitems = (int32) get_u32(in + 6);
+	v->version = TOPN_VERSION;
+	v->start = in;
 	v->floor = get_i64(in + 10);
 	v->total = get_i64(in + 18);
 	if (v->floor < 0 || v->total < 0 || v->floor > v->total)
@@ -619,7 +874,193 @@ topn_view(const uint8 *in, size_t len, TopnView *v)
 		topn_bad("The value has bytes after its last item.");
 }
 
-/* Read item i of a view walked with a cursor. */
+/* ----------------------------------------------------------------
+ * Format version 2: varints, items in byte order, shared prefixes
+ * ----------------------------------------------------------------
+ */
+#define VARINT_MAX_BYTES	10
+
+static inline size_t
+put_varint(uint8 *p, uint64 v)
+{
+	size_t		n = 0;
+
+	while (v >= 0x80)
+	{
+		p[n++] = (uint8) (v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8) v;
+	return n;
+}
+
+static pg_noinline uint64
+get_varint_slow(const uint8 **pp, const uint8 *end)
+{
+	const uint8 *p = *pp;
+	uint64		r = 0;
+
+	for (int shift = 0;; shift += 7)
+	{
+		uint8		b;
+
+		if (p >= end)
+			topn_bad("A number runs past the end of the value.");
+		b = *p++;
+		/* the tenth byte holds bit 63 only */
+		if (shift == 63 && b > 1)
+			topn_bad("A number is larger than 64 bits.");
+		r |= (uint64) (b & 0x7f) << shift;
+		if ((b & 0x80) == 0)
+			break;
+	}
+	*pp = p;
+	return r;
+}
+
+/* Read a varint, never past end; one-byte numbers, the most, inline. */
+static inline uint64
+get_varint(const uint8 **pp, const uint8 *end)
+{
+	if (likely(*pp < end && **pp < 0x80))
+		return *(*pp)++;
+	return get_varint_slow(pp, end);
+}
+
+static inline int64
+get_varint_i64(const uint8 **pp, const uint8 *end)
+{
+	uint64		v = get_varint(pp, end);
+
+	if (v > (uint64) PG_INT64_MAX)
+		topn_bad("A number is out of range.");
+	return (int64) v;
+}
+
+/*
+ * The header of a version 2 value.  Items are checked while they are read
+ * (topn_cursor2_next), which every reader of a version 2 value does.
+ */
+static void
+topn_view_v2(const uint8 *in, size_t len, TopnView *v)
+{
+	const uint8 *p = in + 2;
+	const uint8 *end = in + len;
+	uint64		capacity;
+	uint64		nitems;
+
+	if (len < 2)
+		topn_bad("The value is shorter than its header.");
+	if (in[1] != 0)
+		topn_bad("The reserved flags byte is not zero.");
+	capacity = get_varint(&p, end);
+	if (capacity < 1 || capacity > TOPN_MAX_CAPACITY)
+		topn_bad("The capacity is not between 1 and 100000.");
+	nitems = get_varint(&p, end);
+	if (nitems > capacity)
+		topn_bad("The value holds more items than its capacity.");
+	v->version = TOPN_VERSION_2;
+	v->start = in;
+	v->capacity = (int32) capacity;
+	v->nitems = (int32) nitems;
+	v->floor = get_varint_i64(&p, end);
+	v->total = get_varint_i64(&p, end);
+	if (v->floor > v->total)
+		topn_bad("The floor and total must satisfy 0 <= floor <= total.");
+	v->items = p;
+	v->end = end;
+}
+
+/* A stored value of either version. */
+static void
+topn_view(const uint8 *in, size_t len, TopnView *v)
+{
+	if (len > 0 && in[0] == TOPN_VERSION_2)
+		topn_view_v2(in, len, v);
+	else
+		topn_view_v1(in, len, v);
+}
+
+/* Reads the items of a version 2 value in order, checking each. */
+typedef struct TopnCursor2
+{
+	const uint8 *p;
+	const uint8 *end;
+	int64		floor;
+	int64		total;
+	int32		left;			/* items not read yet */
+	bool		first;
+	char	   *buf;			/* the current item */
+	uint32		len;
+	size_t		bufsize;
+	int64		count;
+	int64		error;
+} TopnCursor2;
+
+static void
+topn_cursor2_init(TopnCursor2 *c, const TopnView *v)
+{
+	Assert(v->version == TOPN_VERSION_2);
+	c->p = v->items;
+	c->end = v->end;
+	c->floor = v->floor;
+	c->total = v->total;
+	c->left = v->nitems;
+	c->first = true;
+	c->bufsize = 64;
+	c->buf = palloc(c->bufsize);
+	c->len = 0;
+}
+
+static pg_noinline void
+topn_cursor2_grow(TopnCursor2 *c, size_t need)
+{
+	if (need > MaxAllocSize)
+		topn_bad("An item is too long.");
+	c->bufsize = Max(need, Min(c->bufsize * 2, MaxAllocSize));
+	c->buf = repalloc(c->buf, c->bufsize);
+}
+
+/* The next item into c->buf; false after the last, which checks the end. */
+static pg_attribute_always_inline bool
+topn_cursor2_next(TopnCursor2 *c)
+{
+	uint64		prefix;
+	uint64		suffix;
+
+	if (c->left == 0)
+	{
+		if (c->p != c->end)
+			topn_bad("The value has bytes after its last item.");
+		return false;
+	}
+	c->left--;
+	prefix = get_varint(&c->p, c->end);
+	suffix = get_varint(&c->p, c->end);
+	if (prefix > c->len)
+		topn_bad("An item shares more bytes with the previous item than it has.");
+	if (suffix > (uint64) (c->end - c->p))
+		topn_bad("An item runs past the end of the value.");
+	/* strictly ascending: the first new byte is larger, or it extends */
+	if (!c->first &&
+		(suffix == 0 || (prefix < c->len && c->p[0] <= (uint8) c->buf[prefix])))
+		topn_bad("The items are not in ascending byte order.");
+	if (prefix + suffix > c->bufsize)
+		topn_cursor2_grow(c, prefix + suffix);
+	memcpy(c->buf + prefix, c->p, suffix);
+	c->p += suffix;
+	c->len = (uint32) (prefix + suffix);
+	c->first = false;
+	c->count = get_varint_i64(&c->p, c->end);
+	c->error = get_varint_i64(&c->p, c->end);
+	if (c->count < 1 || c->count > c->total)
+		topn_bad("An item count is not between 1 and the total.");
+	if (c->error > c->count || c->error > c->floor)
+		topn_bad("An item error is not between 0 and both its count and the floor.");
+	return true;
+}
+
+/* Read item i of a version 1 view walked with a cursor. */
 typedef struct TopnCursor
 {
 	const uint8 *p;
@@ -665,7 +1106,7 @@ topn_validate(const uint8 *in, size_t len)
 	const char *prevdata = NULL;
 	uint32		prevlen = 0;
 
-	topn_view(in, len, &v);
+	topn_view_v1(in, len, &v);
 	CHECK_FOR_INTERRUPTS();
 	refs = (ItemRef *) palloc(Max(v.nitems, 1) * sizeof(ItemRef));
 	c.p = v.items;
@@ -696,46 +1137,233 @@ topn_validate(const uint8 *in, size_t len)
 	pfree(refs);
 }
 
-/* Serialize a state (trimmed to its capacity) in canonical order. */
-static bytea *
-topn_state_pack(TopnState *st)
+/* ----------------------------------------------------------------
+ * Items of a value as an array, and the writers of both versions
+ * ----------------------------------------------------------------
+ */
+typedef struct TopnEntry
 {
-	size_t		size = VARHDRSZ + TOPN_HEADER_SIZE;
-	bytea	   *result;
-	uint8	   *p;
+	int64		count;
+	int64		error;
+	const char *data;
+	uint32		len;
+} TopnEntry;
 
-	topn_state_trim(st, st->capacity, true);
-	qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
-	topn_table_rebuild(st);
-	st->heap_valid = false;
+static int
+entry_order_cmp(const void *x, const void *y)
+{
+	const TopnEntry *a = (const TopnEntry *) x;
+	const TopnEntry *b = (const TopnEntry *) y;
 
-	for (int32 i = 0; i < st->nitems; i++)
-		size += TOPN_ITEM_OVERHEAD + st->items[i].len;
+	if (a->count != b->count)
+		return a->count > b->count ? -1 : 1;
+	return bytes_cmp(a->data, a->len, b->data, b->len);
+}
+
+static int
+entry_bytes_cmp(const void *x, const void *y)
+{
+	const TopnEntry *a = (const TopnEntry *) x;
+	const TopnEntry *b = (const TopnEntry *) y;
+
+	return bytes_cmp(a->data, a->len, b->data, b->len);
+}
+
+/*
+ * Every item of a value, in the value's own order (version 1: count
+ * descending; version 2: bytes ascending).  Version 1 entries point into
+ * the value; version 2 items are copied into one buffer.
+ */
+static TopnEntry *
+topn_entries(const TopnView *v)
+{
+	TopnEntry  *e = (TopnEntry *) palloc(Max(v->nitems, 1) * sizeof(TopnEntry));
+
+	if (v->version == TOPN_VERSION)
+	{
+		TopnCursor	c;
+
+		c.p = v->items;
+		for (int32 i = 0; i < v->nitems; i++)
+		{
+			topn_cursor_next(&c);
+			e[i].count = c.count;
+			e[i].error = c.error;
+			e[i].data = c.data;
+			e[i].len = c.len;
+		}
+	}
+	else
+	{
+		TopnCursor2 c;
+		StringInfoData buf;
+		int32		n = 0;
+
+		initStringInfo(&buf);
+		topn_cursor2_init(&c, v);
+		while (topn_cursor2_next(&c))
+		{
+			/* offsets now, pointers once the buffer stops moving */
+			e[n].count = c.count;
+			e[n].error = c.error;
+			e[n].data = (const char *) (uintptr_t) buf.len;
+			e[n].len = c.len;
+			appendBinaryStringInfo(&buf, c.buf, c.len);
+			n++;
+		}
+		for (int32 i = 0; i < n; i++)
+			e[i].data = buf.data + (uintptr_t) e[i].data;
+		pfree(c.buf);
+	}
+	return e;
+}
+
+/* Every item, count descending, then bytes ascending. */
+static TopnEntry *
+topn_entries_ordered(const TopnView *v)
+{
+	TopnEntry  *e = topn_entries(v);
+
+	if (v->version != TOPN_VERSION)
+		qsort(e, v->nitems, sizeof(TopnEntry), entry_order_cmp);
+	return e;
+}
+
+static void
+topn_check_size(size_t size)
+{
 	if (size > MaxAllocSize)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("topn value would be larger than 1 GB"),
 				 errhint("Use a smaller capacity or shorter items.")));
+}
+
+/* A version 1 value; the entries are in count order. */
+static bytea *
+topn_write_v1(const TopnView *h, const TopnEntry *e)
+{
+	size_t		size = VARHDRSZ + TOPN_HEADER_SIZE;
+	bytea	   *result;
+	uint8	   *p;
+
+	for (int32 i = 0; i < h->nitems; i++)
+		size += TOPN_ITEM_OVERHEAD + e[i].len;
+	topn_check_size(size);
 	result = (bytea *) palloc(size);
 	SET_VARSIZE(result, size);
 	p = (uint8 *) VARDATA(result);
 	p[0] = TOPN_VERSION;
 	p[1] = 0;
-	put_u32(p + 2, (uint32) st->capacity);
-	put_u32(p + 6, (uint32) st->nitems);
-	put_i64(p + 10, st->floor);
-	put_i64(p + 18, st->total);
+	put_u32(p + 2, (uint32) h->capacity);
+	put_u32(p + 6, (uint32) h->nitems);
+	put_i64(p + 10, h->floor);
+	put_i64(p + 18, h->total);
 	p += TOPN_HEADER_SIZE;
+	for (int32 i = 0; i < h->nitems; i++)
+	{
+		put_i64(p, e[i].count);
+		put_i64(p + 8, e[i].error);
+		put_u32(p + 16, e[i].len);
+		memcpy(p + TOPN_ITEM_OVERHEAD, e[i].data, e[i].len);
+		p += TOPN_ITEM_OVERHEAD + e[i].len;
+	}
+	return result;
+}
+
+/* A version 2 value; the entries are in byte order. */
+static bytea *
+topn_write_v2(const TopnView *h, const TopnEntry *e)
+{
+	size_t		size = VARHDRSZ + 2 + 4 * VARINT_MAX_BYTES;
+	bytea	   *result;
+	uint8	   *start;
+	uint8	   *p;
+	const char *prev = NULL;
+	uint32		prevlen = 0;
+
+	for (int32 i = 0; i < h->nitems; i++)
+		size += 4 * VARINT_MAX_BYTES + e[i].len;
+	topn_check_size(size);
+	result = (bytea *) palloc(size);
+	start = p = (uint8 *) VARDATA(result);
+	*p++ = TOPN_VERSION_2;
+	*p++ = 0;
+	p += put_varint(p, (uint64) h->capacity);
+	p += put_varint(p, (uint64) h->nitems);
+	p += put_varint(p, (uint64) h->floor);
+	p += put_varint(p, (uint64) h->total);
+	for (int32 i = 0; i < h->nitems; i++)
+	{
+		uint32		common = 0;
+		uint32		most = Min(prevlen, e[i].len);
+
+		while (common < most && prev[common] == e[i].data[common])
+			common++;
+		p += put_varint(p, common);
+		p += put_varint(p, e[i].len - common);
+		memcpy(p, e[i].data + common, e[i].len - common);
+		p += e[i].len - common;
+		p += put_varint(p, (uint64) e[i].count);
+		p += put_varint(p, (uint64) e[i].error);
+		prev = e[i].data;
+		prevlen = e[i].len;
+	}
+	SET_VARSIZE(result, VARHDRSZ + (p - start));
+	return result;
+}
+
+/* A validated version 1 value in the stored form, version 2. */
+static bytea *
+topn_v1_to_v2(const uint8 *in, size_t len)
+{
+	TopnView	v;
+	TopnEntry  *e;
+
+	topn_view_v1(in, len, &v);
+	e = topn_entries(&v);
+	qsort(e, v.nitems, sizeof(TopnEntry), entry_bytes_cmp);
+	return topn_write_v2(&v, e);
+}
+
+/*
+ * Serialize a state (trimmed to its capacity) as a version 2 value.  A
+ * state built by topn_agg keeps its own order, count descending, as it
+ * always has, so that rows added after a final call see the same state.
+ */
+static bytea *
+topn_state_pack(TopnState *st)
+{
+	TopnView	h;
+	TopnEntry  *e;
+	bytea	   *result;
+
+	if (st->sorted)
+		topn_sorted_trim(st, st->capacity);
+	else
+	{
+		topn_state_trim(st, st->capacity);
+		qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
+		topn_table_rebuild(st);
+		st->heap_valid = false;
+	}
+
+	h.capacity = st->capacity;
+	h.nitems = st->nitems;
+	h.floor = st->floor;
+	h.total = st->total;
+	e = (TopnEntry *) palloc(Max(st->nitems, 1) * sizeof(TopnEntry));
 	for (int32 i = 0; i < st->nitems; i++)
 	{
-		const TopnItem *it = &st->items[i];
-
-		put_i64(p, it->count);
-		put_i64(p + 8, it->error);
-		put_u32(p + 16, it->len);
-		memcpy(p + TOPN_ITEM_OVERHEAD, it->data, it->len);
-		p += TOPN_ITEM_OVERHEAD + it->len;
+		e[i].count = st->items[i].count;
+		e[i].error = st->items[i].error;
+		e[i].data = st->items[i].data;
+		e[i].len = st->items[i].len;
 	}
+	if (!st->sorted)
+		qsort(e, st->nitems, sizeof(TopnEntry), entry_bytes_cmp);
+	result = topn_write_v2(&h, e);
+	pfree(e);
 	return result;
 }
 
@@ -751,63 +1379,122 @@ topn_state_grow(TopnState *st, int32 capacity)
 	pfree(st->table);
 	topn_table_alloc(st, capacity);
 	st->capacity = capacity;
-	topn_table_rebuild(st);
+	/* the merge form has no hash table to fill */
+	if (!st->sorted)
+		topn_table_rebuild(st);
 	if (st->heap != NULL)
 		pfree(st->heap);
 	st->heap = NULL;
 	st->heap_valid = false;
 }
 
+/* An item of the other side only, with this side's floor added. */
+static inline void
+topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
+					  int64 floor)
+{
+	it->data = topn_arena_alloc(st, src->len);
+	memcpy(it->data, src->buf, src->len);
+	it->len = src->len;
+	it->alloc = src->len;
+	it->hash = 0;
+	it->heappos = -1;
+	it->count = add_checked(src->count, floor);
+	it->error = add_checked(src->error, floor);
+}
+
 /*
  * Merge a stored value into a state.  An item missing on one side gets
  * that side's floor added to its count and error; counts stay upper
- * bounds and count - error stays a lower bound.
+ * bounds and count - error stays a lower bound.  Both sides are in byte
+ * order, so one walk over both finds the common items and writes the
+ * merged list, in byte order again, without hashing.
  */
 static void
 topn_state_merge_view(TopnState *st, const TopnView *v)
 {
-	TopnCursor	c;
-	int32		before = st->nitems;
-	uint32		epoch = ++st->epoch;
+	TopnCursor2 src;
+	bytea	   *converted = NULL;
+	TopnView	v2;
+	TopnItem   *in;
+	TopnItem   *out;
+	int32		n;
+	int32		i = 0;
+	int32		o = 0;
+	int64		sfloor = st->floor;
+	int64		vfloor;
+	bool		more;
 
 	CHECK_FOR_INTERRUPTS();
 	if (v->capacity > st->capacity)
 		topn_state_grow(st, v->capacity);
+	topn_state_to_sorted(st);
+	in = st->items;
+	out = st->items2;
+	n = st->nitems;
 
-	c.p = v->items;
-	for (int32 i = 0; i < v->nitems; i++)
+	/* a version 1 value (stored by 0.1) is first put in byte order */
+	if (v->version == TOPN_VERSION)
 	{
-		uint32		hash;
-		int32		idx;
+		converted = topn_v1_to_v2(v->start, v->end - v->start);
+		topn_view_v2((const uint8 *) VARDATA(converted),
+					 VARSIZE(converted) - VARHDRSZ, &v2);
+		v = &v2;
+	}
+	vfloor = v->floor;
+	topn_cursor2_init(&src, v);
+	more = topn_cursor2_next(&src);
+	while (i < n || more)
+	{
+		int			c;
 
-		topn_cursor_next(&c);
-		hash = hash_bytes((const unsigned char *) c.data, (int) c.len);
-		idx = topn_find(st, c.data, c.len, hash);
-		if (idx >= 0)
+		/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
+		Assert(o < st->max2);
+		if (!more)
+			c = -1;
+		else if (i >= n)
+			c = 1;
+		else
+			c = bytes_cmp_inline(in[i].data, in[i].len, src.buf, src.len);
+		if (c < 0)
 		{
-			if (idx >= before || st->items[idx].mark == epoch)
-				topn_bad("An item appears twice.");
-			st->items[idx].mark = epoch;
-			st->items[idx].count = add_checked(st->items[idx].count, c.count);
-			st->items[idx].error = add_checked(st->items[idx].error, c.error);
+			out[o] = in[i];
+			out[o].count = add_checked(in[i].count, vfloor);
+			out[o].error = add_checked(in[i].error, vfloor);
+			i++;
 		}
 		else
-			topn_append(st, c.data, c.len, hash,
-						add_checked(c.count, st->floor),
-						add_checked(c.error, st->floor));
+		{
+			if (c > 0)
+				topn_item_from_source(st, &out[o], &src, sfloor);
+			else
+			{
+				out[o] = in[i];
+				out[o].count = add_checked(in[i].count, src.count);
+				out[o].error = add_checked(in[i].error, src.error);
+				i++;
+			}
+			more = topn_cursor2_next(&src);
+		}
+		o++;
 	}
-	for (int32 i = 0; i < before; i++)
+	pfree(src.buf);
+	if (converted != NULL)
+		pfree(converted);
+
+	st->items = out;
+	st->items2 = in;
 	{
-		if (st->items[i].mark == epoch)
-			continue;
-		st->items[i].count = add_checked(st->items[i].count, v->floor);
-		st->items[i].error = add_checked(st->items[i].error, v->floor);
+		int32		m = st->maxitems;
+
+		st->maxitems = st->max2;
+		st->max2 = m;
 	}
+	st->nitems = o;
 	st->floor = add_checked(st->floor, v->floor);
 	st->total = add_checked(st->total, v->total);
-	st->heap_valid = false;
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_state_trim(st, st->capacity, false);
+		topn_sorted_trim(st, st->capacity);
 }
 
 /* Merge state b into state a by way of b's stored form. */
@@ -945,41 +1632,30 @@ topn_view_datum(bytea *b, TopnView *v)
 	topn_view((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), v);
 }
 
-/* topn_in(cstring): the JSON text form, fully validated */
+/*
+ * topn_in(cstring): the JSON text form, fully validated by way of the
+ * version 1 form, then stored as version 2
+ */
 Datum
 streamkpi_topn_in(PG_FUNCTION_ARGS)
 {
-	bytea	   *result = topn_from_json(PG_GETARG_CSTRING(0));
+	bytea	   *raw = topn_from_json(PG_GETARG_CSTRING(0));
 	TopnView	v;
-	MemoryContext cxt;
-	TopnState  *st;
+	TopnEntry  *e;
+	bytea	   *result;
 
 	/* sort the items into canonical order, then check every rule */
-	topn_view((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ, &v);
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "topn input",
-								ALLOCSET_DEFAULT_SIZES);
-	st = topn_state_create(cxt, v.capacity);
-	{
-		TopnCursor	c;
-
-		c.p = v.items;
-		for (int32 i = 0; i < v.nitems; i++)
-		{
-			uint32		hash;
-
-			topn_cursor_next(&c);
-			hash = hash_bytes((const unsigned char *) c.data, (int) c.len);
-			if (topn_find(st, c.data, c.len, hash) >= 0)
-				topn_syntax("An item appears twice.");
-			topn_append(st, c.data, c.len, hash, c.count, c.error);
-		}
-	}
-	st->floor = v.floor;
-	st->total = v.total;
-	result = topn_state_pack(st);
-	MemoryContextDelete(cxt);
+	topn_view_v1((const uint8 *) VARDATA(raw), VARSIZE(raw) - VARHDRSZ, &v);
+	e = topn_entries(&v);
+	qsort(e, v.nitems, sizeof(TopnEntry), entry_bytes_cmp);
+	for (int32 i = 1; i < v.nitems; i++)
+		if (entry_bytes_cmp(&e[i - 1], &e[i]) == 0)
+			topn_syntax("An item appears twice.");
+	qsort(e, v.nitems, sizeof(TopnEntry), entry_order_cmp);
+	result = topn_write_v1(&v, e);
 	topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
-	PG_RETURN_BYTEA_P(result);
+	PG_RETURN_BYTEA_P(topn_v1_to_v2((const uint8 *) VARDATA(result),
+									VARSIZE(result) - VARHDRSZ));
 }
 
 Datum
@@ -987,53 +1663,54 @@ streamkpi_topn_out(PG_FUNCTION_ARGS)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	TopnView	v;
-	TopnCursor	c;
+	TopnEntry  *e;
 	StringInfoData buf;
 
 	topn_view_datum(b, &v);
+	e = topn_entries_ordered(&v);
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
 					 "{\"capacity\": %d, \"floor\": " INT64_FORMAT ", \"total\": " INT64_FORMAT ", \"items\": [",
 					 v.capacity, v.floor, v.total);
-	c.p = v.items;
 	for (int32 i = 0; i < v.nitems; i++)
 	{
-		char	   *s;
+		char	   *s = pnstrdup(e[i].data, e[i].len);
 
-		topn_cursor_next(&c);
-		s = pnstrdup(c.data, c.len);
 		appendStringInfoString(&buf, i == 0 ? "[" : ", [");
 		escape_json(&buf, s);
 		appendStringInfo(&buf, ", " INT64_FORMAT ", " INT64_FORMAT "]",
-						 c.count, c.error);
+						 e[i].count, e[i].error);
 		pfree(s);
 	}
 	appendStringInfoString(&buf, "]}");
 	PG_RETURN_CSTRING(buf.data);
 }
 
-/* topn_recv(internal): the stored format, every field checked */
+/* topn_recv(internal): format version 1, every field checked */
 Datum
 streamkpi_topn_recv(PG_FUNCTION_ARGS)
 {
 	StringInfo	msg = (StringInfo) PG_GETARG_POINTER(0);
 	int			len = msg->len - msg->cursor;
-	bytea	   *result = (bytea *) palloc(VARHDRSZ + len);
+	const uint8 *in = (const uint8 *) pq_getmsgbytes(msg, len);
 
-	SET_VARSIZE(result, VARHDRSZ + len);
-	pq_copymsgbytes(msg, VARDATA(result), len);
-	topn_validate((const uint8 *) VARDATA(result), len);
-	PG_RETURN_BYTEA_P(result);
+	topn_validate(in, len);
+	PG_RETURN_BYTEA_P(topn_v1_to_v2(in, len));
 }
 
 Datum
 streamkpi_topn_send(PG_FUNCTION_ARGS)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+	TopnView	v;
+	bytea	   *v1;
 	StringInfoData buf;
 
+	/* the binary form stays version 1 */
+	topn_view_datum(b, &v);
+	v1 = v.version == TOPN_VERSION ? b : topn_write_v1(&v, topn_entries_ordered(&v));
 	pq_begintypsend(&buf);
-	pq_sendbytes(&buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+	pq_sendbytes(&buf, VARDATA_ANY(v1), VARSIZE_ANY_EXHDR(v1));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
@@ -1197,7 +1874,7 @@ streamkpi_topn_items(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	TopnView	v;
-	TopnCursor	c;
+	TopnEntry  *e;
 	int32		n;
 	int64		threshold;
 
@@ -1217,27 +1894,21 @@ streamkpi_topn_items(PG_FUNCTION_ARGS)
 	}
 
 	/* the largest count any unlisted item can have */
+	e = topn_entries_ordered(&v);
 	threshold = v.floor;
-	c.p = v.items;
-	for (int32 i = 0; i <= n && i < v.nitems; i++)
-	{
-		topn_cursor_next(&c);
-		if (i == n)
-			threshold = Max(threshold, c.count);
-	}
+	if (n < v.nitems)
+		threshold = Max(threshold, e[n].count);
 
 	InitMaterializedSRF(fcinfo, 0);
-	c.p = v.items;
 	for (int32 i = 0; i < n; i++)
 	{
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
-		topn_cursor_next(&c);
-		values[0] = PointerGetDatum(cstring_to_text_with_len(c.data, c.len));
-		values[1] = Int64GetDatum(c.count);
-		values[2] = Int64GetDatum(c.error);
-		values[3] = BoolGetDatum(c.count - c.error >= threshold);
+		values[0] = PointerGetDatum(cstring_to_text_with_len(e[i].data, e[i].len));
+		values[1] = Int64GetDatum(e[i].count);
+		values[2] = Int64GetDatum(e[i].error);
+		values[3] = BoolGetDatum(e[i].count - e[i].error >= threshold);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
