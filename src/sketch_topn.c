@@ -66,6 +66,8 @@
 #define TOPN_SLACK			2
 /* item bytes of merged states live in blocks of at least this size */
 #define TOPN_ARENA_BLOCK	65536
+/* trims find their cut with a histogram of this many counts */
+#define TOPN_HIST_BUCKETS	2048
 
 typedef struct TopnItem
 {
@@ -107,12 +109,16 @@ typedef struct TopnState
 	bool		sorted;
 	TopnItem   *items2;			/* output of the next merge */
 	int64	   *scratch;		/* counts, for trims */
+	uint32	   *hist;			/* TOPN_HIST_BUCKETS, for trims */
 	char	  **blocks;
 	int32		nblocks;
 	int32		maxblocks;
 	size_t		block_used;		/* in the last block */
 	size_t		block_size;
 	size_t		arena_bytes;	/* all blocks */
+	size_t		first_size;		/* of blocks[0] */
+	char	   *spare;			/* the next compaction's target */
+	size_t		spare_size;
 	int32		max2;			/* entries of items2[] and scratch[] */
 } TopnState;
 
@@ -225,32 +231,33 @@ bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
 }
 
 /*
- * bytes_cmp for merges, where it runs for every item: eight bytes at a
- * time, compared as big-endian words, instead of a call to memcmp.
+ * bytes_cmp for merges, where it runs for every item: whole 8-byte words
+ * compared as big-endian integers, bytes past the shorter length shifted
+ * out.  Both buffers must be readable up to their lengths rounded up to
+ * 8 (arena items and cursor buffers are).
  */
 static pg_attribute_always_inline int
-bytes_cmp_inline(const char *a, uint32 alen, const char *b, uint32 blen)
+bytes_cmp_words(const char *a, uint32 alen, const char *b, uint32 blen)
 {
 	uint32		n = Min(alen, blen);
-	uint32		i = 0;
 
-	for (; i + 8 <= n; i += 8)
+	for (uint32 i = 0; i < n; i += 8)
 	{
 		uint64		x;
 		uint64		y;
 
 		memcpy(&x, a + i, 8);
 		memcpy(&y, b + i, 8);
-		if (x != y)
+		x = pg_hton64(x);
+		y = pg_hton64(y);
+		if (n - i < 8)
 		{
-			x = pg_hton64(x);
-			y = pg_hton64(y);
-			return x < y ? -1 : 1;
+			x >>= 8 * (8 - (n - i));
+			y >>= 8 * (8 - (n - i));
 		}
+		if (x != y)
+			return x < y ? -1 : 1;
 	}
-	for (; i < n; i++)
-		if (a[i] != b[i])
-			return (uint8) a[i] < (uint8) b[i] ? -1 : 1;
 	return (alen > blen) - (alen < blen);
 }
 
@@ -650,12 +657,9 @@ item_data_cmp(const void *x, const void *y)
 	return bytes_cmp(a->data, a->len, b->data, b->len);
 }
 
-static char *
-topn_arena_alloc(TopnState *st, uint32 len)
+static pg_noinline void
+topn_arena_new_block(TopnState *st, uint32 len)
 {
-	char	   *p;
-
-	if (st->nblocks == 0 || st->block_size - st->block_used < len)
 	{
 		size_t		size = Max(TOPN_ARENA_BLOCK, len);
 
@@ -666,11 +670,24 @@ topn_arena_alloc(TopnState *st, uint32 len)
 				(char **) MemoryContextAlloc(st->cxt, st->maxblocks * sizeof(char *)) :
 				(char **) repalloc(st->blocks, st->maxblocks * sizeof(char *));
 		}
+		if (st->nblocks == 0)
+			st->first_size = size;
 		st->blocks[st->nblocks++] = MemoryContextAlloc(st->cxt, size);
 		st->block_size = size;
 		st->block_used = 0;
 		st->arena_bytes += size;
 	}
+}
+
+/* Room for len bytes, rounded up to whole 8-byte words. */
+static inline char *
+topn_arena_alloc(TopnState *st, uint32 len)
+{
+	char	   *p;
+
+	len = TYPEALIGN(8, len);
+	if (st->nblocks == 0 || st->block_size - st->block_used < len)
+		topn_arena_new_block(st, len);
 	p = st->blocks[st->nblocks - 1] + st->block_used;
 	st->block_used += len;
 	return p;
@@ -681,37 +698,61 @@ topn_arena_free(TopnState *st)
 {
 	for (int32 i = 0; i < st->nblocks; i++)
 		pfree(st->blocks[i]);
+	if (st->spare != NULL)
+		pfree(st->spare);
+	st->spare = NULL;
 	st->nblocks = 0;
 	st->block_size = 0;
 	st->block_used = 0;
 	st->arena_bytes = 0;
 }
 
-/* Once most of the arena is bytes of dropped items, copy the live ones. */
+/*
+ * After a trim: copy the live bytes into one block, in the items' order,
+ * so that the next merges read them in sequence, not scattered among the
+ * bytes of dropped items.  Two blocks take turns, so that trims do not
+ * allocate.
+ */
 static void
 topn_arena_compact(TopnState *st, size_t live)
 {
-	int32		nold = st->nblocks;
-	char	  **old;
+	size_t		need = Max(live * 2, TOPN_ARENA_BLOCK);
+	char	   *target;
+	size_t		tsize;
 
-	if (st->arena_bytes <= 4 * live + 2 * TOPN_ARENA_BLOCK)
+	if (st->spare != NULL && st->spare_size < need)
+	{
+		pfree(st->spare);
+		st->spare = NULL;
+	}
+	if (st->spare == NULL)
+	{
+		st->spare = MemoryContextAlloc(st->cxt, need);
+		st->spare_size = need;
+	}
+	if (st->nblocks == 0)
 		return;
-	old = (char **) palloc(nold * sizeof(char *));
-	memcpy(old, st->blocks, nold * sizeof(char *));
-	st->nblocks = 0;
-	st->block_size = 0;
+	target = st->spare;
+	tsize = st->spare_size;
 	st->block_used = 0;
-	st->arena_bytes = 0;
 	for (int32 i = 0; i < st->nitems; i++)
 	{
-		char	   *d = topn_arena_alloc(st, st->items[i].len);
+		uint32		len = st->items[i].len;
 
-		memcpy(d, st->items[i].data, st->items[i].len);
-		st->items[i].data = d;
+		memcpy(target + st->block_used, st->items[i].data, len);
+		st->items[i].data = target + st->block_used;
+		st->block_used += TYPEALIGN(8, len);
 	}
-	for (int32 i = 0; i < nold; i++)
-		pfree(old[i]);
-	pfree(old);
+	/* the first old block is the next target; the others go */
+	st->spare = st->blocks[0];
+	st->spare_size = st->first_size;
+	for (int32 i = 1; i < st->nblocks; i++)
+		pfree(st->blocks[i]);
+	st->blocks[0] = target;
+	st->nblocks = 1;
+	st->block_size = tsize;
+	st->first_size = tsize;
+	st->arena_bytes = tsize;
 }
 
 /* Room for a merge: the state's items plus a whole other summary. */
@@ -734,6 +775,9 @@ topn_sorted_arrays(TopnState *st)
 		}
 		st->items2 = (TopnItem *) MemoryContextAlloc(st->cxt, need * sizeof(TopnItem));
 		st->scratch = (int64 *) MemoryContextAlloc(st->cxt, need * sizeof(int64));
+		if (st->hist == NULL)
+			st->hist = (uint32 *)
+				MemoryContextAlloc(st->cxt, TOPN_HIST_BUCKETS * sizeof(uint32));
 		st->max2 = need;
 	}
 }
@@ -786,11 +830,58 @@ topn_state_to_hashed(TopnState *st)
 }
 
 /*
+ * The keep-th largest of the n counts in st->scratch, and how many counts
+ * lie above it.  The counts of a merged state crowd just above the
+ * smallest, so a histogram of the lowest 2048 values finds the cut in two
+ * passes; quickselect when the cut lies higher.
+ */
+static int64
+topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
+{
+	int64	   *a = st->scratch;
+	uint32	   *h = st->hist;
+	int64		lo = a[0];
+	int64		cut;
+	int32		acc;
+
+	Assert(n > keep && keep >= 1);
+	for (int32 i = 1; i < n; i++)
+		lo = Min(lo, a[i]);
+	memset(h, 0, TOPN_HIST_BUCKETS * sizeof(uint32));
+	for (int32 i = 0; i < n; i++)
+	{
+		uint64		d = (uint64) (a[i] - lo);
+
+		h[d < TOPN_HIST_BUCKETS - 1 ? d : TOPN_HIST_BUCKETS - 1]++;
+	}
+	acc = (int32) h[TOPN_HIST_BUCKETS - 1];
+	if (acc < keep)
+	{
+		for (int32 b = TOPN_HIST_BUCKETS - 2; b >= 0; b--)
+		{
+			if (acc + (int32) h[b] >= keep)
+			{
+				*above = acc;
+				return lo + b;
+			}
+			acc += (int32) h[b];
+		}
+	}
+	cut = select_kth_largest(a, n, keep - 1);
+	/* the selection left every count above the cut before position keep - 1 */
+	acc = 0;
+	for (int32 i = 0; i < keep - 1; i++)
+		acc += a[i] > cut;
+	*above = acc;
+	return cut;
+}
+
+/*
  * topn_state_trim for the merge form: the same items survive, and of
  * those tied at the cut the smallest bytes, here the first ones.
  */
 static void
-topn_sorted_trim(TopnState *st, int32 keep)
+topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
 {
 	int64		cut;
 	int64		dropped_max = 0;
@@ -802,11 +893,10 @@ topn_sorted_trim(TopnState *st, int32 keep)
 
 	if (st->nitems <= keep)
 		return;
-	for (int32 i = 0; i < st->nitems; i++)
-		st->scratch[i] = st->items[i].count;
-	cut = select_kth_largest(st->scratch, st->nitems, keep - 1);
-	for (int32 i = 0; i < st->nitems; i++)
-		above += st->items[i].count > cut;
+	if (!counts_in_scratch)
+		for (int32 i = 0; i < st->nitems; i++)
+			st->scratch[i] = st->items[i].count;
+	cut = topn_find_cut(st, st->nitems, keep, &above);
 	tied_kept = keep - above;
 	for (int32 i = 0; i < st->nitems; i++)
 	{
@@ -815,7 +905,7 @@ topn_sorted_trim(TopnState *st, int32 keep)
 		if (it->count > cut || (it->count == cut && tied_seen++ < tied_kept))
 		{
 			st->items[out++] = *it;
-			live += it->len;
+			live += TYPEALIGN(8, it->len);
 		}
 		else
 			dropped_max = Max(dropped_max, it->count);
@@ -1045,9 +1135,13 @@ topn_cursor2_next(TopnCursor2 *c)
 	if (!c->first &&
 		(suffix == 0 || (prefix < c->len && c->p[0] <= (uint8) c->buf[prefix])))
 		topn_bad("The items are not in ascending byte order.");
-	if (prefix + suffix > c->bufsize)
-		topn_cursor2_grow(c, prefix + suffix);
-	memcpy(c->buf + prefix, c->p, suffix);
+	/* 8 bytes of slack: short suffixes and items move as whole words */
+	if (prefix + suffix + 8 > c->bufsize)
+		topn_cursor2_grow(c, prefix + suffix + 8);
+	if (suffix <= 8 && c->end - c->p >= 8)
+		memcpy(c->buf + prefix, c->p, 8);
+	else
+		memcpy(c->buf + prefix, c->p, suffix);
 	c->p += suffix;
 	c->len = (uint32) (prefix + suffix);
 	c->first = false;
@@ -1339,7 +1433,7 @@ topn_state_pack(TopnState *st)
 	bytea	   *result;
 
 	if (st->sorted)
-		topn_sorted_trim(st, st->capacity);
+		topn_sorted_trim(st, st->capacity, false);
 	else
 	{
 		topn_state_trim(st, st->capacity);
@@ -1393,8 +1487,10 @@ static inline void
 topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
 					  int64 floor)
 {
+	/* both buffers have room for whole words (topn_arena_alloc, cursor) */
 	it->data = topn_arena_alloc(st, src->len);
-	memcpy(it->data, src->buf, src->len);
+	for (uint32 k = 0; k < src->len; k += 8)
+		memcpy(it->data + k, src->buf + k, 8);
 	it->len = src->len;
 	it->alloc = src->len;
 	it->hash = 0;
@@ -1455,7 +1551,7 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 		else if (i >= n)
 			c = 1;
 		else
-			c = bytes_cmp_inline(in[i].data, in[i].len, src.buf, src.len);
+			c = bytes_cmp_words(in[i].data, in[i].len, src.buf, src.len);
 		if (c < 0)
 		{
 			out[o] = in[i];
@@ -1476,6 +1572,8 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 			}
 			more = topn_cursor2_next(&src);
 		}
+		/* the counts, for a trim */
+		st->scratch[o] = out[o].count;
 		o++;
 	}
 	pfree(src.buf);
@@ -1494,7 +1592,7 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	st->floor = add_checked(st->floor, v->floor);
 	st->total = add_checked(st->total, v->total);
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_sorted_trim(st, st->capacity);
+		topn_sorted_trim(st, st->capacity, true);
 }
 
 /* Merge state b into state a by way of b's stored form. */
