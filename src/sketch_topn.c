@@ -104,7 +104,8 @@ typedef struct TopnState
 
 	/*
 	 * Merging: items[] sorted by bytes, no hash table, heap or per-item
-	 * allocations; item bytes live in arena blocks, compacted after trims.
+	 * allocations (items' hash, alloc and heappos are unused); item bytes
+	 * live in arena blocks, compacted after trims.
 	 */
 	bool		sorted;
 	TopnItem   *items2;			/* output of the next merge */
@@ -1482,6 +1483,16 @@ topn_state_grow(TopnState *st, int32 capacity)
 	st->heap_valid = false;
 }
 
+/* A state item, with counts added: the fields the merge form uses. */
+static inline void
+topn_item_copy(TopnItem *to, const TopnItem *from, int64 count, int64 error)
+{
+	to->count = add_checked(from->count, count);
+	to->error = add_checked(from->error, error);
+	to->data = from->data;
+	to->len = from->len;
+}
+
 /* An item of the other side only, with this side's floor added. */
 static inline void
 topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
@@ -1492,9 +1503,6 @@ topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
 	for (uint32 k = 0; k < src->len; k += 8)
 		memcpy(it->data + k, src->buf + k, 8);
 	it->len = src->len;
-	it->alloc = src->len;
-	it->hash = 0;
-	it->heappos = -1;
 	it->count = add_checked(src->count, floor);
 	it->error = add_checked(src->error, floor);
 }
@@ -1540,23 +1548,15 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	vfloor = v->floor;
 	topn_cursor2_init(&src, v);
 	more = topn_cursor2_next(&src);
-	while (i < n || more)
+	/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
+	Assert(n + v->nitems <= st->max2);
+	while (i < n && more)
 	{
-		int			c;
+		int			c = bytes_cmp_words(in[i].data, in[i].len, src.buf, src.len);
 
-		/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
-		Assert(o < st->max2);
-		if (!more)
-			c = -1;
-		else if (i >= n)
-			c = 1;
-		else
-			c = bytes_cmp_words(in[i].data, in[i].len, src.buf, src.len);
 		if (c < 0)
 		{
-			out[o] = in[i];
-			out[o].count = add_checked(in[i].count, vfloor);
-			out[o].error = add_checked(in[i].error, vfloor);
+			topn_item_copy(&out[o], &in[i], vfloor, vfloor);
 			i++;
 		}
 		else
@@ -1565,9 +1565,7 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 				topn_item_from_source(st, &out[o], &src, sfloor);
 			else
 			{
-				out[o] = in[i];
-				out[o].count = add_checked(in[i].count, src.count);
-				out[o].error = add_checked(in[i].error, src.error);
+				topn_item_copy(&out[o], &in[i], src.count, src.error);
 				i++;
 			}
 			more = topn_cursor2_next(&src);
@@ -1575,6 +1573,16 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 		/* the counts, for a trim */
 		st->scratch[o] = out[o].count;
 		o++;
+	}
+	for (; i < n; i++, o++)
+	{
+		topn_item_copy(&out[o], &in[i], vfloor, vfloor);
+		st->scratch[o] = out[o].count;
+	}
+	for (; more; more = topn_cursor2_next(&src), o++)
+	{
+		topn_item_from_source(st, &out[o], &src, sfloor);
+		st->scratch[o] = out[o].count;
 	}
 	pfree(src.buf);
 	if (converted != NULL)
