@@ -18,23 +18,11 @@
  *	  union of per-day summaries keeps the same guarantees as one summary
  *	  over all the days.
  *
- *	  Format version 1 (integers big-endian, no alignment) is the binary
- *	  form of send and recv, and what streamkpi 0.1 first stored:
- *	    uint8  version, uint8 flags (0), uint32 capacity, uint32 nitems,
- *	    int64  floor, int64 total,
- *	    nitems x (int64 count, int64 error, uint32 length, bytes)
- *	  Items are ordered by count descending, then by their bytes ascending,
- *	  and are unique.  Every input path validates every field.
- *
- *	  Format version 2 is what values are stored in now (version 1 values
- *	  are still read).  It is about a third of the size, so that a
- *	  summary of 1000 short items is read without decompression, and its
- *	  items are in byte order, so that merges walk two sorted lists
- *	  instead of hashing (integers are unsigned LEB128 varints):
- *	    uint8  version (2), uint8 flags (0), capacity, nitems, floor, total,
- *	    nitems x (prefix, suffix length, suffix bytes, count, error)
- *	  An item is the first `prefix` bytes of the previous item followed
- *	  by the suffix; items ascend strictly in byte order.
+ *	  Values are stored in format version 2, items in byte order, so that
+ *	  a merge walks two sorted lists once; sketch_topn_format.c has the
+ *	  formats.  A union state keeps its items in byte order with their
+ *	  bytes in an arena; topn_agg's state is Space-Saving's hash table and
+ *	  min-heap.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,7 +37,6 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
-#include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -57,11 +44,6 @@
 
 #include "sketch.h"
 
-#define TOPN_VERSION		1
-#define TOPN_VERSION_2		2
-#define TOPN_HEADER_SIZE	26
-#define TOPN_ITEM_OVERHEAD	20
-#define TOPN_MAX_CAPACITY	100000
 /* merges keep up to this many times the capacity before trimming */
 #define TOPN_SLACK			2
 /* item bytes of merged states live in blocks of at least this size */
@@ -123,77 +105,12 @@ typedef struct TopnState
 	int32		max2;			/* entries of items2[] and scratch[] */
 } TopnState;
 
-/* A validated stored value, read in place. */
-typedef struct TopnView
-{
-	int			version;
-	const uint8 *start;			/* the version byte */
-	int32		capacity;
-	int32		nitems;
-	int64		floor;
-	int64		total;
-	const uint8 *items;			/* first item */
-	const uint8 *end;
-} TopnView;
-
 static void topn_state_to_hashed(TopnState *st);
-
-/* ----------------------------------------------------------------
- * Byte order helpers
- * ----------------------------------------------------------------
- */
-static inline void
-put_u32(uint8 *p, uint32 v)
-{
-	for (int i = 3; i >= 0; i--)
-	{
-		p[i] = (uint8) v;
-		v >>= 8;
-	}
-}
-
-static inline void
-put_i64(uint8 *p, int64 v)
-{
-	uint64		u = (uint64) v;
-
-	for (int i = 7; i >= 0; i--)
-	{
-		p[i] = (uint8) u;
-		u >>= 8;
-	}
-}
-
-static inline uint32
-get_u32(const uint8 *p)
-{
-	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) |
-		((uint32) p[2] << 8) | (uint32) p[3];
-}
-
-static inline int64
-get_i64(const uint8 *p)
-{
-	uint64		u = 0;
-
-	for (int i = 0; i < 8; i++)
-		u = (u << 8) | p[i];
-	return (int64) u;
-}
 
 /* ----------------------------------------------------------------
  * Errors
  * ----------------------------------------------------------------
  */
-static void
-topn_bad(const char *detail)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-			 errmsg("invalid topn value"),
-			 errdetail("%s", detail)));
-}
-
 static void
 topn_check_capacity(int64 capacity)
 {
@@ -221,47 +138,6 @@ add_checked(int64 a, int64 b)
  * Item order: count descending, then bytes ascending
  * ----------------------------------------------------------------
  */
-static inline int
-bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	int			c = memcmp(a, b, Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
-/*
- * bytes_cmp for merges, where it runs for every item: whole 8-byte words
- * compared as big-endian integers, bytes past the shorter length shifted
- * out.  Both buffers must be readable up to their lengths rounded up to
- * 8 (arena items and cursor buffers are).
- */
-static pg_attribute_always_inline int
-bytes_cmp_words(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	uint32		n = Min(alen, blen);
-
-	for (uint32 i = 0; i < n; i += 8)
-	{
-		uint64		x;
-		uint64		y;
-
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		x = pg_hton64(x);
-		y = pg_hton64(y);
-		if (n - i < 8)
-		{
-			x >>= 8 * (8 - (n - i));
-			y >>= 8 * (8 - (n - i));
-		}
-		if (x != y)
-			return x < y ? -1 : 1;
-	}
-	return (alen > blen) - (alen < blen);
-}
-
 static int
 item_order_cmp(const void *x, const void *y)
 {
@@ -917,510 +793,6 @@ topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
 	topn_arena_compact(st, live);
 }
 
-/* ----------------------------------------------------------------
- * Stored format
- * ----------------------------------------------------------------
- */
-
-/* Structural checks: every length fits, so reading cannot overrun. */
-static void
-topn_view_v1(const uint8 *in, size_t len, TopnView *v)
-{
-	const uint8 *p;
-
-	if (len < TOPN_HEADER_SIZE)
-		topn_bad("The value is shorter than the 26-byte header.");
-	if (in[0] != TOPN_VERSION)
-		topn_bad("Only format version 1 is known.");
-	if (in[1] != 0)
-		topn_bad("The reserved flags byte is not zero.");
-	if (get_u32(in + 2) < 1 || get_u32(in + 2) > TOPN_MAX_CAPACITY)
-		topn_bad("The capacity is not between 1 and 100000.");
-	v->capacity = (int32) get_u32(in + 2);
-	if (get_u32(in + 6) > (uint32) v->capacity)
-		topn_bad("The value holds more items than its capacity.");
-	v->nitems = (int32) get_u32(in + 6);
-	v->version = TOPN_VERSION;
-	v->start = in;
-	v->floor = get_i64(in + 10);
-	v->total = get_i64(in + 18);
-	if (v->floor < 0 || v->total < 0 || v->floor > v->total)
-		topn_bad("The floor and total must satisfy 0 <= floor <= total.");
-	v->items = in + TOPN_HEADER_SIZE;
-	v->end = in + len;
-
-	p = v->items;
-	for (int32 i = 0; i < v->nitems; i++)
-	{
-		uint32		ilen;
-
-		if ((size_t) (v->end - p) < TOPN_ITEM_OVERHEAD)
-			topn_bad("An item header runs past the end of the value.");
-		ilen = get_u32(p + 16);
-		if ((size_t) (v->end - p) - TOPN_ITEM_OVERHEAD < ilen)
-			topn_bad("An item runs past the end of the value.");
-		p += TOPN_ITEM_OVERHEAD + ilen;
-	}
-	if (p != v->end)
-		topn_bad("The value has bytes after its last item.");
-}
-
-/* ----------------------------------------------------------------
- * Format version 2: varints, items in byte order, shared prefixes
- * ----------------------------------------------------------------
- */
-#define VARINT_MAX_BYTES	10
-
-static inline size_t
-put_varint(uint8 *p, uint64 v)
-{
-	size_t		n = 0;
-
-	while (v >= 0x80)
-	{
-		p[n++] = (uint8) (v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8) v;
-	return n;
-}
-
-static pg_noinline uint64
-get_varint_slow(const uint8 **pp, const uint8 *end)
-{
-	const uint8 *p = *pp;
-	uint64		r = 0;
-
-	for (int shift = 0;; shift += 7)
-	{
-		uint8		b;
-
-		if (p >= end)
-			topn_bad("A number runs past the end of the value.");
-		b = *p++;
-		/* the tenth byte holds bit 63 only */
-		if (shift == 63 && b > 1)
-			topn_bad("A number is larger than 64 bits.");
-		r |= (uint64) (b & 0x7f) << shift;
-		if ((b & 0x80) == 0)
-			break;
-	}
-	*pp = p;
-	return r;
-}
-
-/* Read a varint, never past end; one-byte numbers, the most, inline. */
-static inline uint64
-get_varint(const uint8 **pp, const uint8 *end)
-{
-	if (likely(*pp < end && **pp < 0x80))
-		return *(*pp)++;
-	return get_varint_slow(pp, end);
-}
-
-static inline int64
-get_varint_i64(const uint8 **pp, const uint8 *end)
-{
-	uint64		v = get_varint(pp, end);
-
-	if (v > (uint64) PG_INT64_MAX)
-		topn_bad("A number is out of range.");
-	return (int64) v;
-}
-
-/*
- * The header of a version 2 value.  Items are checked while they are read
- * (topn_cursor2_next), which every reader of a version 2 value does.
- */
-static void
-topn_view_v2(const uint8 *in, size_t len, TopnView *v)
-{
-	const uint8 *p = in + 2;
-	const uint8 *end = in + len;
-	uint64		capacity;
-	uint64		nitems;
-
-	if (len < 2)
-		topn_bad("The value is shorter than its header.");
-	if (in[1] != 0)
-		topn_bad("The reserved flags byte is not zero.");
-	capacity = get_varint(&p, end);
-	if (capacity < 1 || capacity > TOPN_MAX_CAPACITY)
-		topn_bad("The capacity is not between 1 and 100000.");
-	nitems = get_varint(&p, end);
-	if (nitems > capacity)
-		topn_bad("The value holds more items than its capacity.");
-	v->version = TOPN_VERSION_2;
-	v->start = in;
-	v->capacity = (int32) capacity;
-	v->nitems = (int32) nitems;
-	v->floor = get_varint_i64(&p, end);
-	v->total = get_varint_i64(&p, end);
-	if (v->floor > v->total)
-		topn_bad("The floor and total must satisfy 0 <= floor <= total.");
-	v->items = p;
-	v->end = end;
-}
-
-/* A stored value of either version. */
-static void
-topn_view(const uint8 *in, size_t len, TopnView *v)
-{
-	if (len > 0 && in[0] == TOPN_VERSION_2)
-		topn_view_v2(in, len, v);
-	else
-		topn_view_v1(in, len, v);
-}
-
-/* Reads the items of a version 2 value in order, checking each. */
-typedef struct TopnCursor2
-{
-	const uint8 *p;
-	const uint8 *end;
-	int64		floor;
-	int64		total;
-	int32		left;			/* items not read yet */
-	bool		first;
-	char	   *buf;			/* the current item */
-	uint32		len;
-	size_t		bufsize;
-	int64		count;
-	int64		error;
-} TopnCursor2;
-
-static void
-topn_cursor2_init(TopnCursor2 *c, const TopnView *v)
-{
-	Assert(v->version == TOPN_VERSION_2);
-	c->p = v->items;
-	c->end = v->end;
-	c->floor = v->floor;
-	c->total = v->total;
-	c->left = v->nitems;
-	c->first = true;
-	c->bufsize = 64;
-	c->buf = palloc(c->bufsize);
-	c->len = 0;
-}
-
-static pg_noinline void
-topn_cursor2_grow(TopnCursor2 *c, size_t need)
-{
-	if (need > MaxAllocSize)
-		topn_bad("An item is too long.");
-	c->bufsize = Max(need, Min(c->bufsize * 2, MaxAllocSize));
-	c->buf = repalloc(c->buf, c->bufsize);
-}
-
-/* The next item into c->buf; false after the last, which checks the end. */
-static pg_attribute_always_inline bool
-topn_cursor2_next(TopnCursor2 *c)
-{
-	uint64		prefix;
-	uint64		suffix;
-
-	if (c->left == 0)
-	{
-		if (c->p != c->end)
-			topn_bad("The value has bytes after its last item.");
-		return false;
-	}
-	c->left--;
-	prefix = get_varint(&c->p, c->end);
-	suffix = get_varint(&c->p, c->end);
-	if (prefix > c->len)
-		topn_bad("An item shares more bytes with the previous item than it has.");
-	if (suffix > (uint64) (c->end - c->p))
-		topn_bad("An item runs past the end of the value.");
-	/* strictly ascending: the first new byte is larger, or it extends */
-	if (!c->first &&
-		(suffix == 0 || (prefix < c->len && c->p[0] <= (uint8) c->buf[prefix])))
-		topn_bad("The items are not in ascending byte order.");
-	/* 8 bytes of slack: short suffixes and items move as whole words */
-	if (prefix + suffix + 8 > c->bufsize)
-		topn_cursor2_grow(c, prefix + suffix + 8);
-	if (suffix <= 8 && c->end - c->p >= 8)
-		memcpy(c->buf + prefix, c->p, 8);
-	else
-		memcpy(c->buf + prefix, c->p, suffix);
-	c->p += suffix;
-	c->len = (uint32) (prefix + suffix);
-	c->first = false;
-	c->count = get_varint_i64(&c->p, c->end);
-	c->error = get_varint_i64(&c->p, c->end);
-	if (c->count < 1 || c->count > c->total)
-		topn_bad("An item count is not between 1 and the total.");
-	if (c->error > c->count || c->error > c->floor)
-		topn_bad("An item error is not between 0 and both its count and the floor.");
-	return true;
-}
-
-/* Read item i of a version 1 view walked with a cursor. */
-typedef struct TopnCursor
-{
-	const uint8 *p;
-	int64		count;
-	int64		error;
-	uint32		len;
-	const char *data;
-} TopnCursor;
-
-static inline void
-topn_cursor_next(TopnCursor *c)
-{
-	c->count = get_i64(c->p);
-	c->error = get_i64(c->p + 8);
-	c->len = get_u32(c->p + 16);
-	c->data = (const char *) c->p + TOPN_ITEM_OVERHEAD;
-	c->p += TOPN_ITEM_OVERHEAD + c->len;
-}
-
-typedef struct ItemRef
-{
-	const char *data;
-	uint32		len;
-} ItemRef;
-
-static int
-itemref_cmp(const void *x, const void *y)
-{
-	const ItemRef *a = (const ItemRef *) x;
-	const ItemRef *b = (const ItemRef *) y;
-
-	return bytes_cmp(a->data, a->len, b->data, b->len);
-}
-
-/* Every semantic rule of the format; for input from outside. */
-static void
-topn_validate(const uint8 *in, size_t len)
-{
-	TopnView	v;
-	TopnCursor	c;
-	ItemRef    *refs;
-	int64		prevcount = PG_INT64_MAX;
-	const char *prevdata = NULL;
-	uint32		prevlen = 0;
-
-	topn_view_v1(in, len, &v);
-	CHECK_FOR_INTERRUPTS();
-	refs = (ItemRef *) palloc(Max(v.nitems, 1) * sizeof(ItemRef));
-	c.p = v.items;
-	for (int32 i = 0; i < v.nitems; i++)
-	{
-		topn_cursor_next(&c);
-		if (c.count < 1 || c.count > v.total)
-			topn_bad("An item count is not between 1 and the total.");
-		if (c.error < 0 || c.error > c.count || c.error > v.floor)
-			topn_bad("An item error is not between 0 and both its count and the floor.");
-		if (memchr(c.data, '\0', c.len) != NULL ||
-			!pg_verify_mbstr(GetDatabaseEncoding(), c.data, (int) c.len, true))
-			topn_bad("An item is not valid text in the database encoding.");
-		if (c.count > prevcount ||
-			(c.count == prevcount &&
-			 bytes_cmp(prevdata, prevlen, c.data, c.len) >= 0))
-			topn_bad("The items are not ordered by count descending, then item ascending.");
-		prevcount = c.count;
-		prevdata = c.data;
-		prevlen = c.len;
-		refs[i].data = c.data;
-		refs[i].len = c.len;
-	}
-	qsort(refs, v.nitems, sizeof(ItemRef), itemref_cmp);
-	for (int32 i = 1; i < v.nitems; i++)
-		if (itemref_cmp(&refs[i - 1], &refs[i]) == 0)
-			topn_bad("An item appears twice.");
-	pfree(refs);
-}
-
-/* ----------------------------------------------------------------
- * Items of a value as an array, and the writers of both versions
- * ----------------------------------------------------------------
- */
-typedef struct TopnEntry
-{
-	int64		count;
-	int64		error;
-	const char *data;
-	uint32		len;
-} TopnEntry;
-
-static int
-entry_order_cmp(const void *x, const void *y)
-{
-	const TopnEntry *a = (const TopnEntry *) x;
-	const TopnEntry *b = (const TopnEntry *) y;
-
-	if (a->count != b->count)
-		return a->count > b->count ? -1 : 1;
-	return bytes_cmp(a->data, a->len, b->data, b->len);
-}
-
-static int
-entry_bytes_cmp(const void *x, const void *y)
-{
-	const TopnEntry *a = (const TopnEntry *) x;
-	const TopnEntry *b = (const TopnEntry *) y;
-
-	return bytes_cmp(a->data, a->len, b->data, b->len);
-}
-
-/*
- * Every item of a value, in the value's own order (version 1: count
- * descending; version 2: bytes ascending).  Version 1 entries point into
- * the value; version 2 items are copied into one buffer.
- */
-static TopnEntry *
-topn_entries(const TopnView *v)
-{
-	TopnEntry  *e = (TopnEntry *) palloc(Max(v->nitems, 1) * sizeof(TopnEntry));
-
-	if (v->version == TOPN_VERSION)
-	{
-		TopnCursor	c;
-
-		c.p = v->items;
-		for (int32 i = 0; i < v->nitems; i++)
-		{
-			topn_cursor_next(&c);
-			e[i].count = c.count;
-			e[i].error = c.error;
-			e[i].data = c.data;
-			e[i].len = c.len;
-		}
-	}
-	else
-	{
-		TopnCursor2 c;
-		StringInfoData buf;
-		int32		n = 0;
-
-		initStringInfo(&buf);
-		topn_cursor2_init(&c, v);
-		while (topn_cursor2_next(&c))
-		{
-			/* offsets now, pointers once the buffer stops moving */
-			e[n].count = c.count;
-			e[n].error = c.error;
-			e[n].data = (const char *) (uintptr_t) buf.len;
-			e[n].len = c.len;
-			appendBinaryStringInfo(&buf, c.buf, c.len);
-			n++;
-		}
-		for (int32 i = 0; i < n; i++)
-			e[i].data = buf.data + (uintptr_t) e[i].data;
-		pfree(c.buf);
-	}
-	return e;
-}
-
-/* Every item, count descending, then bytes ascending. */
-static TopnEntry *
-topn_entries_ordered(const TopnView *v)
-{
-	TopnEntry  *e = topn_entries(v);
-
-	if (v->version != TOPN_VERSION)
-		qsort(e, v->nitems, sizeof(TopnEntry), entry_order_cmp);
-	return e;
-}
-
-static void
-topn_check_size(size_t size)
-{
-	if (size > MaxAllocSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("topn value would be larger than 1 GB"),
-				 errhint("Use a smaller capacity or shorter items.")));
-}
-
-/* A version 1 value; the entries are in count order. */
-static bytea *
-topn_write_v1(const TopnView *h, const TopnEntry *e)
-{
-	size_t		size = VARHDRSZ + TOPN_HEADER_SIZE;
-	bytea	   *result;
-	uint8	   *p;
-
-	for (int32 i = 0; i < h->nitems; i++)
-		size += TOPN_ITEM_OVERHEAD + e[i].len;
-	topn_check_size(size);
-	result = (bytea *) palloc(size);
-	SET_VARSIZE(result, size);
-	p = (uint8 *) VARDATA(result);
-	p[0] = TOPN_VERSION;
-	p[1] = 0;
-	put_u32(p + 2, (uint32) h->capacity);
-	put_u32(p + 6, (uint32) h->nitems);
-	put_i64(p + 10, h->floor);
-	put_i64(p + 18, h->total);
-	p += TOPN_HEADER_SIZE;
-	for (int32 i = 0; i < h->nitems; i++)
-	{
-		put_i64(p, e[i].count);
-		put_i64(p + 8, e[i].error);
-		put_u32(p + 16, e[i].len);
-		memcpy(p + TOPN_ITEM_OVERHEAD, e[i].data, e[i].len);
-		p += TOPN_ITEM_OVERHEAD + e[i].len;
-	}
-	return result;
-}
-
-/* A version 2 value; the entries are in byte order. */
-static bytea *
-topn_write_v2(const TopnView *h, const TopnEntry *e)
-{
-	size_t		size = VARHDRSZ + 2 + 4 * VARINT_MAX_BYTES;
-	bytea	   *result;
-	uint8	   *start;
-	uint8	   *p;
-	const char *prev = NULL;
-	uint32		prevlen = 0;
-
-	for (int32 i = 0; i < h->nitems; i++)
-		size += 4 * VARINT_MAX_BYTES + e[i].len;
-	topn_check_size(size);
-	result = (bytea *) palloc(size);
-	start = p = (uint8 *) VARDATA(result);
-	*p++ = TOPN_VERSION_2;
-	*p++ = 0;
-	p += put_varint(p, (uint64) h->capacity);
-	p += put_varint(p, (uint64) h->nitems);
-	p += put_varint(p, (uint64) h->floor);
-	p += put_varint(p, (uint64) h->total);
-	for (int32 i = 0; i < h->nitems; i++)
-	{
-		uint32		common = 0;
-		uint32		most = Min(prevlen, e[i].len);
-
-		while (common < most && prev[common] == e[i].data[common])
-			common++;
-		p += put_varint(p, common);
-		p += put_varint(p, e[i].len - common);
-		memcpy(p, e[i].data + common, e[i].len - common);
-		p += e[i].len - common;
-		p += put_varint(p, (uint64) e[i].count);
-		p += put_varint(p, (uint64) e[i].error);
-		prev = e[i].data;
-		prevlen = e[i].len;
-	}
-	SET_VARSIZE(result, VARHDRSZ + (p - start));
-	return result;
-}
-
-/* A validated version 1 value in the stored form, version 2. */
-static bytea *
-topn_v1_to_v2(const uint8 *in, size_t len)
-{
-	TopnView	v;
-	TopnEntry  *e;
-
-	topn_view_v1(in, len, &v);
-	e = topn_entries(&v);
-	qsort(e, v.nitems, sizeof(TopnEntry), entry_bytes_cmp);
-	return topn_write_v2(&v, e);
-}
-
 /*
  * Serialize a state (trimmed to its capacity) as a version 2 value.  A
  * state built by topn_agg keeps its own order, count descending, as it
@@ -1456,8 +828,8 @@ topn_state_pack(TopnState *st)
 		e[i].len = st->items[i].len;
 	}
 	if (!st->sorted)
-		qsort(e, st->nitems, sizeof(TopnEntry), entry_bytes_cmp);
-	result = topn_write_v2(&h, e);
+		qsort(e, st->nitems, sizeof(TopnEntry), sketch_entry_bytes_cmp);
+	result = sketch_topn_write_v2(&h, e);
 	pfree(e);
 	return result;
 }
@@ -1540,13 +912,13 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	/* a version 1 value (stored by 0.1) is first put in byte order */
 	if (v->version == TOPN_VERSION)
 	{
-		converted = topn_v1_to_v2(v->start, v->end - v->start);
-		topn_view_v2((const uint8 *) VARDATA(converted),
-					 VARSIZE(converted) - VARHDRSZ, &v2);
+		converted = sketch_topn_v1_to_v2(v->start, v->end - v->start);
+		sketch_topn_view_v2((const uint8 *) VARDATA(converted),
+							VARSIZE(converted) - VARHDRSZ, &v2);
 		v = &v2;
 	}
 	vfloor = v->floor;
-	topn_cursor2_init(&src, v);
+	sketch_topn_cursor2_init(&src, v);
 	more = topn_cursor2_next(&src);
 	/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
 	Assert(n + v->nitems <= st->max2);
@@ -1610,7 +982,7 @@ topn_state_merge_state(TopnState *a, TopnState *b)
 	bytea	   *packed = topn_state_pack(b);
 	TopnView	v;
 
-	topn_view((const uint8 *) VARDATA(packed), VARSIZE(packed) - VARHDRSZ, &v);
+	sketch_topn_view((const uint8 *) VARDATA(packed), VARSIZE(packed) - VARHDRSZ, &v);
 	topn_state_merge_view(a, &v);
 	pfree(packed);
 }
@@ -1735,7 +1107,7 @@ PG_FUNCTION_INFO_V1(streamkpi_topn_info);
 static void
 topn_view_datum(bytea *b, TopnView *v)
 {
-	topn_view((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), v);
+	sketch_topn_view((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), v);
 }
 
 /*
@@ -1751,17 +1123,17 @@ streamkpi_topn_in(PG_FUNCTION_ARGS)
 	bytea	   *result;
 
 	/* sort the items into canonical order, then check every rule */
-	topn_view_v1((const uint8 *) VARDATA(raw), VARSIZE(raw) - VARHDRSZ, &v);
-	e = topn_entries(&v);
-	qsort(e, v.nitems, sizeof(TopnEntry), entry_bytes_cmp);
+	sketch_topn_view_v1((const uint8 *) VARDATA(raw), VARSIZE(raw) - VARHDRSZ, &v);
+	e = sketch_topn_entries(&v);
+	qsort(e, v.nitems, sizeof(TopnEntry), sketch_entry_bytes_cmp);
 	for (int32 i = 1; i < v.nitems; i++)
-		if (entry_bytes_cmp(&e[i - 1], &e[i]) == 0)
+		if (sketch_entry_bytes_cmp(&e[i - 1], &e[i]) == 0)
 			topn_syntax("An item appears twice.");
-	qsort(e, v.nitems, sizeof(TopnEntry), entry_order_cmp);
-	result = topn_write_v1(&v, e);
-	topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
-	PG_RETURN_BYTEA_P(topn_v1_to_v2((const uint8 *) VARDATA(result),
-									VARSIZE(result) - VARHDRSZ));
+	qsort(e, v.nitems, sizeof(TopnEntry), sketch_entry_order_cmp);
+	result = sketch_topn_write_v1(&v, e);
+	sketch_topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
+	PG_RETURN_BYTEA_P(sketch_topn_v1_to_v2((const uint8 *) VARDATA(result),
+										   VARSIZE(result) - VARHDRSZ));
 }
 
 Datum
@@ -1773,7 +1145,7 @@ streamkpi_topn_out(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 
 	topn_view_datum(b, &v);
-	e = topn_entries_ordered(&v);
+	e = sketch_topn_entries_ordered(&v);
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
 					 "{\"capacity\": %d, \"floor\": " INT64_FORMAT ", \"total\": " INT64_FORMAT ", \"items\": [",
@@ -1800,8 +1172,8 @@ streamkpi_topn_recv(PG_FUNCTION_ARGS)
 	int			len = msg->len - msg->cursor;
 	const uint8 *in = (const uint8 *) pq_getmsgbytes(msg, len);
 
-	topn_validate(in, len);
-	PG_RETURN_BYTEA_P(topn_v1_to_v2(in, len));
+	sketch_topn_validate(in, len);
+	PG_RETURN_BYTEA_P(sketch_topn_v1_to_v2(in, len));
 }
 
 Datum
@@ -1814,7 +1186,7 @@ streamkpi_topn_send(PG_FUNCTION_ARGS)
 
 	/* the binary form stays version 1 */
 	topn_view_datum(b, &v);
-	v1 = v.version == TOPN_VERSION ? b : topn_write_v1(&v, topn_entries_ordered(&v));
+	v1 = v.version == TOPN_VERSION ? b : sketch_topn_write_v1(&v, sketch_topn_entries_ordered(&v));
 	pq_begintypsend(&buf);
 	pq_sendbytes(&buf, VARDATA_ANY(v1), VARSIZE_ANY_EXHDR(v1));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
@@ -2000,7 +1372,7 @@ streamkpi_topn_items(PG_FUNCTION_ARGS)
 	}
 
 	/* the largest count any unlisted item can have */
-	e = topn_entries_ordered(&v);
+	e = sketch_topn_entries_ordered(&v);
 	threshold = v.floor;
 	if (n < v.nitems)
 		threshold = Max(threshold, e[n].count);
