@@ -29,6 +29,7 @@ OBJS = \
 	src/message_csv.o \
 	src/sketch_hll.o \
 	src/sketch_topn.o \
+	src/sketch_topn_format.o \
 	src/window.o \
 	src/kpi_worker.o \
 	src/synthetic.o

@@ -14,7 +14,218 @@
 
 #include "postgres.h"
 
+#include "port/pg_bswap.h"
+
 /* in sketch_hll.c */
 extern uint64 sketch_murmur3_64(const void *key, size_t len, uint32 seed);
+
+/*
+ * in sketch_topn_format.c: the stored forms of streamkpi.topn (format
+ * versions 1 and 2, described there).  The readers that merges call for
+ * every item are inline here.
+ */
+#define TOPN_VERSION		1
+#define TOPN_VERSION_2		2
+#define TOPN_HEADER_SIZE	26
+#define TOPN_ITEM_OVERHEAD	20
+#define TOPN_MAX_CAPACITY	100000
+
+/* A validated stored value, read in place. */
+typedef struct TopnView
+{
+	int			version;
+	const uint8 *start;			/* the version byte */
+	int32		capacity;
+	int32		nitems;
+	int64		floor;
+	int64		total;
+	const uint8 *items;			/* first item */
+	const uint8 *end;
+} TopnView;
+
+/* An item of a value, for printing, sending and rewriting. */
+typedef struct TopnEntry
+{
+	int64		count;
+	int64		error;
+	const char *data;
+	uint32		len;
+} TopnEntry;
+
+/* Reads the items of a version 2 value in order, checking each. */
+typedef struct TopnCursor2
+{
+	const uint8 *p;
+	const uint8 *end;
+	int64		floor;
+	int64		total;
+	int32		left;			/* items not read yet */
+	bool		first;
+	char	   *buf;			/* the current item */
+	uint32		len;
+	size_t		bufsize;
+	int64		count;
+	int64		error;
+} TopnCursor2;
+
+extern void sketch_topn_bad(const char *detail);
+extern void sketch_topn_view_v1(const uint8 *in, size_t len, TopnView *v);
+extern void sketch_topn_view_v2(const uint8 *in, size_t len, TopnView *v);
+extern void sketch_topn_view(const uint8 *in, size_t len, TopnView *v);
+extern void sketch_topn_validate(const uint8 *in, size_t len);
+extern void sketch_topn_cursor2_init(TopnCursor2 *c, const TopnView *v);
+extern void sketch_topn_cursor2_grow(TopnCursor2 *c, size_t need);
+extern uint64 sketch_get_varint_slow(const uint8 **pp, const uint8 *end);
+extern int	sketch_entry_order_cmp(const void *x, const void *y);
+extern int	sketch_entry_bytes_cmp(const void *x, const void *y);
+extern TopnEntry *sketch_topn_entries(const TopnView *v);
+extern TopnEntry *sketch_topn_entries_ordered(const TopnView *v);
+extern bytea *sketch_topn_write_v1(const TopnView *h, const TopnEntry *e);
+extern bytea *sketch_topn_write_v2(const TopnView *h, const TopnEntry *e);
+extern bytea *sketch_topn_v1_to_v2(const uint8 *in, size_t len);
+
+/* big-endian integers of format version 1 */
+static inline void
+put_u32(uint8 *p, uint32 v)
+{
+	for (int i = 3; i >= 0; i--)
+	{
+		p[i] = (uint8) v;
+		v >>= 8;
+	}
+}
+
+static inline void
+put_i64(uint8 *p, int64 v)
+{
+	uint64		u = (uint64) v;
+
+	for (int i = 7; i >= 0; i--)
+	{
+		p[i] = (uint8) u;
+		u >>= 8;
+	}
+}
+
+static inline uint32
+get_u32(const uint8 *p)
+{
+	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) |
+		((uint32) p[2] << 8) | (uint32) p[3];
+}
+
+static inline int64
+get_i64(const uint8 *p)
+{
+	uint64		u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u = (u << 8) | p[i];
+	return (int64) u;
+}
+
+/* item order: bytes ascending */
+static inline int
+bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
+{
+	int			c = memcmp(a, b, Min(alen, blen));
+
+	if (c != 0)
+		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+/*
+ * bytes_cmp for merges, where it runs for every item: whole 8-byte words
+ * compared as big-endian integers, bytes past the shorter length shifted
+ * out.  Both buffers must be readable up to their lengths rounded up to
+ * 8 (arena items and cursor buffers are).
+ */
+static pg_attribute_always_inline int
+bytes_cmp_words(const char *a, uint32 alen, const char *b, uint32 blen)
+{
+	uint32		n = Min(alen, blen);
+
+	for (uint32 i = 0; i < n; i += 8)
+	{
+		uint64		x;
+		uint64		y;
+
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		x = pg_hton64(x);
+		y = pg_hton64(y);
+		if (n - i < 8)
+		{
+			x >>= 8 * (8 - (n - i));
+			y >>= 8 * (8 - (n - i));
+		}
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return (alen > blen) - (alen < blen);
+}
+
+/* Read a varint, never past end; one-byte numbers, the most, inline. */
+static inline uint64
+get_varint(const uint8 **pp, const uint8 *end)
+{
+	if (likely(*pp < end && **pp < 0x80))
+		return *(*pp)++;
+	return sketch_get_varint_slow(pp, end);
+}
+
+static inline int64
+get_varint_i64(const uint8 **pp, const uint8 *end)
+{
+	uint64		v = get_varint(pp, end);
+
+	if (v > (uint64) PG_INT64_MAX)
+		sketch_topn_bad("A number is out of range.");
+	return (int64) v;
+}
+
+/* The next item into c->buf; false after the last, which checks the end. */
+static pg_attribute_always_inline bool
+topn_cursor2_next(TopnCursor2 *c)
+{
+	uint64		prefix;
+	uint64		suffix;
+
+	if (c->left == 0)
+	{
+		if (c->p != c->end)
+			sketch_topn_bad("The value has bytes after its last item.");
+		return false;
+	}
+	c->left--;
+	prefix = get_varint(&c->p, c->end);
+	suffix = get_varint(&c->p, c->end);
+	if (prefix > c->len)
+		sketch_topn_bad("An item shares more bytes with the previous item than it has.");
+	if (suffix > (uint64) (c->end - c->p))
+		sketch_topn_bad("An item runs past the end of the value.");
+	/* strictly ascending: the first new byte is larger, or it extends */
+	if (!c->first &&
+		(suffix == 0 || (prefix < c->len && c->p[0] <= (uint8) c->buf[prefix])))
+		sketch_topn_bad("The items are not in ascending byte order.");
+	/* 8 bytes of slack: short suffixes and items move as whole words */
+	if (prefix + suffix + 8 > c->bufsize)
+		sketch_topn_cursor2_grow(c, prefix + suffix + 8);
+	if (suffix <= 8 && c->end - c->p >= 8)
+		memcpy(c->buf + prefix, c->p, 8);
+	else
+		memcpy(c->buf + prefix, c->p, suffix);
+	c->p += suffix;
+	c->len = (uint32) (prefix + suffix);
+	c->first = false;
+	c->count = get_varint_i64(&c->p, c->end);
+	c->error = get_varint_i64(&c->p, c->end);
+	if (c->count < 1 || c->count > c->total)
+		sketch_topn_bad("An item count is not between 1 and the total.");
+	if (c->error > c->count || c->error > c->floor)
+		sketch_topn_bad("An item error is not between 0 and both its count and the floor.");
+	return true;
+}
 
 #endif							/* STREAMKPI_SKETCH_H */

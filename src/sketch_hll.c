@@ -135,14 +135,45 @@ load_le64(const uint8 *p)
 	return v;
 }
 
-/* Returns the first 64-bit half of MurmurHash3_x64_128(key, len, seed). */
-uint64
-sketch_murmur3_64(const void *key, size_t len, uint32 seed)
+/*
+ * The n (0..8) bytes at p as a little-endian integer, without reading
+ * past them: two overlapping loads instead of a byte-by-byte switch.
+ */
+static inline uint64
+load_le_partial(const uint8 *p, size_t n)
+{
+	uint32		lo;
+	uint32		hi;
+
+	if (n >= 4)
+	{
+		memcpy(&lo, p, sizeof(lo));
+		memcpy(&hi, p + n - 4, sizeof(hi));
+#ifdef WORDS_BIGENDIAN
+		lo = pg_bswap32(lo);
+		hi = pg_bswap32(hi);
+#endif
+		/* the overlapping bytes agree, so OR joins the halves */
+		return (uint64) lo | ((uint64) hi << (8 * (n - 4)));
+	}
+	if (n == 0)
+		return 0;
+	return (uint64) p[0] | ((uint64) p[n / 2] << (8 * (n / 2))) |
+		((uint64) p[n - 1] << (8 * (n - 1)));
+}
+
+/*
+ * The first 64-bit half of MurmurHash3_x64_128(key, len, seed).  Inline,
+ * so that the transition functions hash without a call.
+ */
+static pg_attribute_always_inline uint64
+murmur3_64_inline(const void *key, size_t len, uint32 seed)
 {
 	const uint8 *data = (const uint8 *) key;
 	const uint64 c1 = UINT64CONST(0x87c37b91114253d5);
 	const uint64 c2 = UINT64CONST(0x4cf5ad432745937f);
 	size_t		nblocks = len / 16;
+	size_t		rest = len & 15;
 	uint64		h1 = seed;
 	uint64		h2 = seed;
 	uint64		k1;
@@ -171,63 +202,23 @@ sketch_murmur3_64(const void *key, size_t len, uint32 seed)
 		h2 = h2 * 5 + 0x38495ab5;
 	}
 
+	/* the tail: bytes 8..14 feed k2, bytes 0..7 feed k1 */
 	tail = data + nblocks * 16;
-	k1 = 0;
-	k2 = 0;
-	switch (len & 15)
+	if (rest > 8)
 	{
-		case 15:
-			k2 ^= ((uint64) tail[14]) << 48;
-			/* FALLTHROUGH */
-		case 14:
-			k2 ^= ((uint64) tail[13]) << 40;
-			/* FALLTHROUGH */
-		case 13:
-			k2 ^= ((uint64) tail[12]) << 32;
-			/* FALLTHROUGH */
-		case 12:
-			k2 ^= ((uint64) tail[11]) << 24;
-			/* FALLTHROUGH */
-		case 11:
-			k2 ^= ((uint64) tail[10]) << 16;
-			/* FALLTHROUGH */
-		case 10:
-			k2 ^= ((uint64) tail[9]) << 8;
-			/* FALLTHROUGH */
-		case 9:
-			k2 ^= ((uint64) tail[8]);
-			k2 *= c2;
-			k2 = rotl64(k2, 33);
-			k2 *= c1;
-			h2 ^= k2;
-			/* FALLTHROUGH */
-		case 8:
-			k1 ^= ((uint64) tail[7]) << 56;
-			/* FALLTHROUGH */
-		case 7:
-			k1 ^= ((uint64) tail[6]) << 48;
-			/* FALLTHROUGH */
-		case 6:
-			k1 ^= ((uint64) tail[5]) << 40;
-			/* FALLTHROUGH */
-		case 5:
-			k1 ^= ((uint64) tail[4]) << 32;
-			/* FALLTHROUGH */
-		case 4:
-			k1 ^= ((uint64) tail[3]) << 24;
-			/* FALLTHROUGH */
-		case 3:
-			k1 ^= ((uint64) tail[2]) << 16;
-			/* FALLTHROUGH */
-		case 2:
-			k1 ^= ((uint64) tail[1]) << 8;
-			/* FALLTHROUGH */
-		case 1:
-			k1 ^= ((uint64) tail[0]);
-			k1 *= c1;
-			k1 = rotl64(k1, 31);
-			k1 *= c2;
-			h1 ^= k1;
+		k2 = load_le_partial(tail + 8, rest - 8);
+		k2 *= c2;
+		k2 = rotl64(k2, 33);
+		k2 *= c1;
+		h2 ^= k2;
+	}
+	if (rest > 0)
+	{
+		k1 = rest >= 8 ? load_le64(tail) : load_le_partial(tail, rest);
+		k1 *= c1;
+		k1 = rotl64(k1, 31);
+		k1 *= c2;
+		h1 ^= k1;
 	}
 
 	h1 ^= (uint64) len;
@@ -238,6 +229,13 @@ sketch_murmur3_64(const void *key, size_t len, uint32 seed)
 	h2 = fmix64(h2);
 	h1 += h2;
 	return h1;
+}
+
+/* Returns the first 64-bit half of MurmurHash3_x64_128(key, len, seed). */
+uint64
+sketch_murmur3_64(const void *key, size_t len, uint32 seed)
+{
+	return murmur3_64_inline(key, len, seed);
 }
 
 /*
@@ -389,7 +387,7 @@ hll_state_create(MemoryContext cxt, const HllParams *p)
 	return st;
 }
 
-static inline void
+static pg_attribute_always_inline void
 hll_register_add(HllState *st, uint64 hash)
 {
 	uint32		idx = (uint32) (hash & ((UINT64CONST(1) << st->p.log2m) - 1));
@@ -496,15 +494,10 @@ hll_set_contains(const HllState *st, uint64 hash)
 	return false;
 }
 
-/* Add one hash, with hll's rules for leaving the explicit form. */
-static inline void
-hll_state_add(HllState *st, uint64 hash)
+/* Add one hash before the registers exist: hll's explicit-form rules. */
+static pg_noinline void
+hll_state_add_explicit(HllState *st, uint64 hash)
 {
-	if (st->mode == HLL_MODE_REGISTERS)
-	{
-		hll_register_add(st, hash);
-		return;
-	}
 	if (st->explimit == 0)
 	{
 		hll_to_registers(st);
@@ -521,6 +514,16 @@ hll_state_add(HllState *st, uint64 hash)
 		return;
 	}
 	hll_set_insert(st, hash);
+}
+
+/* Add one hash; the register update, taken by almost every row, inline. */
+static pg_attribute_always_inline void
+hll_state_add(HllState *st, uint64 hash)
+{
+	if (likely(st->mode == HLL_MODE_REGISTERS))
+		hll_register_add(st, hash);
+	else
+		hll_state_add_explicit(st, hash);
 }
 
 static int
@@ -898,7 +901,11 @@ hll_agg_context(FunctionCallInfo fcinfo, const char *fname)
 	return aggcxt;
 }
 
-static HllState *
+/*
+ * The state for a transition call when hll_trans_fast cannot give it:
+ * the first row, or a form with parameters (checked on every row).
+ */
+static pg_noinline HllState *
 hll_trans_state(FunctionCallInfo fcinfo, const char *fname)
 {
 	MemoryContext aggcxt = hll_agg_context(fcinfo, fname);
@@ -912,6 +919,29 @@ hll_trans_state(FunctionCallInfo fcinfo, const char *fname)
 	if (PG_NARGS() > 2)
 		hll_params_must_match(&st->p, &p);
 	return st;
+}
+
+/*
+ * Only the aggregate executor can pass an internal argument, and the
+ * first row checked the aggregate context when it created the state, so
+ * later rows of the one-argument form take the state as it is: the checks
+ * would cost a call on every row.
+ */
+#define hll_trans_fast(fcinfo) \
+	(PG_NARGS() == 2 && !PG_ARGISNULL(0))
+
+/*
+ * Hash a text datum the way hll_hash_text(x, 0) does.  Short and plain
+ * values, nearly all rows, are read in place without a detoast call.
+ */
+static pg_attribute_always_inline uint64
+hll_hash_text_datum(Datum d)
+{
+	struct varlena *t = (struct varlena *) DatumGetPointer(d);
+
+	if (unlikely(VARATT_IS_EXTERNAL(t) || VARATT_IS_COMPRESSED(t)))
+		t = pg_detoast_datum_packed(t);
+	return murmur3_64_inline(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), 0);
 }
 
 PG_FUNCTION_INFO_V1(streamkpi_hll_trans_text);
@@ -929,61 +959,65 @@ PG_FUNCTION_INFO_V1(streamkpi_hll_estimate);
 Datum
 streamkpi_hll_trans_text(PG_FUNCTION_ARGS)
 {
-	HllState   *st = hll_trans_state(fcinfo, "streamkpi_hll_trans_text");
+	HllState   *st;
 
+	if (likely(hll_trans_fast(fcinfo)))
+		st = (HllState *) PG_GETARG_POINTER(0);
+	else
+		st = hll_trans_state(fcinfo, "streamkpi_hll_trans_text");
 	if (!PG_ARGISNULL(1))
-	{
-		text	   *t = PG_GETARG_TEXT_PP(1);
-
-		hll_state_add(st, sketch_murmur3_64(VARDATA_ANY(t),
-											VARSIZE_ANY_EXHDR(t), 0));
-	}
+		hll_state_add(st, hll_hash_text_datum(PG_GETARG_DATUM(1)));
 	PG_RETURN_POINTER(st);
 }
 
 Datum
 streamkpi_hll_trans_int8(PG_FUNCTION_ARGS)
 {
-	HllState   *st = hll_trans_state(fcinfo, "streamkpi_hll_trans_int8");
+	HllState   *st;
 
+	if (likely(hll_trans_fast(fcinfo)))
+		st = (HllState *) PG_GETARG_POINTER(0);
+	else
+		st = hll_trans_state(fcinfo, "streamkpi_hll_trans_int8");
 	if (!PG_ARGISNULL(1))
 		hll_state_add(st, murmur3_int64(PG_GETARG_INT64(1)));
 	PG_RETURN_POINTER(st);
 }
 
 /* approx_count_distinct always uses log2m 14 and hll's other defaults */
-static HllState *
+static pg_noinline HllState *
 acd_trans_state(FunctionCallInfo fcinfo, const char *fname)
 {
-	MemoryContext aggcxt = hll_agg_context(fcinfo, fname);
 	HllParams	p = {ACD_LOG2M, HLL_DEFAULT_REGWIDTH, HLL_DEFAULT_EXPTHRESH,
 	HLL_DEFAULT_SPARSEON};
 
-	if (PG_ARGISNULL(0))
-		return hll_state_create(aggcxt, &p);
-	return (HllState *) PG_GETARG_POINTER(0);
+	return hll_state_create(hll_agg_context(fcinfo, fname), &p);
 }
 
+/* as hll_trans_fast: only the first row checks the aggregate context */
 Datum
 streamkpi_acd_trans_text(PG_FUNCTION_ARGS)
 {
-	HllState   *st = acd_trans_state(fcinfo, "streamkpi_acd_trans_text");
+	HllState   *st;
 
+	if (likely(!PG_ARGISNULL(0)))
+		st = (HllState *) PG_GETARG_POINTER(0);
+	else
+		st = acd_trans_state(fcinfo, "streamkpi_acd_trans_text");
 	if (!PG_ARGISNULL(1))
-	{
-		text	   *t = PG_GETARG_TEXT_PP(1);
-
-		hll_state_add(st, sketch_murmur3_64(VARDATA_ANY(t),
-											VARSIZE_ANY_EXHDR(t), 0));
-	}
+		hll_state_add(st, hll_hash_text_datum(PG_GETARG_DATUM(1)));
 	PG_RETURN_POINTER(st);
 }
 
 Datum
 streamkpi_acd_trans_int8(PG_FUNCTION_ARGS)
 {
-	HllState   *st = acd_trans_state(fcinfo, "streamkpi_acd_trans_int8");
+	HllState   *st;
 
+	if (likely(!PG_ARGISNULL(0)))
+		st = (HllState *) PG_GETARG_POINTER(0);
+	else
+		st = acd_trans_state(fcinfo, "streamkpi_acd_trans_int8");
 	if (!PG_ARGISNULL(1))
 		hll_state_add(st, murmur3_int64(PG_GETARG_INT64(1)));
 	PG_RETURN_POINTER(st);

@@ -18,12 +18,11 @@
  *	  union of per-day summaries keeps the same guarantees as one summary
  *	  over all the days.
  *
- *	  Stored format, version 1 (integers big-endian, no alignment):
- *	    uint8  version, uint8 flags (0), uint32 capacity, uint32 nitems,
- *	    int64  floor, int64 total,
- *	    nitems x (int64 count, int64 error, uint32 length, bytes)
- *	  Items are ordered by count descending, then by their bytes ascending,
- *	  and are unique.  Every input path validates every field.
+ *	  Values are stored in format version 2, items in byte order, so that
+ *	  a merge walks two sorted lists once; sketch_topn_format.c has the
+ *	  formats.  A union state keeps its items in byte order with their
+ *	  bytes in an arena; topn_agg's state is Space-Saving's hash table and
+ *	  min-heap.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,12 +44,12 @@
 
 #include "sketch.h"
 
-#define TOPN_VERSION		1
-#define TOPN_HEADER_SIZE	26
-#define TOPN_ITEM_OVERHEAD	20
-#define TOPN_MAX_CAPACITY	100000
 /* merges keep up to this many times the capacity before trimming */
 #define TOPN_SLACK			2
+/* item bytes of merged states live in blocks of at least this size */
+#define TOPN_ARENA_BLOCK	65536
+/* trims find their cut with a histogram of this many counts */
+#define TOPN_HIST_BUCKETS	2048
 
 typedef struct TopnItem
 {
@@ -60,7 +59,6 @@ typedef struct TopnItem
 	uint32		len;
 	uint32		alloc;
 	int32		heappos;		/* -1 when the heap is not valid */
-	uint32		mark;			/* merge epoch that last matched it */
 	char	   *data;
 } TopnItem;
 
@@ -84,77 +82,35 @@ typedef struct TopnState
 	uint32		tmask;
 	TopnHeapEntry *heap;		/* min-heap by count, for evictions */
 	bool		heap_valid;
-	uint32		epoch;			/* number of the current merge */
 	MemoryContext cxt;
+
+	/*
+	 * Merging: items[] sorted by bytes, no hash table, heap or per-item
+	 * allocations (items' hash, alloc and heappos are unused); item bytes
+	 * live in arena blocks, compacted after trims.
+	 */
+	bool		sorted;
+	TopnItem   *items2;			/* output of the next merge */
+	int64	   *scratch;		/* counts, for trims */
+	uint32	   *hist;			/* TOPN_HIST_BUCKETS, for trims */
+	char	  **blocks;
+	int32		nblocks;
+	int32		maxblocks;
+	size_t		block_used;		/* in the last block */
+	size_t		block_size;
+	size_t		arena_bytes;	/* all blocks */
+	size_t		first_size;		/* of blocks[0] */
+	char	   *spare;			/* the next compaction's target */
+	size_t		spare_size;
+	int32		max2;			/* entries of items2[] and scratch[] */
 } TopnState;
 
-/* A validated stored value, read in place. */
-typedef struct TopnView
-{
-	int32		capacity;
-	int32		nitems;
-	int64		floor;
-	int64		total;
-	const uint8 *items;			/* first item */
-	const uint8 *end;
-} TopnView;
-
-/* ----------------------------------------------------------------
- * Byte order helpers
- * ----------------------------------------------------------------
- */
-static inline void
-put_u32(uint8 *p, uint32 v)
-{
-	for (int i = 3; i >= 0; i--)
-	{
-		p[i] = (uint8) v;
-		v >>= 8;
-	}
-}
-
-static inline void
-put_i64(uint8 *p, int64 v)
-{
-	uint64		u = (uint64) v;
-
-	for (int i = 7; i >= 0; i--)
-	{
-		p[i] = (uint8) u;
-		u >>= 8;
-	}
-}
-
-static inline uint32
-get_u32(const uint8 *p)
-{
-	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) |
-		((uint32) p[2] << 8) | (uint32) p[3];
-}
-
-static inline int64
-get_i64(const uint8 *p)
-{
-	uint64		u = 0;
-
-	for (int i = 0; i < 8; i++)
-		u = (u << 8) | p[i];
-	return (int64) u;
-}
+static void topn_state_to_hashed(TopnState *st);
 
 /* ----------------------------------------------------------------
  * Errors
  * ----------------------------------------------------------------
  */
-static void
-topn_bad(const char *detail)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-			 errmsg("invalid topn value"),
-			 errdetail("%s", detail)));
-}
-
 static void
 topn_check_capacity(int64 capacity)
 {
@@ -182,16 +138,6 @@ add_checked(int64 a, int64 b)
  * Item order: count descending, then bytes ascending
  * ----------------------------------------------------------------
  */
-static inline int
-bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	int			c = memcmp(a, b, Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
 static int
 item_order_cmp(const void *x, const void *y)
 {
@@ -419,10 +365,14 @@ heap_build(TopnState *st)
 static void
 topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 {
-	uint32		hash = hash_bytes((const unsigned char *) data, (int) len);
-	int32		idx = topn_find(st, data, len, hash);
+	uint32		hash;
+	int32		idx;
 	TopnItem   *it;
 
+	if (unlikely(st->sorted))
+		topn_state_to_hashed(st);
+	hash = hash_bytes((const unsigned char *) data, (int) len);
+	idx = topn_find(st, data, len, hash);
 	st->total = add_checked(st->total, weight);
 	if (idx >= 0)
 	{
@@ -508,12 +458,11 @@ item_bytes_cmp(const void *x, const void *y)
 
 /*
  * Keep the `keep` items with the largest counts; the largest count dropped
- * raises the floor.  Among items tied at the cut, the final trim keeps the
- * smallest bytes so that results are canonical; the trims between merges
- * keep the first ones, which bounds just as well and avoids sorting.
+ * raises the floor.  Among items tied at the cut, the smallest bytes stay,
+ * so that results are canonical.
  */
 static void
-topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
+topn_state_trim(TopnState *st, int32 keep)
 {
 	int64	   *counts;
 	int64		cut;
@@ -545,8 +494,7 @@ topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
 	tied_kept = keep - above;
 	if (ntied > tied_kept)
 	{
-		if (sort_ties)
-			qsort(tied, ntied, sizeof(TopnItem *), item_bytes_cmp);
+		qsort(tied, ntied, sizeof(TopnItem *), item_bytes_cmp);
 		dropped_max = cut;
 	}
 	for (int32 i = tied_kept; i < ntied; i++)
@@ -574,168 +522,315 @@ topn_state_trim(TopnState *st, int32 keep, bool sort_ties)
 }
 
 /* ----------------------------------------------------------------
- * Stored format
+ * State in merge form: items in byte order, their bytes in an arena
  * ----------------------------------------------------------------
  */
-
-/* Structural checks: every length fits, so reading cannot overrun. */
-static void
-topn_view(const uint8 *in, size_t len, TopnView *v)
-{
-	const uint8 *p;
-
-	if (len < TOPN_HEADER_SIZE)
-		topn_bad("The value is shorter than the 26-byte header.");
-	if (in[0] != TOPN_VERSION)
-		topn_bad("Only format version 1 is known.");
-	if (in[1] != 0)
-		topn_bad("The reserved flags byte is not zero.");
-	if (get_u32(in + 2) < 1 || get_u32(in + 2) > TOPN_MAX_CAPACITY)
-		topn_bad("The capacity is not between 1 and 100000.");
-	v->capacity = (int32) get_u32(in + 2);
-	if (get_u32(in + 6) > (uint32) v->capacity)
-		topn_bad("The value holds more items than its capacity.");
-	v->nitems = (int32) get_u32(in + 6);
-	v->floor = get_i64(in + 10);
-	v->total = get_i64(in + 18);
-	if (v->floor < 0 || v->total < 0 || v->floor > v->total)
-		topn_bad("The floor and total must satisfy 0 <= floor <= total.");
-	v->items = in + TOPN_HEADER_SIZE;
-	v->end = in + len;
-
-	p = v->items;
-	for (int32 i = 0; i < v->nitems; i++)
-	{
-		uint32		ilen;
-
-		if ((size_t) (v->end - p) < TOPN_ITEM_OVERHEAD)
-			topn_bad("An item header runs past the end of the value.");
-		ilen = get_u32(p + 16);
-		if ((size_t) (v->end - p) - TOPN_ITEM_OVERHEAD < ilen)
-			topn_bad("An item runs past the end of the value.");
-		p += TOPN_ITEM_OVERHEAD + ilen;
-	}
-	if (p != v->end)
-		topn_bad("The value has bytes after its last item.");
-}
-
-/* Read item i of a view walked with a cursor. */
-typedef struct TopnCursor
-{
-	const uint8 *p;
-	int64		count;
-	int64		error;
-	uint32		len;
-	const char *data;
-} TopnCursor;
-
-static inline void
-topn_cursor_next(TopnCursor *c)
-{
-	c->count = get_i64(c->p);
-	c->error = get_i64(c->p + 8);
-	c->len = get_u32(c->p + 16);
-	c->data = (const char *) c->p + TOPN_ITEM_OVERHEAD;
-	c->p += TOPN_ITEM_OVERHEAD + c->len;
-}
-
-typedef struct ItemRef
-{
-	const char *data;
-	uint32		len;
-} ItemRef;
-
 static int
-itemref_cmp(const void *x, const void *y)
+item_data_cmp(const void *x, const void *y)
 {
-	const ItemRef *a = (const ItemRef *) x;
-	const ItemRef *b = (const ItemRef *) y;
+	const TopnItem *a = (const TopnItem *) x;
+	const TopnItem *b = (const TopnItem *) y;
 
 	return bytes_cmp(a->data, a->len, b->data, b->len);
 }
 
-/* Every semantic rule of the format; for input from outside. */
-static void
-topn_validate(const uint8 *in, size_t len)
+static pg_noinline void
+topn_arena_new_block(TopnState *st, uint32 len)
 {
-	TopnView	v;
-	TopnCursor	c;
-	ItemRef    *refs;
-	int64		prevcount = PG_INT64_MAX;
-	const char *prevdata = NULL;
-	uint32		prevlen = 0;
-
-	topn_view(in, len, &v);
-	CHECK_FOR_INTERRUPTS();
-	refs = (ItemRef *) palloc(Max(v.nitems, 1) * sizeof(ItemRef));
-	c.p = v.items;
-	for (int32 i = 0; i < v.nitems; i++)
 	{
-		topn_cursor_next(&c);
-		if (c.count < 1 || c.count > v.total)
-			topn_bad("An item count is not between 1 and the total.");
-		if (c.error < 0 || c.error > c.count || c.error > v.floor)
-			topn_bad("An item error is not between 0 and both its count and the floor.");
-		if (memchr(c.data, '\0', c.len) != NULL ||
-			!pg_verify_mbstr(GetDatabaseEncoding(), c.data, (int) c.len, true))
-			topn_bad("An item is not valid text in the database encoding.");
-		if (c.count > prevcount ||
-			(c.count == prevcount &&
-			 bytes_cmp(prevdata, prevlen, c.data, c.len) >= 0))
-			topn_bad("The items are not ordered by count descending, then item ascending.");
-		prevcount = c.count;
-		prevdata = c.data;
-		prevlen = c.len;
-		refs[i].data = c.data;
-		refs[i].len = c.len;
+		size_t		size = Max(TOPN_ARENA_BLOCK, len);
+
+		if (st->nblocks == st->maxblocks)
+		{
+			st->maxblocks = Max(8, st->maxblocks * 2);
+			st->blocks = st->blocks == NULL ?
+				(char **) MemoryContextAlloc(st->cxt, st->maxblocks * sizeof(char *)) :
+				(char **) repalloc(st->blocks, st->maxblocks * sizeof(char *));
+		}
+		if (st->nblocks == 0)
+			st->first_size = size;
+		st->blocks[st->nblocks++] = MemoryContextAlloc(st->cxt, size);
+		st->block_size = size;
+		st->block_used = 0;
+		st->arena_bytes += size;
 	}
-	qsort(refs, v.nitems, sizeof(ItemRef), itemref_cmp);
-	for (int32 i = 1; i < v.nitems; i++)
-		if (itemref_cmp(&refs[i - 1], &refs[i]) == 0)
-			topn_bad("An item appears twice.");
-	pfree(refs);
 }
 
-/* Serialize a state (trimmed to its capacity) in canonical order. */
-static bytea *
-topn_state_pack(TopnState *st)
+/* Room for len bytes, rounded up to whole 8-byte words. */
+static inline char *
+topn_arena_alloc(TopnState *st, uint32 len)
 {
-	size_t		size = VARHDRSZ + TOPN_HEADER_SIZE;
-	bytea	   *result;
-	uint8	   *p;
+	char	   *p;
 
-	topn_state_trim(st, st->capacity, true);
-	qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
+	len = TYPEALIGN(8, len);
+	if (st->nblocks == 0 || st->block_size - st->block_used < len)
+		topn_arena_new_block(st, len);
+	p = st->blocks[st->nblocks - 1] + st->block_used;
+	st->block_used += len;
+	return p;
+}
+
+static void
+topn_arena_free(TopnState *st)
+{
+	for (int32 i = 0; i < st->nblocks; i++)
+		pfree(st->blocks[i]);
+	if (st->spare != NULL)
+		pfree(st->spare);
+	st->spare = NULL;
+	st->nblocks = 0;
+	st->block_size = 0;
+	st->block_used = 0;
+	st->arena_bytes = 0;
+}
+
+/*
+ * After a trim: copy the live bytes into one block, in the items' order,
+ * so that the next merges read them in sequence, not scattered among the
+ * bytes of dropped items.  Two blocks take turns, so that trims do not
+ * allocate.
+ */
+static void
+topn_arena_compact(TopnState *st, size_t live)
+{
+	size_t		need = Max(live * 2, TOPN_ARENA_BLOCK);
+	char	   *target;
+	size_t		tsize;
+
+	if (st->spare != NULL && st->spare_size < need)
+	{
+		pfree(st->spare);
+		st->spare = NULL;
+	}
+	if (st->spare == NULL)
+	{
+		st->spare = MemoryContextAlloc(st->cxt, need);
+		st->spare_size = need;
+	}
+	if (st->nblocks == 0)
+		return;
+	target = st->spare;
+	tsize = st->spare_size;
+	st->block_used = 0;
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		uint32		len = st->items[i].len;
+
+		memcpy(target + st->block_used, st->items[i].data, len);
+		st->items[i].data = target + st->block_used;
+		st->block_used += TYPEALIGN(8, len);
+	}
+	/* the first old block is the next target; the others go */
+	st->spare = st->blocks[0];
+	st->spare_size = st->first_size;
+	for (int32 i = 1; i < st->nblocks; i++)
+		pfree(st->blocks[i]);
+	st->blocks[0] = target;
+	st->nblocks = 1;
+	st->block_size = tsize;
+	st->first_size = tsize;
+	st->arena_bytes = tsize;
+}
+
+/* Room for a merge: the state's items plus a whole other summary. */
+static void
+topn_sorted_arrays(TopnState *st)
+{
+	int32		need = st->capacity * (TOPN_SLACK + 1) + 1;
+
+	if (st->maxitems < need)
+	{
+		st->items = (TopnItem *) repalloc(st->items, need * sizeof(TopnItem));
+		st->maxitems = need;
+	}
+	if (st->items2 == NULL || st->max2 < need)
+	{
+		if (st->items2 != NULL)
+		{
+			pfree(st->items2);
+			pfree(st->scratch);
+		}
+		st->items2 = (TopnItem *) MemoryContextAlloc(st->cxt, need * sizeof(TopnItem));
+		st->scratch = (int64 *) MemoryContextAlloc(st->cxt, need * sizeof(int64));
+		if (st->hist == NULL)
+			st->hist = (uint32 *)
+				MemoryContextAlloc(st->cxt, TOPN_HIST_BUCKETS * sizeof(uint32));
+		st->max2 = need;
+	}
+}
+
+/* Switch a state to merge form (once: a union stays in it). */
+static void
+topn_state_to_sorted(TopnState *st)
+{
+	topn_sorted_arrays(st);
+	if (st->sorted)
+		return;
+	qsort(st->items, st->nitems, sizeof(TopnItem), item_data_cmp);
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		TopnItem   *it = &st->items[i];
+		char	   *d = topn_arena_alloc(st, it->len);
+
+		memcpy(d, it->data, it->len);
+		pfree(it->data);
+		it->data = d;
+		it->alloc = it->len;
+	}
+	st->sorted = true;
+	st->heap_valid = false;
+}
+
+/*
+ * Back to Space-Saving's form, for a row of topn_agg after a merge (a
+ * combine or a final call, in window aggregates).
+ */
+static pg_noinline void
+topn_state_to_hashed(TopnState *st)
+{
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		TopnItem   *it = &st->items[i];
+		uint32		alloc = Max(it->len, 16);
+		char	   *d = MemoryContextAlloc(st->cxt, alloc);
+
+		memcpy(d, it->data, it->len);
+		it->data = d;
+		it->alloc = alloc;
+		it->hash = hash_bytes((const unsigned char *) d, (int) it->len);
+		it->heappos = -1;
+	}
+	topn_arena_free(st);
+	st->sorted = false;
 	topn_table_rebuild(st);
 	st->heap_valid = false;
+}
 
-	for (int32 i = 0; i < st->nitems; i++)
-		size += TOPN_ITEM_OVERHEAD + st->items[i].len;
-	if (size > MaxAllocSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("topn value would be larger than 1 GB"),
-				 errhint("Use a smaller capacity or shorter items.")));
-	result = (bytea *) palloc(size);
-	SET_VARSIZE(result, size);
-	p = (uint8 *) VARDATA(result);
-	p[0] = TOPN_VERSION;
-	p[1] = 0;
-	put_u32(p + 2, (uint32) st->capacity);
-	put_u32(p + 6, (uint32) st->nitems);
-	put_i64(p + 10, st->floor);
-	put_i64(p + 18, st->total);
-	p += TOPN_HEADER_SIZE;
+/*
+ * The keep-th largest of the n counts in st->scratch, and how many counts
+ * lie above it.  The counts of a merged state crowd just above the
+ * smallest, so a histogram of the lowest 2048 values finds the cut in two
+ * passes; quickselect when the cut lies higher.
+ */
+static int64
+topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
+{
+	int64	   *a = st->scratch;
+	uint32	   *h = st->hist;
+	int64		lo = a[0];
+	int64		cut;
+	int32		acc;
+
+	Assert(n > keep && keep >= 1);
+	for (int32 i = 1; i < n; i++)
+		lo = Min(lo, a[i]);
+	memset(h, 0, TOPN_HIST_BUCKETS * sizeof(uint32));
+	for (int32 i = 0; i < n; i++)
+	{
+		uint64		d = (uint64) (a[i] - lo);
+
+		h[d < TOPN_HIST_BUCKETS - 1 ? d : TOPN_HIST_BUCKETS - 1]++;
+	}
+	acc = (int32) h[TOPN_HIST_BUCKETS - 1];
+	if (acc < keep)
+	{
+		for (int32 b = TOPN_HIST_BUCKETS - 2; b >= 0; b--)
+		{
+			if (acc + (int32) h[b] >= keep)
+			{
+				*above = acc;
+				return lo + b;
+			}
+			acc += (int32) h[b];
+		}
+	}
+	cut = select_kth_largest(a, n, keep - 1);
+	/* the selection left every count above the cut before position keep - 1 */
+	acc = 0;
+	for (int32 i = 0; i < keep - 1; i++)
+		acc += a[i] > cut;
+	*above = acc;
+	return cut;
+}
+
+/*
+ * topn_state_trim for the merge form: the same items survive, and of
+ * those tied at the cut the smallest bytes, here the first ones.
+ */
+static void
+topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
+{
+	int64		cut;
+	int64		dropped_max = 0;
+	int32		above = 0;
+	int32		tied_kept;
+	int32		tied_seen = 0;
+	int32		out = 0;
+	size_t		live = 0;
+
+	if (st->nitems <= keep)
+		return;
+	if (!counts_in_scratch)
+		for (int32 i = 0; i < st->nitems; i++)
+			st->scratch[i] = st->items[i].count;
+	cut = topn_find_cut(st, st->nitems, keep, &above);
+	tied_kept = keep - above;
 	for (int32 i = 0; i < st->nitems; i++)
 	{
 		const TopnItem *it = &st->items[i];
 
-		put_i64(p, it->count);
-		put_i64(p + 8, it->error);
-		put_u32(p + 16, it->len);
-		memcpy(p + TOPN_ITEM_OVERHEAD, it->data, it->len);
-		p += TOPN_ITEM_OVERHEAD + it->len;
+		if (it->count > cut || (it->count == cut && tied_seen++ < tied_kept))
+		{
+			st->items[out++] = *it;
+			live += TYPEALIGN(8, it->len);
+		}
+		else
+			dropped_max = Max(dropped_max, it->count);
 	}
+	Assert(out == keep);
+	st->floor = Max(st->floor, dropped_max);
+	st->nitems = out;
+	topn_arena_compact(st, live);
+}
+
+/*
+ * Serialize a state (trimmed to its capacity) as a version 2 value.  A
+ * state built by topn_agg keeps its own order, count descending, as it
+ * always has, so that rows added after a final call see the same state.
+ */
+static bytea *
+topn_state_pack(TopnState *st)
+{
+	TopnView	h;
+	TopnEntry  *e;
+	bytea	   *result;
+
+	if (st->sorted)
+		topn_sorted_trim(st, st->capacity, false);
+	else
+	{
+		topn_state_trim(st, st->capacity);
+		qsort(st->items, st->nitems, sizeof(TopnItem), item_order_cmp);
+		topn_table_rebuild(st);
+		st->heap_valid = false;
+	}
+
+	h.capacity = st->capacity;
+	h.nitems = st->nitems;
+	h.floor = st->floor;
+	h.total = st->total;
+	e = (TopnEntry *) palloc(Max(st->nitems, 1) * sizeof(TopnEntry));
+	for (int32 i = 0; i < st->nitems; i++)
+	{
+		e[i].count = st->items[i].count;
+		e[i].error = st->items[i].error;
+		e[i].data = st->items[i].data;
+		e[i].len = st->items[i].len;
+	}
+	if (!st->sorted)
+		qsort(e, st->nitems, sizeof(TopnEntry), sketch_entry_bytes_cmp);
+	result = sketch_topn_write_v2(&h, e);
+	pfree(e);
 	return result;
 }
 
@@ -751,63 +846,133 @@ topn_state_grow(TopnState *st, int32 capacity)
 	pfree(st->table);
 	topn_table_alloc(st, capacity);
 	st->capacity = capacity;
-	topn_table_rebuild(st);
+	/* the merge form has no hash table to fill */
+	if (!st->sorted)
+		topn_table_rebuild(st);
 	if (st->heap != NULL)
 		pfree(st->heap);
 	st->heap = NULL;
 	st->heap_valid = false;
 }
 
+/* A state item, with counts added: the fields the merge form uses. */
+static inline void
+topn_item_copy(TopnItem *to, const TopnItem *from, int64 count, int64 error)
+{
+	to->count = add_checked(from->count, count);
+	to->error = add_checked(from->error, error);
+	to->data = from->data;
+	to->len = from->len;
+}
+
+/* An item of the other side only, with this side's floor added. */
+static inline void
+topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
+					  int64 floor)
+{
+	/* both buffers have room for whole words (topn_arena_alloc, cursor) */
+	it->data = topn_arena_alloc(st, src->len);
+	for (uint32 k = 0; k < src->len; k += 8)
+		memcpy(it->data + k, src->buf + k, 8);
+	it->len = src->len;
+	it->count = add_checked(src->count, floor);
+	it->error = add_checked(src->error, floor);
+}
+
 /*
  * Merge a stored value into a state.  An item missing on one side gets
  * that side's floor added to its count and error; counts stay upper
- * bounds and count - error stays a lower bound.
+ * bounds and count - error stays a lower bound.  Both sides are in byte
+ * order, so one walk over both finds the common items and writes the
+ * merged list, in byte order again, without hashing.
  */
 static void
 topn_state_merge_view(TopnState *st, const TopnView *v)
 {
-	TopnCursor	c;
-	int32		before = st->nitems;
-	uint32		epoch = ++st->epoch;
+	TopnCursor2 src;
+	bytea	   *converted = NULL;
+	TopnView	v2;
+	TopnItem   *in;
+	TopnItem   *out;
+	int32		n;
+	int32		i = 0;
+	int32		o = 0;
+	int64		sfloor = st->floor;
+	int64		vfloor;
+	bool		more;
 
 	CHECK_FOR_INTERRUPTS();
 	if (v->capacity > st->capacity)
 		topn_state_grow(st, v->capacity);
+	topn_state_to_sorted(st);
+	in = st->items;
+	out = st->items2;
+	n = st->nitems;
 
-	c.p = v->items;
-	for (int32 i = 0; i < v->nitems; i++)
+	/* a version 1 value (stored by 0.1) is first put in byte order */
+	if (v->version == TOPN_VERSION)
 	{
-		uint32		hash;
-		int32		idx;
+		converted = sketch_topn_v1_to_v2(v->start, v->end - v->start);
+		sketch_topn_view_v2((const uint8 *) VARDATA(converted),
+							VARSIZE(converted) - VARHDRSZ, &v2);
+		v = &v2;
+	}
+	vfloor = v->floor;
+	sketch_topn_cursor2_init(&src, v);
+	more = topn_cursor2_next(&src);
+	/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
+	Assert(n + v->nitems <= st->max2);
+	while (i < n && more)
+	{
+		int			c = bytes_cmp_words(in[i].data, in[i].len, src.buf, src.len);
 
-		topn_cursor_next(&c);
-		hash = hash_bytes((const unsigned char *) c.data, (int) c.len);
-		idx = topn_find(st, c.data, c.len, hash);
-		if (idx >= 0)
+		if (c < 0)
 		{
-			if (idx >= before || st->items[idx].mark == epoch)
-				topn_bad("An item appears twice.");
-			st->items[idx].mark = epoch;
-			st->items[idx].count = add_checked(st->items[idx].count, c.count);
-			st->items[idx].error = add_checked(st->items[idx].error, c.error);
+			topn_item_copy(&out[o], &in[i], vfloor, vfloor);
+			i++;
 		}
 		else
-			topn_append(st, c.data, c.len, hash,
-						add_checked(c.count, st->floor),
-						add_checked(c.error, st->floor));
+		{
+			if (c > 0)
+				topn_item_from_source(st, &out[o], &src, sfloor);
+			else
+			{
+				topn_item_copy(&out[o], &in[i], src.count, src.error);
+				i++;
+			}
+			more = topn_cursor2_next(&src);
+		}
+		/* the counts, for a trim */
+		st->scratch[o] = out[o].count;
+		o++;
 	}
-	for (int32 i = 0; i < before; i++)
+	for (; i < n; i++, o++)
 	{
-		if (st->items[i].mark == epoch)
-			continue;
-		st->items[i].count = add_checked(st->items[i].count, v->floor);
-		st->items[i].error = add_checked(st->items[i].error, v->floor);
+		topn_item_copy(&out[o], &in[i], vfloor, vfloor);
+		st->scratch[o] = out[o].count;
 	}
+	for (; more; more = topn_cursor2_next(&src), o++)
+	{
+		topn_item_from_source(st, &out[o], &src, sfloor);
+		st->scratch[o] = out[o].count;
+	}
+	pfree(src.buf);
+	if (converted != NULL)
+		pfree(converted);
+
+	st->items = out;
+	st->items2 = in;
+	{
+		int32		m = st->maxitems;
+
+		st->maxitems = st->max2;
+		st->max2 = m;
+	}
+	st->nitems = o;
 	st->floor = add_checked(st->floor, v->floor);
 	st->total = add_checked(st->total, v->total);
-	st->heap_valid = false;
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_state_trim(st, st->capacity, false);
+		topn_sorted_trim(st, st->capacity, true);
 }
 
 /* Merge state b into state a by way of b's stored form. */
@@ -817,7 +982,7 @@ topn_state_merge_state(TopnState *a, TopnState *b)
 	bytea	   *packed = topn_state_pack(b);
 	TopnView	v;
 
-	topn_view((const uint8 *) VARDATA(packed), VARSIZE(packed) - VARHDRSZ, &v);
+	sketch_topn_view((const uint8 *) VARDATA(packed), VARSIZE(packed) - VARHDRSZ, &v);
 	topn_state_merge_view(a, &v);
 	pfree(packed);
 }
@@ -942,44 +1107,33 @@ PG_FUNCTION_INFO_V1(streamkpi_topn_info);
 static void
 topn_view_datum(bytea *b, TopnView *v)
 {
-	topn_view((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), v);
+	sketch_topn_view((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), v);
 }
 
-/* topn_in(cstring): the JSON text form, fully validated */
+/*
+ * topn_in(cstring): the JSON text form, fully validated by way of the
+ * version 1 form, then stored as version 2
+ */
 Datum
 streamkpi_topn_in(PG_FUNCTION_ARGS)
 {
-	bytea	   *result = topn_from_json(PG_GETARG_CSTRING(0));
+	bytea	   *raw = topn_from_json(PG_GETARG_CSTRING(0));
 	TopnView	v;
-	MemoryContext cxt;
-	TopnState  *st;
+	TopnEntry  *e;
+	bytea	   *result;
 
 	/* sort the items into canonical order, then check every rule */
-	topn_view((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ, &v);
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "topn input",
-								ALLOCSET_DEFAULT_SIZES);
-	st = topn_state_create(cxt, v.capacity);
-	{
-		TopnCursor	c;
-
-		c.p = v.items;
-		for (int32 i = 0; i < v.nitems; i++)
-		{
-			uint32		hash;
-
-			topn_cursor_next(&c);
-			hash = hash_bytes((const unsigned char *) c.data, (int) c.len);
-			if (topn_find(st, c.data, c.len, hash) >= 0)
-				topn_syntax("An item appears twice.");
-			topn_append(st, c.data, c.len, hash, c.count, c.error);
-		}
-	}
-	st->floor = v.floor;
-	st->total = v.total;
-	result = topn_state_pack(st);
-	MemoryContextDelete(cxt);
-	topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
-	PG_RETURN_BYTEA_P(result);
+	sketch_topn_view_v1((const uint8 *) VARDATA(raw), VARSIZE(raw) - VARHDRSZ, &v);
+	e = sketch_topn_entries(&v);
+	qsort(e, v.nitems, sizeof(TopnEntry), sketch_entry_bytes_cmp);
+	for (int32 i = 1; i < v.nitems; i++)
+		if (sketch_entry_bytes_cmp(&e[i - 1], &e[i]) == 0)
+			topn_syntax("An item appears twice.");
+	qsort(e, v.nitems, sizeof(TopnEntry), sketch_entry_order_cmp);
+	result = sketch_topn_write_v1(&v, e);
+	sketch_topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
+	PG_RETURN_BYTEA_P(sketch_topn_v1_to_v2((const uint8 *) VARDATA(result),
+										   VARSIZE(result) - VARHDRSZ));
 }
 
 Datum
@@ -987,53 +1141,54 @@ streamkpi_topn_out(PG_FUNCTION_ARGS)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	TopnView	v;
-	TopnCursor	c;
+	TopnEntry  *e;
 	StringInfoData buf;
 
 	topn_view_datum(b, &v);
+	e = sketch_topn_entries_ordered(&v);
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
 					 "{\"capacity\": %d, \"floor\": " INT64_FORMAT ", \"total\": " INT64_FORMAT ", \"items\": [",
 					 v.capacity, v.floor, v.total);
-	c.p = v.items;
 	for (int32 i = 0; i < v.nitems; i++)
 	{
-		char	   *s;
+		char	   *s = pnstrdup(e[i].data, e[i].len);
 
-		topn_cursor_next(&c);
-		s = pnstrdup(c.data, c.len);
 		appendStringInfoString(&buf, i == 0 ? "[" : ", [");
 		escape_json(&buf, s);
 		appendStringInfo(&buf, ", " INT64_FORMAT ", " INT64_FORMAT "]",
-						 c.count, c.error);
+						 e[i].count, e[i].error);
 		pfree(s);
 	}
 	appendStringInfoString(&buf, "]}");
 	PG_RETURN_CSTRING(buf.data);
 }
 
-/* topn_recv(internal): the stored format, every field checked */
+/* topn_recv(internal): format version 1, every field checked */
 Datum
 streamkpi_topn_recv(PG_FUNCTION_ARGS)
 {
 	StringInfo	msg = (StringInfo) PG_GETARG_POINTER(0);
 	int			len = msg->len - msg->cursor;
-	bytea	   *result = (bytea *) palloc(VARHDRSZ + len);
+	const uint8 *in = (const uint8 *) pq_getmsgbytes(msg, len);
 
-	SET_VARSIZE(result, VARHDRSZ + len);
-	pq_copymsgbytes(msg, VARDATA(result), len);
-	topn_validate((const uint8 *) VARDATA(result), len);
-	PG_RETURN_BYTEA_P(result);
+	sketch_topn_validate(in, len);
+	PG_RETURN_BYTEA_P(sketch_topn_v1_to_v2(in, len));
 }
 
 Datum
 streamkpi_topn_send(PG_FUNCTION_ARGS)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+	TopnView	v;
+	bytea	   *v1;
 	StringInfoData buf;
 
+	/* the binary form stays version 1 */
+	topn_view_datum(b, &v);
+	v1 = v.version == TOPN_VERSION ? b : sketch_topn_write_v1(&v, sketch_topn_entries_ordered(&v));
 	pq_begintypsend(&buf);
-	pq_sendbytes(&buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+	pq_sendbytes(&buf, VARDATA_ANY(v1), VARSIZE_ANY_EXHDR(v1));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
@@ -1197,7 +1352,7 @@ streamkpi_topn_items(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	TopnView	v;
-	TopnCursor	c;
+	TopnEntry  *e;
 	int32		n;
 	int64		threshold;
 
@@ -1217,27 +1372,21 @@ streamkpi_topn_items(PG_FUNCTION_ARGS)
 	}
 
 	/* the largest count any unlisted item can have */
+	e = sketch_topn_entries_ordered(&v);
 	threshold = v.floor;
-	c.p = v.items;
-	for (int32 i = 0; i <= n && i < v.nitems; i++)
-	{
-		topn_cursor_next(&c);
-		if (i == n)
-			threshold = Max(threshold, c.count);
-	}
+	if (n < v.nitems)
+		threshold = Max(threshold, e[n].count);
 
 	InitMaterializedSRF(fcinfo, 0);
-	c.p = v.items;
 	for (int32 i = 0; i < n; i++)
 	{
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
-		topn_cursor_next(&c);
-		values[0] = PointerGetDatum(cstring_to_text_with_len(c.data, c.len));
-		values[1] = Int64GetDatum(c.count);
-		values[2] = Int64GetDatum(c.error);
-		values[3] = BoolGetDatum(c.count - c.error >= threshold);
+		values[0] = PointerGetDatum(cstring_to_text_with_len(e[i].data, e[i].len));
+		values[1] = Int64GetDatum(e[i].count);
+		values[2] = Int64GetDatum(e[i].error);
+		values[3] = BoolGetDatum(e[i].count - e[i].error >= threshold);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

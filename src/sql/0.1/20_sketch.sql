@@ -181,7 +181,7 @@ CREATE TYPE streamkpi.topn (
 	SEND = streamkpi.topn_send,
 	INTERNALLENGTH = VARIABLE,
 	ALIGNMENT = int4,
-	STORAGE = extended);
+	STORAGE = external);
 
 COMMENT ON TYPE streamkpi.topn IS
 	'mergeable heavy-hitters summary (Space-Saving): items with count upper bounds and max errors';
