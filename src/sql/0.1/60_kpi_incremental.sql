@@ -120,6 +120,8 @@ CREATE FUNCTION streamkpi.kpi_apply_new()
 	SET search_path = pg_catalog, pg_temp
 	SET DateStyle = 'ISO, YMD'		-- dead-letter reasons read the same everywhere
 	SET IntervalStyle = 'postgres'
+	SET work_mem = '64MB'			-- the hash aggregates of step 2
+	SET jit = off					-- compiling costs more than a round runs
 	AS $fn$
 DECLARE
 	tz		text := streamkpi.kpi_timezone();
@@ -143,7 +145,7 @@ DECLARE
 	wt_start timestamptz[];
 	wt_track text[];
 	ws_lo	timestamptz;	-- range of the touched window starts
-	ws_hi	timestamptz;
+	ws_hi	timestamptz;	nestloop_was text := current_setting('enable_nestloop');	sort_was text := current_setting('enable_sort');	incsort_was text := current_setting('enable_incremental_sort');	-- one line: keeps RAISE line numbers
 BEGIN
 	BEGIN
 		PERFORM now() AT TIME ZONE tz;
@@ -195,6 +197,15 @@ BEGIN
 
 	-- 2. Add the new events into the state tables, in one statement (one
 	-- scan of the new events); collect the keys they touched.
+	-- The planner sees a few dozen new rows where there are thousands (it
+	-- cannot estimate the snapshot tests): it would look users up one by
+	-- one and sort every aggregate's input.  Hash joins and hash aggregates
+	-- (streamkpi.hll_agg keeps a small state per group, so tens of
+	-- thousands of window groups fit in work_mem) are several times faster
+	-- for rounds of any size; a round that outgrows work_mem spills.
+	PERFORM set_config('enable_nestloop', 'off', true),
+			set_config('enable_sort', 'off', true),
+			set_config('enable_incremental_sort', 'off', true);
 	WITH arrived AS MATERIALIZED (
 		SELECT e.*
 		  FROM streamkpi.kpi_events e
@@ -225,7 +236,7 @@ BEGIN
 		RETURNING s.day, s.genre),
 	users AS (
 		INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)
-		SELECT day, genre, hll_add_agg(hll_hash_text(user_id), 14)
+		SELECT day, genre, streamkpi.hll_agg(user_id, 14)
 		  FROM day_new
 		 WHERE action = 'play'
 		 GROUP BY day, genre
@@ -233,24 +244,32 @@ BEGIN
 		   SET users = hll_union(s.users, excluded.users)
 		RETURNING s.day),
 	eng AS (
+		-- one pass: a hash table per dimension (GROUPING SETS), not seven
+		-- copies of every event sorted together
 		INSERT INTO streamkpi.daily_engagement_state AS s
 			(day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)
-		SELECT e.day, d.dimension, d.value,
+		SELECT e.day,
+			   CASE WHEN GROUPING(e.genre) = 0 THEN 'genre'
+					WHEN GROUPING(e.subscription) = 0 THEN 'subscription'
+					WHEN GROUPING(e.age_group) = 0 THEN 'age_group'
+					WHEN GROUPING(e.hour) = 0 THEN 'hour'
+					WHEN GROUPING(e.country) = 0 THEN 'country'
+					WHEN GROUPING(e.device) = 0 THEN 'device'
+					ELSE 'region' END,
+			   -- the view never gives NULL: only the grouped column is set
+			   COALESCE(e.genre, e.subscription, e.age_group, e.hour,
+						e.country, e.device, e.region),
 			   count(*) FILTER (WHERE e.action = 'play'),
 			   count(*) FILTER (WHERE e.action = 'skip'),
 			   count(*) FILTER (WHERE e.action = 'like'),
 			   count(*) FILTER (WHERE e.action = 'play' AND e.completed),
 			   coalesce(sum(e.listen_ms) FILTER (WHERE e.action = 'play'), 0),
-			   hll_add_agg(hll_hash_text(e.user_id), 14)
+			   streamkpi.hll_agg(e.user_id, 14)
 		  FROM day_new e
-		 CROSS JOIN LATERAL (VALUES ('genre', e.genre),
-									('subscription', e.subscription),
-									('age_group', e.age_group),
-									('hour', e.hour),
-									('country', e.country),
-									('device', e.device),
-									('region', e.region)) AS d(dimension, value)
-		 GROUP BY e.day, d.dimension, d.value
+		 GROUP BY GROUPING SETS ((e.day, e.genre), (e.day, e.subscription),
+								 (e.day, e.age_group), (e.day, e.hour),
+								 (e.day, e.country), (e.day, e.device),
+								 (e.day, e.region))
 		ON CONFLICT (day, dimension, value) DO UPDATE
 		   SET plays = s.plays + excluded.plays,
 			   skips = s.skips + excluded.skips,
@@ -268,7 +287,7 @@ BEGIN
 			   count(*) FILTER (WHERE action = 'skip'),
 			   count(*) FILTER (WHERE action = 'like'),
 			   coalesce(sum(listen_ms) FILTER (WHERE action = 'play'), 0),
-			   hll_add_agg(hll_hash_text(user_id), 14) FILTER (WHERE action = 'play')
+			   streamkpi.hll_agg(user_id, 14) FILTER (WHERE action = 'play')
 		  FROM (SELECT w.window_size,
 					   date_bin(w.window_size, n.listened_at,
 								timestamptz '2000-01-01 00:00:00+00') AS window_start,
@@ -305,6 +324,9 @@ BEGIN
 		   (SELECT array_agg(track_id ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k)
 	  INTO n_events, dg_day, dg_genre, td, en_day, en_dim, en_val,
 		   wr_size, wr_start, wr_region, wt_size, wt_start, wt_track;
+	PERFORM set_config('enable_nestloop', nestloop_was, true),
+			set_config('enable_sort', sort_was, true),
+			set_config('enable_incremental_sort', incsort_was, true);
 
 	-- 3. Re-derive the KPI rows of the touched keys, with the formulas of
 	-- derive_daily_kpis() and derive_window_kpis() (the regression test
