@@ -309,19 +309,25 @@ BEGIN
 							WHEN excluded.users IS NULL THEN s.users
 							ELSE hll_union(s.users, excluded.users) END
 		RETURNING s.window_size, s.window_start, s.region, s.track_id)
-	SELECT (SELECT count(*) FROM arrived),
-		   (SELECT array_agg(day ORDER BY day, genre) FROM (SELECT DISTINCT day, genre FROM counts) k),
-		   (SELECT array_agg(genre ORDER BY day, genre) FROM (SELECT DISTINCT day, genre FROM counts) k),
-		   (SELECT array_agg(DISTINCT day) FROM counts),
-		   (SELECT array_agg(day ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(dimension ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(value ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(window_size ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(window_start ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(region ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(window_size ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k),
-		   (SELECT array_agg(window_start ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k),
-		   (SELECT array_agg(track_id ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k)
+	-- Each key set is read once: the arrays of one aggregate query line up.
+	-- Window keys in index order, so that step 3 walks the indexes in order.
+	SELECT n.n, dg.day, dg.genre, dg.days, en.day, en.dimension, en.value,
+		   wr.size, wr.start, wr.region, wt.size, wt.start, wt.track
+	  FROM (SELECT count(*) AS n FROM arrived) n,
+		   (SELECT array_agg(day) AS day, array_agg(genre) AS genre,
+				   array_agg(DISTINCT day) AS days
+			  FROM (SELECT DISTINCT day, genre FROM counts) k) dg,
+		   (SELECT array_agg(day) AS day, array_agg(dimension) AS dimension,
+				   array_agg(value) AS value
+			  FROM eng) en,
+		   (SELECT array_agg(window_size) AS size, array_agg(window_start) AS start,
+				   array_agg(region) AS region
+			  FROM (SELECT DISTINCT window_size, window_start, region FROM win
+					 ORDER BY 1, 2, 3) k) wr,
+		   (SELECT array_agg(window_size) AS size, array_agg(window_start) AS start,
+				   array_agg(track_id) AS track
+			  FROM (SELECT DISTINCT window_size, window_start, track_id FROM win
+					 ORDER BY 1, 2, 3) k) wt
 	  INTO n_events, dg_day, dg_genre, td, en_day, en_dim, en_val,
 		   wr_size, wr_start, wr_region, wt_size, wt_start, wt_track;
 	PERFORM set_config('enable_nestloop', nestloop_was, true),
