@@ -184,12 +184,13 @@ CREATE TABLE streamkpi.window_track_state (
 	likes		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	users		hll,
-	-- track before region: the KPI worker re-derives track_windows rows by
-	-- (window_size, window_start, track_id) through this index
-	PRIMARY KEY (window_size, window_start, track_id, region)
+	-- window_start first: range refreshes and derive_window_kpis() read by
+	-- window_start across sizes, so no second index (one index insert less
+	-- per new row: the KPI worker adds about one row per event).  Track
+	-- before region: the KPI worker re-derives track_windows rows by
+	-- (window_start, window_size, track_id) through this index.
+	PRIMARY KEY (window_start, window_size, track_id, region)
 );
--- Retention and range refreshes delete by window_start across sizes.
-CREATE INDEX window_track_state_start_idx ON streamkpi.window_track_state (window_start);
 
 ---------------------------------------------------------------------------
 -- KPI tables: plain SQL types, what Superset reads.

@@ -207,7 +207,10 @@ BEGIN
 			set_config('enable_sort', 'off', true),
 			set_config('enable_incremental_sort', 'off', true);
 	WITH arrived AS MATERIALIZED (
-		SELECT e.*
+		-- only what the statements below read: every column is copied
+		SELECT e.listened_at, e.ingest_xid, e.day, e.hour, e.user_id,
+			   e.track_id, e.action, e.region, e.device, e.genre, e.listen_ms,
+			   e.completed, e.subscription, e.country, e.age_group
 		  FROM streamkpi.kpi_events e
 		 WHERE e.ingest_xid >= pg_snapshot_xmin(s_old)
 		   AND e.ingest_xid < pg_snapshot_xmax(s_new)
