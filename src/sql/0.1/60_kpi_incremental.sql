@@ -145,7 +145,7 @@ DECLARE
 	wt_start timestamptz[];
 	wt_track text[];
 	ws_lo	timestamptz;	-- range of the touched window starts
-	ws_hi	timestamptz;	nestloop_was text := current_setting('enable_nestloop');	sort_was text := current_setting('enable_sort');	incsort_was text := current_setting('enable_incremental_sort');	-- one line: keeps RAISE line numbers
+	ws_hi	timestamptz;	hash_join_min bigint;	nestloop_was text := current_setting('enable_nestloop');	sort_was text := current_setting('enable_sort');	incsort_was text := current_setting('enable_incremental_sort');	-- one line: keeps RAISE line numbers
 BEGIN
 	BEGIN
 		PERFORM now() AT TIME ZONE tz;
@@ -197,14 +197,25 @@ BEGIN
 
 	-- 2. Add the new events into the state tables, in one statement (one
 	-- scan of the new events); collect the keys they touched.
-	-- The planner sees a few dozen new rows where there are thousands (it
-	-- cannot estimate the snapshot tests): it would look users up one by
-	-- one and sort every aggregate's input.  Hash joins and hash aggregates
-	-- (streamkpi.hll_agg keeps a small state per group, so tens of
-	-- thousands of window groups fit in work_mem) are several times faster
-	-- for rounds of any size; a round that outgrows work_mem spills.
-	PERFORM set_config('enable_nestloop', 'off', true),
-			set_config('enable_sort', 'off', true),
+	-- The planner sees a few dozen new rows however many there are (it
+	-- cannot estimate the snapshot tests), so it sorts every aggregate's
+	-- input and looks users and tracks up one event at a time.  Hash
+	-- aggregates (streamkpi.hll_agg keeps a small state per group, so tens
+	-- of thousands of window groups fit in work_mem; more spill) are faster
+	-- for rounds of any size.  Hash joins read all of users and tracks, so
+	-- they pay off only for a round with more events than about an eighth
+	-- of the larger table: count the candidates up to that bound.
+	SELECT greatest(1000, max(c.reltuples)::bigint / 8) INTO hash_join_min
+	  FROM pg_class c
+	 WHERE c.oid IN ('streamkpi.users'::regclass, 'streamkpi.tracks'::regclass);
+	IF (SELECT count(*)
+		  FROM (SELECT FROM streamkpi.listens l
+				 WHERE l.ingest_xid >= pg_snapshot_xmin(s_old)
+				   AND l.ingest_xid < pg_snapshot_xmax(s_new)
+				 LIMIT hash_join_min) c) >= hash_join_min THEN
+		PERFORM set_config('enable_nestloop', 'off', true);
+	END IF;
+	PERFORM set_config('enable_sort', 'off', true),
 			set_config('enable_incremental_sort', 'off', true);
 	WITH arrived AS MATERIALIZED (
 		-- only what the statements below read: every column is copied
