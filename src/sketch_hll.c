@@ -56,6 +56,13 @@
 #define HLL_DEFAULT_EXPTHRESH	(-1)
 #define HLL_DEFAULT_SPARSEON	1
 
+/*
+ * First size of the explicit-mode hash set.  Small: a hash aggregate keeps
+ * one state per group, and most groups (a track in a minute) see a user or
+ * two.
+ */
+#define HLL_SET_INITIAL_SIZE	8
+
 /* approx_count_distinct: about 0.8% standard error */
 #define ACD_LOG2M			14
 
@@ -441,7 +448,7 @@ hll_set_insert(HllState *st, uint64 hash)
 	/* keep the load factor at most one half */
 	if (st->set == NULL || (uint32) (st->nexplicit + 1) * 2 > st->setmask + 1)
 	{
-		uint32		newsize = st->set == NULL ? 64 : (st->setmask + 1) * 2;
+		uint32		newsize = st->set == NULL ? HLL_SET_INITIAL_SIZE : (st->setmask + 1) * 2;
 		uint64	   *old = st->set;
 		uint32		oldmask = st->setmask;
 

@@ -62,6 +62,8 @@ CREATE FUNCTION streamkpi.acd_trans_bigint(internal, bigint)
 	LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
 
 -- One aggregate per parameter form of hll_add_agg, for text and bigint.
+-- SSPACE: a typical state holds a few hashes (the set grows on demand), so
+-- the planner may hash-aggregate many groups.
 DO $hll_aggs$
 DECLARE
 	t text;
@@ -76,6 +78,7 @@ BEGIN
 				CREATE AGGREGATE streamkpi.hll_agg(%1$s%2$s) (
 					SFUNC = streamkpi.hll_trans_%1$s,
 					STYPE = internal,
+					SSPACE = 200,
 					FINALFUNC = streamkpi.hll_state_final,
 					COMBINEFUNC = streamkpi.hll_state_combine,
 					SERIALFUNC = streamkpi.hll_state_serialize,

@@ -184,12 +184,13 @@ CREATE TABLE streamkpi.window_track_state (
 	likes		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	users		hll,
-	-- track before region: the KPI worker re-derives track_windows rows by
-	-- (window_size, window_start, track_id) through this index
-	PRIMARY KEY (window_size, window_start, track_id, region)
+	-- window_start first: range refreshes and derive_window_kpis() read by
+	-- window_start across sizes, so no second index (one index insert less
+	-- per new row: the KPI worker adds about one row per event).  Track
+	-- before region: the KPI worker re-derives track_windows rows by
+	-- (window_start, window_size, track_id) through this index.
+	PRIMARY KEY (window_start, window_size, track_id, region)
 );
--- Retention and range refreshes delete by window_start across sizes.
-CREATE INDEX window_track_state_start_idx ON streamkpi.window_track_state (window_start);
 
 ---------------------------------------------------------------------------
 -- KPI tables: plain SQL types, what Superset reads.
@@ -494,11 +495,12 @@ BEGIN
 	   AND listened_at >= ingested_at - horizon
 	 GROUP BY day, genre, track_id;
 
-	-- Sketch: switch to streamkpi.hll_agg(user_id) (byte-identical) here and
-	-- in the two statements below once it exists.
+	-- Sketches: streamkpi.hll_agg(user_id, 14) is byte-identical to
+	-- hll_add_agg(hll_hash_text(user_id), 14) and, like the KPI worker's
+	-- statements, can hash-aggregate (its state is small).
 	DELETE FROM streamkpi.daily_genre_users WHERE day BETWEEN p_from AND p_to;
 	INSERT INTO streamkpi.daily_genre_users (day, genre, users)
-	SELECT day, genre, hll_add_agg(hll_hash_text(user_id), 14)
+	SELECT day, genre, streamkpi.hll_agg(user_id, 14)
 	  FROM streamkpi.kpi_events
 	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
 	   AND pg_visible_in_snapshot(ingest_xid, snap)
@@ -514,7 +516,7 @@ BEGIN
 		   count(*) FILTER (WHERE e.action = 'like'),
 		   count(*) FILTER (WHERE e.action = 'play' AND e.completed),
 		   coalesce(sum(e.listen_ms) FILTER (WHERE e.action = 'play'), 0),
-		   hll_add_agg(hll_hash_text(e.user_id), 14)
+		   streamkpi.hll_agg(e.user_id, 14)
 	  FROM streamkpi.kpi_events e
 	 CROSS JOIN LATERAL (VALUES ('genre', e.genre),
 								('subscription', e.subscription),
@@ -541,7 +543,7 @@ BEGIN
 		   count(*) FILTER (WHERE action = 'skip'),
 		   count(*) FILTER (WHERE action = 'like'),
 		   coalesce(sum(listen_ms) FILTER (WHERE action = 'play'), 0),
-		   hll_add_agg(hll_hash_text(user_id), 14) FILTER (WHERE action = 'play')
+		   streamkpi.hll_agg(user_id, 14) FILTER (WHERE action = 'play')
 	  FROM (SELECT w.window_size,
 				   date_bin(w.window_size, e.listened_at,
 							timestamptz '2000-01-01 00:00:00+00') AS window_start,

@@ -120,6 +120,8 @@ CREATE FUNCTION streamkpi.kpi_apply_new()
 	SET search_path = pg_catalog, pg_temp
 	SET DateStyle = 'ISO, YMD'		-- dead-letter reasons read the same everywhere
 	SET IntervalStyle = 'postgres'
+	SET work_mem = '64MB'			-- the hash aggregates of step 2
+	SET jit = off					-- compiling costs more than a round runs
 	AS $fn$
 DECLARE
 	tz		text := streamkpi.kpi_timezone();
@@ -143,7 +145,7 @@ DECLARE
 	wt_start timestamptz[];
 	wt_track text[];
 	ws_lo	timestamptz;	-- range of the touched window starts
-	ws_hi	timestamptz;
+	ws_hi	timestamptz;	hash_join_min bigint;	nestloop_was text := current_setting('enable_nestloop');	sort_was text := current_setting('enable_sort');	incsort_was text := current_setting('enable_incremental_sort');	-- one line: keeps RAISE line numbers
 BEGIN
 	BEGIN
 		PERFORM now() AT TIME ZONE tz;
@@ -195,8 +197,31 @@ BEGIN
 
 	-- 2. Add the new events into the state tables, in one statement (one
 	-- scan of the new events); collect the keys they touched.
+	-- The planner sees a few dozen new rows however many there are (it
+	-- cannot estimate the snapshot tests), so it sorts every aggregate's
+	-- input and looks users and tracks up one event at a time.  Hash
+	-- aggregates (streamkpi.hll_agg keeps a small state per group, so tens
+	-- of thousands of window groups fit in work_mem; more spill) are faster
+	-- for rounds of any size.  Hash joins read all of users and tracks, so
+	-- they pay off only for a round with more events than about an eighth
+	-- of the larger table: count the candidates up to that bound.
+	SELECT greatest(1000, max(c.reltuples)::bigint / 8) INTO hash_join_min
+	  FROM pg_class c
+	 WHERE c.oid IN ('streamkpi.users'::regclass, 'streamkpi.tracks'::regclass);
+	IF (SELECT count(*)
+		  FROM (SELECT FROM streamkpi.listens l
+				 WHERE l.ingest_xid >= pg_snapshot_xmin(s_old)
+				   AND l.ingest_xid < pg_snapshot_xmax(s_new)
+				 LIMIT hash_join_min) c) >= hash_join_min THEN
+		PERFORM set_config('enable_nestloop', 'off', true);
+	END IF;
+	PERFORM set_config('enable_sort', 'off', true),
+			set_config('enable_incremental_sort', 'off', true);
 	WITH arrived AS MATERIALIZED (
-		SELECT e.*
+		-- only what the statements below read: every column is copied
+		SELECT e.listened_at, e.ingest_xid, e.day, e.hour, e.user_id,
+			   e.track_id, e.action, e.region, e.device, e.genre, e.listen_ms,
+			   e.completed, e.subscription, e.country, e.age_group
 		  FROM streamkpi.kpi_events e
 		 WHERE e.ingest_xid >= pg_snapshot_xmin(s_old)
 		   AND e.ingest_xid < pg_snapshot_xmax(s_new)
@@ -225,7 +250,7 @@ BEGIN
 		RETURNING s.day, s.genre),
 	users AS (
 		INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)
-		SELECT day, genre, hll_add_agg(hll_hash_text(user_id), 14)
+		SELECT day, genre, streamkpi.hll_agg(user_id, 14)
 		  FROM day_new
 		 WHERE action = 'play'
 		 GROUP BY day, genre
@@ -233,24 +258,32 @@ BEGIN
 		   SET users = hll_union(s.users, excluded.users)
 		RETURNING s.day),
 	eng AS (
+		-- one pass: a hash table per dimension (GROUPING SETS), not seven
+		-- copies of every event sorted together
 		INSERT INTO streamkpi.daily_engagement_state AS s
 			(day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)
-		SELECT e.day, d.dimension, d.value,
+		SELECT e.day,
+			   CASE WHEN GROUPING(e.genre) = 0 THEN 'genre'
+					WHEN GROUPING(e.subscription) = 0 THEN 'subscription'
+					WHEN GROUPING(e.age_group) = 0 THEN 'age_group'
+					WHEN GROUPING(e.hour) = 0 THEN 'hour'
+					WHEN GROUPING(e.country) = 0 THEN 'country'
+					WHEN GROUPING(e.device) = 0 THEN 'device'
+					ELSE 'region' END,
+			   -- the view never gives NULL: only the grouped column is set
+			   COALESCE(e.genre, e.subscription, e.age_group, e.hour,
+						e.country, e.device, e.region),
 			   count(*) FILTER (WHERE e.action = 'play'),
 			   count(*) FILTER (WHERE e.action = 'skip'),
 			   count(*) FILTER (WHERE e.action = 'like'),
 			   count(*) FILTER (WHERE e.action = 'play' AND e.completed),
 			   coalesce(sum(e.listen_ms) FILTER (WHERE e.action = 'play'), 0),
-			   hll_add_agg(hll_hash_text(e.user_id), 14)
+			   streamkpi.hll_agg(e.user_id, 14)
 		  FROM day_new e
-		 CROSS JOIN LATERAL (VALUES ('genre', e.genre),
-									('subscription', e.subscription),
-									('age_group', e.age_group),
-									('hour', e.hour),
-									('country', e.country),
-									('device', e.device),
-									('region', e.region)) AS d(dimension, value)
-		 GROUP BY e.day, d.dimension, d.value
+		 GROUP BY GROUPING SETS ((e.day, e.genre), (e.day, e.subscription),
+								 (e.day, e.age_group), (e.day, e.hour),
+								 (e.day, e.country), (e.day, e.device),
+								 (e.day, e.region))
 		ON CONFLICT (day, dimension, value) DO UPDATE
 		   SET plays = s.plays + excluded.plays,
 			   skips = s.skips + excluded.skips,
@@ -268,7 +301,7 @@ BEGIN
 			   count(*) FILTER (WHERE action = 'skip'),
 			   count(*) FILTER (WHERE action = 'like'),
 			   coalesce(sum(listen_ms) FILTER (WHERE action = 'play'), 0),
-			   hll_add_agg(hll_hash_text(user_id), 14) FILTER (WHERE action = 'play')
+			   streamkpi.hll_agg(user_id, 14) FILTER (WHERE action = 'play')
 		  FROM (SELECT w.window_size,
 					   date_bin(w.window_size, n.listened_at,
 								timestamptz '2000-01-01 00:00:00+00') AS window_start,
@@ -290,21 +323,30 @@ BEGIN
 							WHEN excluded.users IS NULL THEN s.users
 							ELSE hll_union(s.users, excluded.users) END
 		RETURNING s.window_size, s.window_start, s.region, s.track_id)
-	SELECT (SELECT count(*) FROM arrived),
-		   (SELECT array_agg(day ORDER BY day, genre) FROM (SELECT DISTINCT day, genre FROM counts) k),
-		   (SELECT array_agg(genre ORDER BY day, genre) FROM (SELECT DISTINCT day, genre FROM counts) k),
-		   (SELECT array_agg(DISTINCT day) FROM counts),
-		   (SELECT array_agg(day ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(dimension ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(value ORDER BY day, dimension, value) FROM eng),
-		   (SELECT array_agg(window_size ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(window_start ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(region ORDER BY window_size, window_start, region) FROM (SELECT DISTINCT window_size, window_start, region FROM win) k),
-		   (SELECT array_agg(window_size ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k),
-		   (SELECT array_agg(window_start ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k),
-		   (SELECT array_agg(track_id ORDER BY window_size, window_start, track_id) FROM (SELECT DISTINCT window_size, window_start, track_id FROM win) k)
+	-- Each key set is read once: the arrays of one aggregate query line up.
+	-- Window keys in index order, so that step 3 walks the indexes in order.
+	SELECT n.n, dg.day, dg.genre, dg.days, en.day, en.dimension, en.value,
+		   wr.size, wr.start, wr.region, wt.size, wt.start, wt.track
+	  FROM (SELECT count(*) AS n FROM arrived) n,
+		   (SELECT array_agg(day) AS day, array_agg(genre) AS genre,
+				   array_agg(DISTINCT day) AS days
+			  FROM (SELECT DISTINCT day, genre FROM counts) k) dg,
+		   (SELECT array_agg(day) AS day, array_agg(dimension) AS dimension,
+				   array_agg(value) AS value
+			  FROM eng) en,
+		   (SELECT array_agg(window_size) AS size, array_agg(window_start) AS start,
+				   array_agg(region) AS region
+			  FROM (SELECT DISTINCT window_size, window_start, region FROM win
+					 ORDER BY 1, 2, 3) k) wr,
+		   (SELECT array_agg(window_size) AS size, array_agg(window_start) AS start,
+				   array_agg(track_id) AS track
+			  FROM (SELECT DISTINCT window_size, window_start, track_id FROM win
+					 ORDER BY 1, 2, 3) k) wt
 	  INTO n_events, dg_day, dg_genre, td, en_day, en_dim, en_val,
 		   wr_size, wr_start, wr_region, wt_size, wt_start, wt_track;
+	PERFORM set_config('enable_nestloop', nestloop_was, true),
+			set_config('enable_sort', sort_was, true),
+			set_config('enable_incremental_sort', incsort_was, true);
 
 	-- 3. Re-derive the KPI rows of the touched keys, with the formulas of
 	-- derive_daily_kpis() and derive_window_kpis() (the regression test
