@@ -760,30 +760,33 @@ topn_state_to_hashed(TopnState *st)
 }
 
 /*
- * The keep-th largest of the n counts in st->scratch, and how many counts
- * lie above it.  The counts of a merged state crowd just above the
- * smallest, so a histogram of the lowest 2048 values finds the cut in two
- * passes; quickselect when the cut lies higher.
+ * The keep-th largest of the counts of st->items, and how many counts lie
+ * above it.  The counts of a merged state crowd just above the smallest,
+ * so a histogram of the lowest 2048 values finds the cut in two passes;
+ * quickselect when the cut lies higher.
  */
 static int64
-topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
+topn_find_cut(TopnState *st, int32 keep, int32 *above)
 {
-	int64	   *a = st->scratch;
+	const TopnItem *items = st->items;
+	int32		n = st->nitems;
 	uint32	   *h = st->hist;
-	int64		lo = a[0];
+	int64		lo = items[0].count;
+	int64	   *a;
 	int64		cut;
 	int32		acc;
 
 	Assert(n > keep && keep >= 1);
 	for (int32 i = 1; i < n; i++)
-		lo = Min(lo, a[i]);
+		lo = Min(lo, items[i].count);
 	memset(h, 0, TOPN_HIST_BUCKETS * sizeof(uint32));
 	for (int32 i = 0; i < n; i++)
 	{
-		uint64		d = (uint64) (a[i] - lo);
+		uint64		d = (uint64) (items[i].count - lo);
 
 		h[d < TOPN_HIST_BUCKETS - 1 ? d : TOPN_HIST_BUCKETS - 1]++;
 	}
+
 	/*
 	 * From the bottom, where the counts crowd: the cut is the bucket where
 	 * more than n - keep counts lie at or below it.  In the last bucket,
@@ -799,6 +802,9 @@ topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
 			return lo + b;
 		}
 	}
+	a = st->scratch;
+	for (int32 i = 0; i < n; i++)
+		a[i] = items[i].count;
 	cut = select_kth_largest(a, n, keep - 1);
 	/* the selection left every count above the cut before position keep - 1 */
 	acc = 0;
@@ -813,7 +819,7 @@ topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
  * those tied at the cut the smallest bytes, here the first ones.
  */
 static void
-topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
+topn_sorted_trim(TopnState *st, int32 keep)
 {
 	int64		cut;
 	int64		dropped_max = 0;
@@ -825,27 +831,27 @@ topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
 
 	if (st->nitems <= keep)
 		return;
-	if (!counts_in_scratch)
-		for (int32 i = 0; i < st->nitems; i++)
-			st->scratch[i] = st->items[i].count;
-	cut = topn_find_cut(st, st->nitems, keep, &above);
+	cut = topn_find_cut(st, keep, &above);
 	tied_kept = keep - above;
+	/* without branches: which items stay is a coin toss at the cut */
 	for (int32 i = 0; i < st->nitems; i++)
 	{
 		const TopnItem *it = &st->items[i];
+		int64		c = it->count;
+		int32		stays = (c > cut) | ((c == cut) & (tied_seen < tied_kept));
 
-		if (it->count > cut || (it->count == cut && tied_seen++ < tied_kept))
-		{
-			st->items[out++] = *it;
-			live += TYPEALIGN(8, it->len);
-		}
-		else
-			dropped_max = Max(dropped_max, it->count);
+		tied_seen += c == cut;
+		st->items[out] = *it;	/* out <= i: the same item or a free one */
+		out += stays;
+		live += TYPEALIGN(8, it->len) & -(size_t) stays;
+		dropped_max = Max(dropped_max, c & (stays - (int64) 1));
 	}
 	Assert(out == keep);
 	st->floor = Max(st->floor, dropped_max);
 	st->nitems = out;
-	topn_arena_compact(st, live);
+	/* compact only once dropped bytes dominate: merges compare keys, not bytes */
+	if (st->arena_bytes > 4 * Max(live, (size_t) TOPN_ARENA_BLOCK))
+		topn_arena_compact(st, live);
 }
 
 /*
@@ -861,7 +867,7 @@ topn_state_pack(TopnState *st)
 	bytea	   *result;
 
 	if (st->sorted)
-		topn_sorted_trim(st, st->capacity, false);
+		topn_sorted_trim(st, st->capacity);
 	else
 	{
 		topn_state_trim(st, st->capacity);
@@ -1011,20 +1017,14 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 			if (more)
 				topn_key(src.buf, src.len, &k0, &k1);
 		}
-		/* the counts, for a trim */
-		st->scratch[o] = out[o].count;
 		o++;
 	}
 	for (; i < n; i++, o++)
-	{
 		topn_item_copy(&out[o], &in[i], vfloor, vfloor);
-		st->scratch[o] = out[o].count;
-	}
 	for (; more; more = topn_cursor2_next(&src), o++)
 	{
 		topn_key(src.buf, src.len, &k0, &k1);
 		topn_item_from_source(st, &out[o], &src, k0, k1, sfloor);
-		st->scratch[o] = out[o].count;
 	}
 	pfree(src.buf);
 	if (converted != NULL)
@@ -1042,7 +1042,7 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	st->floor = add_checked(st->floor, v->floor);
 	st->total = total;
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_sorted_trim(st, st->capacity, true);
+		topn_sorted_trim(st, st->capacity);
 }
 
 /* Merge state b into state a by way of b's stored form. */
