@@ -637,9 +637,8 @@ topn_arena_free(TopnState *st)
 
 /*
  * After a trim: copy the live bytes into one block, in the items' order,
- * so that the next merges read them in sequence, not scattered among the
- * bytes of dropped items.  Two blocks take turns, so that trims do not
- * allocate.
+ * so that the bytes of dropped items are given back.  Two blocks take
+ * turns, so that compactions do not allocate.
  */
 static void
 topn_arena_compact(TopnState *st, size_t live)
