@@ -135,37 +135,6 @@ bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
 	return (alen > blen) - (alen < blen);
 }
 
-/*
- * bytes_cmp for merges, where it runs for every item: whole 8-byte words
- * compared as big-endian integers, bytes past the shorter length shifted
- * out.  Both buffers must be readable up to their lengths rounded up to
- * 8 (arena items and cursor buffers are).
- */
-static pg_attribute_always_inline int
-bytes_cmp_words(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	uint32		n = Min(alen, blen);
-
-	for (uint32 i = 0; i < n; i += 8)
-	{
-		uint64		x;
-		uint64		y;
-
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		x = pg_hton64(x);
-		y = pg_hton64(y);
-		if (n - i < 8)
-		{
-			x >>= 8 * (8 - (n - i));
-			y >>= 8 * (8 - (n - i));
-		}
-		if (x != y)
-			return x < y ? -1 : 1;
-	}
-	return (alen > blen) - (alen < blen);
-}
-
 /* Read a varint, never past end; one-byte numbers, the most, inline. */
 static inline uint64
 get_varint(const uint8 **pp, const uint8 *end)

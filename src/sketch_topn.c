@@ -60,6 +60,9 @@ typedef struct TopnItem
 	uint32		alloc;
 	int32		heappos;		/* -1 when the heap is not valid */
 	char	   *data;
+	/* merge form: the first 16 bytes, big-endian, zero-padded (topn_key) */
+	uint64		key0;
+	uint64		key1;
 } TopnItem;
 
 /* A heap entry carries its count so that sifting stays in one array. */
@@ -147,6 +150,54 @@ item_order_cmp(const void *x, const void *y)
 	if (a->count != b->count)
 		return a->count > b->count ? -1 : 1;
 	return bytes_cmp(a->data, a->len, b->data, b->len);
+}
+
+/*
+ * The first 16 bytes of an item as two big-endian words, zero past its
+ * length, so that merges order most items by two integer comparisons.
+ * p must be readable for 16 bytes, whatever len is.
+ */
+static pg_attribute_always_inline void
+topn_key(const char *p, uint32 len, uint64 *k0, uint64 *k1)
+{
+	uint64		x;
+	uint64		y;
+
+	memcpy(&x, p, 8);
+	memcpy(&y, p + 8, 8);
+	x = pg_hton64(x);
+	y = pg_hton64(y);
+	if (len < 16)
+	{
+		if (len > 8)
+			y &= ~UINT64CONST(0) << (8 * (16 - len));
+		else
+		{
+			y = 0;
+			if (len == 0)
+				x = 0;
+			else if (len < 8)
+				x &= ~UINT64CONST(0) << (8 * (8 - len));
+		}
+	}
+	*k0 = x;
+	*k1 = y;
+}
+
+/*
+ * Byte order from the keys: equal keys mean equal first 16 bytes (zeros
+ * past the shorter length), so the lengths decide unless both are longer.
+ */
+static pg_attribute_always_inline int
+topn_key_cmp(const TopnItem *a, uint64 k0, uint64 k1, const char *data, uint32 len)
+{
+	if (a->key0 != k0)
+		return a->key0 < k0 ? -1 : 1;
+	if (a->key1 != k1)
+		return a->key1 < k1 ? -1 : 1;
+	if (a->len <= 16 || len <= 16)
+		return (a->len > len) - (a->len < len);
+	return bytes_cmp(a->data + 16, a->len - 16, data + 16, len - 16);
 }
 
 /* ----------------------------------------------------------------
@@ -586,9 +637,8 @@ topn_arena_free(TopnState *st)
 
 /*
  * After a trim: copy the live bytes into one block, in the items' order,
- * so that the next merges read them in sequence, not scattered among the
- * bytes of dropped items.  Two blocks take turns, so that trims do not
- * allocate.
+ * so that the bytes of dropped items are given back.  Two blocks take
+ * turns, so that compactions do not allocate.
  */
 static void
 topn_arena_compact(TopnState *st, size_t live)
@@ -672,6 +722,8 @@ topn_state_to_sorted(TopnState *st)
 		TopnItem   *it = &st->items[i];
 		char	   *d = topn_arena_alloc(st, it->len);
 
+		/* hashed items' bytes have room for 16 (topn_set_data) */
+		topn_key(it->data, it->len, &it->key0, &it->key1);
 		memcpy(d, it->data, it->len);
 		pfree(it->data);
 		it->data = d;
@@ -707,43 +759,51 @@ topn_state_to_hashed(TopnState *st)
 }
 
 /*
- * The keep-th largest of the n counts in st->scratch, and how many counts
- * lie above it.  The counts of a merged state crowd just above the
- * smallest, so a histogram of the lowest 2048 values finds the cut in two
- * passes; quickselect when the cut lies higher.
+ * The keep-th largest of the counts of st->items, and how many counts lie
+ * above it.  The counts of a merged state crowd just above the smallest,
+ * so a histogram of the lowest 2048 values finds the cut in two passes;
+ * quickselect when the cut lies higher.
  */
 static int64
-topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
+topn_find_cut(TopnState *st, int32 keep, int32 *above)
 {
-	int64	   *a = st->scratch;
+	const TopnItem *items = st->items;
+	int32		n = st->nitems;
 	uint32	   *h = st->hist;
-	int64		lo = a[0];
+	int64		lo = items[0].count;
+	int64	   *a;
 	int64		cut;
 	int32		acc;
 
 	Assert(n > keep && keep >= 1);
 	for (int32 i = 1; i < n; i++)
-		lo = Min(lo, a[i]);
+		lo = Min(lo, items[i].count);
 	memset(h, 0, TOPN_HIST_BUCKETS * sizeof(uint32));
 	for (int32 i = 0; i < n; i++)
 	{
-		uint64		d = (uint64) (a[i] - lo);
+		uint64		d = (uint64) (items[i].count - lo);
 
 		h[d < TOPN_HIST_BUCKETS - 1 ? d : TOPN_HIST_BUCKETS - 1]++;
 	}
-	acc = (int32) h[TOPN_HIST_BUCKETS - 1];
-	if (acc < keep)
+
+	/*
+	 * From the bottom, where the counts crowd: the cut is the bucket where
+	 * more than n - keep counts lie at or below it.  In the last bucket,
+	 * which holds all the high counts, the cut needs a selection.
+	 */
+	acc = 0;
+	for (int32 b = 0; b < TOPN_HIST_BUCKETS - 1; b++)
 	{
-		for (int32 b = TOPN_HIST_BUCKETS - 2; b >= 0; b--)
+		acc += (int32) h[b];
+		if (acc > n - keep)
 		{
-			if (acc + (int32) h[b] >= keep)
-			{
-				*above = acc;
-				return lo + b;
-			}
-			acc += (int32) h[b];
+			*above = n - acc;
+			return lo + b;
 		}
 	}
+	a = st->scratch;
+	for (int32 i = 0; i < n; i++)
+		a[i] = items[i].count;
 	cut = select_kth_largest(a, n, keep - 1);
 	/* the selection left every count above the cut before position keep - 1 */
 	acc = 0;
@@ -758,7 +818,7 @@ topn_find_cut(TopnState *st, int32 n, int32 keep, int32 *above)
  * those tied at the cut the smallest bytes, here the first ones.
  */
 static void
-topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
+topn_sorted_trim(TopnState *st, int32 keep)
 {
 	int64		cut;
 	int64		dropped_max = 0;
@@ -770,27 +830,27 @@ topn_sorted_trim(TopnState *st, int32 keep, bool counts_in_scratch)
 
 	if (st->nitems <= keep)
 		return;
-	if (!counts_in_scratch)
-		for (int32 i = 0; i < st->nitems; i++)
-			st->scratch[i] = st->items[i].count;
-	cut = topn_find_cut(st, st->nitems, keep, &above);
+	cut = topn_find_cut(st, keep, &above);
 	tied_kept = keep - above;
+	/* without branches: which items stay is a coin toss at the cut */
 	for (int32 i = 0; i < st->nitems; i++)
 	{
 		const TopnItem *it = &st->items[i];
+		int64		c = it->count;
+		int32		stays = (c > cut) | ((c == cut) & (tied_seen < tied_kept));
 
-		if (it->count > cut || (it->count == cut && tied_seen++ < tied_kept))
-		{
-			st->items[out++] = *it;
-			live += TYPEALIGN(8, it->len);
-		}
-		else
-			dropped_max = Max(dropped_max, it->count);
+		tied_seen += c == cut;
+		st->items[out] = *it;	/* out <= i: the same item or a free one */
+		out += stays;
+		live += TYPEALIGN(8, it->len) & -(size_t) stays;
+		dropped_max = Max(dropped_max, c & (stays - (int64) 1));
 	}
 	Assert(out == keep);
 	st->floor = Max(st->floor, dropped_max);
 	st->nitems = out;
-	topn_arena_compact(st, live);
+	/* compact only once dropped bytes dominate: merges compare keys, not bytes */
+	if (st->arena_bytes > 4 * Max(live, (size_t) TOPN_ARENA_BLOCK))
+		topn_arena_compact(st, live);
 }
 
 /*
@@ -806,7 +866,7 @@ topn_state_pack(TopnState *st)
 	bytea	   *result;
 
 	if (st->sorted)
-		topn_sorted_trim(st, st->capacity, false);
+		topn_sorted_trim(st, st->capacity);
 	else
 	{
 		topn_state_trim(st, st->capacity);
@@ -855,28 +915,32 @@ topn_state_grow(TopnState *st, int32 capacity)
 	st->heap_valid = false;
 }
 
-/* A state item, with counts added: the fields the merge form uses. */
-static inline void
+/*
+ * A state item, with counts added.  No overflow checks: every count is at
+ * most its side's total, and the merge checked the sum of the totals.
+ */
+static pg_attribute_always_inline void
 topn_item_copy(TopnItem *to, const TopnItem *from, int64 count, int64 error)
 {
-	to->count = add_checked(from->count, count);
-	to->error = add_checked(from->error, error);
-	to->data = from->data;
-	to->len = from->len;
+	*to = *from;
+	to->count += count;
+	to->error += error;
 }
 
 /* An item of the other side only, with this side's floor added. */
-static inline void
+static pg_attribute_always_inline void
 topn_item_from_source(TopnState *st, TopnItem *it, const TopnCursor2 *src,
-					  int64 floor)
+					  uint64 k0, uint64 k1, int64 floor)
 {
 	/* both buffers have room for whole words (topn_arena_alloc, cursor) */
 	it->data = topn_arena_alloc(st, src->len);
 	for (uint32 k = 0; k < src->len; k += 8)
 		memcpy(it->data + k, src->buf + k, 8);
 	it->len = src->len;
-	it->count = add_checked(src->count, floor);
-	it->error = add_checked(src->error, floor);
+	it->key0 = k0;
+	it->key1 = k1;
+	it->count = src->count + floor;
+	it->error = src->error + floor;
 }
 
 /*
@@ -899,6 +963,9 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	int32		o = 0;
 	int64		sfloor = st->floor;
 	int64		vfloor;
+	int64		total;
+	uint64		k0 = 0;
+	uint64		k1 = 0;
 	bool		more;
 
 	CHECK_FOR_INTERRUPTS();
@@ -918,13 +985,17 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 		v = &v2;
 	}
 	vfloor = v->floor;
+	/* bounds every count and error below, so the loops add unchecked */
+	total = add_checked(st->total, v->total);
 	sketch_topn_cursor2_init(&src, v);
 	more = topn_cursor2_next(&src);
+	if (more)
+		topn_key(src.buf, src.len, &k0, &k1);
 	/* n + v->nitems fit: n <= capacity * slack, v->nitems <= capacity */
 	Assert(n + v->nitems <= st->max2);
 	while (i < n && more)
 	{
-		int			c = bytes_cmp_words(in[i].data, in[i].len, src.buf, src.len);
+		int			c = topn_key_cmp(&in[i], k0, k1, src.buf, src.len);
 
 		if (c < 0)
 		{
@@ -934,27 +1005,25 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 		else
 		{
 			if (c > 0)
-				topn_item_from_source(st, &out[o], &src, sfloor);
+				topn_item_from_source(st, &out[o], &src, k0, k1, sfloor);
 			else
 			{
 				topn_item_copy(&out[o], &in[i], src.count, src.error);
 				i++;
 			}
 			more = topn_cursor2_next(&src);
+			/* the cursor buffer is at least 64 bytes (cursor2_init) */
+			if (more)
+				topn_key(src.buf, src.len, &k0, &k1);
 		}
-		/* the counts, for a trim */
-		st->scratch[o] = out[o].count;
 		o++;
 	}
 	for (; i < n; i++, o++)
-	{
 		topn_item_copy(&out[o], &in[i], vfloor, vfloor);
-		st->scratch[o] = out[o].count;
-	}
 	for (; more; more = topn_cursor2_next(&src), o++)
 	{
-		topn_item_from_source(st, &out[o], &src, sfloor);
-		st->scratch[o] = out[o].count;
+		topn_key(src.buf, src.len, &k0, &k1);
+		topn_item_from_source(st, &out[o], &src, k0, k1, sfloor);
 	}
 	pfree(src.buf);
 	if (converted != NULL)
@@ -970,9 +1039,9 @@ topn_state_merge_view(TopnState *st, const TopnView *v)
 	}
 	st->nitems = o;
 	st->floor = add_checked(st->floor, v->floor);
-	st->total = add_checked(st->total, v->total);
+	st->total = total;
 	if (st->nitems > st->capacity * TOPN_SLACK)
-		topn_sorted_trim(st, st->capacity, true);
+		topn_sorted_trim(st, st->capacity);
 }
 
 /* Merge state b into state a by way of b's stored form. */
