@@ -43,7 +43,7 @@ sub produce_chunk
 	print $fh qq(e$_\t{"event_id":"e$_","n":$_}\n) for $from .. $to;
 	close $fh;
 	return IPC::Run::start([ 'kcat', '-b', $kafka->bootstrap, '-t', 'events', '-P',
-		'-K', "\t", '-X', 'linger.ms=20', '-X', 'batch.num.messages=10000', '-l', $file ]);
+		'-K', "\t", '-X', 'enable.idempotence=true', '-X', 'linger.ms=20', '-X', 'batch.num.messages=10000', '-l', $file ]);
 }
 
 srand(20251122);

@@ -222,7 +222,7 @@ my @producers;
 for my $k (0 .. 7)
 {
 	push @producers, IPC::Run::start([ 'kcat', '-b', $bootstrap, '-t', 'listens', '-P',
-		'-X', 'linger.ms=5', '-l', $files[$k] ]);
+		'-X', 'enable.idempotence=true', '-X', 'linger.ms=5', '-l', $files[$k] ]);
 	do { sample(); select(undef, undef, undef, 0.1); } while (time < $t0 + 0.5 * ($k + 1));
 }
 $_->finish or die 'kcat failed' for @producers;

@@ -107,11 +107,14 @@ sub create_topic
 
 # Produce one message per element of @$lines (no newlines inside).
 # Options: partition => N, key_delimiter => "\t" (each line is key<delim>value).
+# Idempotent (acks=all): a batch retried after a transient error, say on a
+# topic whose leader is not yet elected, neither overtakes the next batch nor
+# lands twice, so offsets follow the order of @$lines.
 sub produce
 {
 	my ($self, $topic, $lines, %opt) = @_;
 	my @cmd = ('kcat', '-b', $self->{bootstrap}, '-t', $topic, '-P',
-		'-X', 'acks=all', '-X', 'linger.ms=5');
+		'-X', 'enable.idempotence=true', '-X', 'linger.ms=5');
 	push @cmd, '-p', $opt{partition} if defined $opt{partition};
 	push @cmd, '-K', $opt{key_delimiter} if defined $opt{key_delimiter};
 	my $in = join('', map { "$_\n" } @$lines);
