@@ -145,7 +145,12 @@ DECLARE
 	wt_start timestamptz[];
 	wt_track text[];
 	ws_lo	timestamptz;	-- range of the touched window starts
-	ws_hi	timestamptz;	hash_join_min bigint;	nestloop_was text := current_setting('enable_nestloop');	sort_was text := current_setting('enable_sort');	incsort_was text := current_setting('enable_incremental_sort');	-- one line: keeps RAISE line numbers
+	ws_hi	timestamptz;
+	-- step 2 plans with these off; step 3 gets the caller's settings back
+	hash_join_min bigint;
+	nestloop_was text := current_setting('enable_nestloop');
+	sort_was text := current_setting('enable_sort');
+	incsort_was text := current_setting('enable_incremental_sort');
 BEGIN
 	BEGIN
 		PERFORM now() AT TIME ZONE tz;
