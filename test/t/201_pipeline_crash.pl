@@ -42,8 +42,8 @@ sub produce_chunk
 	my ($fh, $file) = tempfile(DIR => $PostgreSQL::Test::Utils::tmp_check);
 	print $fh qq(e$_\t{"event_id":"e$_","n":$_}\n) for $from .. $to;
 	close $fh;
-	return IPC::Run::start([ 'kcat', '-b', $kafka->bootstrap, '-t', 'events', '-P',
-		'-K', "\t", '-X', 'enable.idempotence=true', '-X', 'linger.ms=20', '-X', 'batch.num.messages=10000', '-l', $file ]);
+	return IPC::Run::start([ $kafka->producer_command('events', '-K', "\t",
+		'-X', 'linger.ms=20', '-X', 'batch.num.messages=10000', '-l', $file) ]);
 }
 
 srand(20251122);

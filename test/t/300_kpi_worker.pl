@@ -221,8 +221,8 @@ my $t0 = time;
 my @producers;
 for my $k (0 .. 7)
 {
-	push @producers, IPC::Run::start([ 'kcat', '-b', $bootstrap, '-t', 'listens', '-P',
-		'-X', 'enable.idempotence=true', '-X', 'linger.ms=5', '-l', $files[$k] ]);
+	push @producers, IPC::Run::start([ $kafka->producer_command('listens',
+		'-X', 'linger.ms=5', '-l', $files[$k]) ]);
 	do { sample(); select(undef, undef, undef, 0.1); } while (time < $t0 + 0.5 * ($k + 1));
 }
 $_->finish or die 'kcat failed' for @producers;

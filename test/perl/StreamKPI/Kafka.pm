@@ -105,16 +105,23 @@ sub create_topic
 	return;
 }
 
-# Produce one message per element of @$lines (no newlines inside).
-# Options: partition => N, key_delimiter => "\t" (each line is key<delim>value).
+# The kcat command that produces to $topic, with more kcat arguments.
 # Idempotent (acks=all): a batch retried after a transient error, say on a
 # topic whose leader is not yet elected, neither overtakes the next batch nor
-# lands twice, so offsets follow the order of @$lines.
+# lands twice, so offsets follow the input's order.
+sub producer_command
+{
+	my ($self, $topic, @args) = @_;
+	return ('kcat', '-b', $self->{bootstrap}, '-t', $topic, '-P',
+		'-X', 'enable.idempotence=true', @args);
+}
+
+# Produce one message per element of @$lines (no newlines inside).
+# Options: partition => N, key_delimiter => "\t" (each line is key<delim>value).
 sub produce
 {
 	my ($self, $topic, $lines, %opt) = @_;
-	my @cmd = ('kcat', '-b', $self->{bootstrap}, '-t', $topic, '-P',
-		'-X', 'enable.idempotence=true', '-X', 'linger.ms=5');
+	my @cmd = $self->producer_command($topic, '-X', 'linger.ms=5');
 	push @cmd, '-p', $opt{partition} if defined $opt{partition};
 	push @cmd, '-K', $opt{key_delimiter} if defined $opt{key_delimiter};
 	my $in = join('', map { "$_\n" } @$lines);
