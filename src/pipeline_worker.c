@@ -294,7 +294,7 @@ run_range(BatchRun *run, int first, int last)
 	int			nfailures = list_length(batch->decode_failures);
 	Oid			save_userid;
 	int			save_sec_context;
-	ErrorData  *edata;
+	ErrorData  *volatile edata = NULL;
 
 	CHECK_FOR_INTERRUPTS();
 	if (first >= last)
@@ -319,7 +319,11 @@ run_range(BatchRun *run, int first, int last)
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
 		SetUserIdAndSecContext(save_userid, save_sec_context);
-		return;
+
+		/*
+		 * No return here: it would leave PG_exception_stack pointing into
+		 * this frame, and an error in the next range would jump to it.
+		 */
 	}
 	PG_CATCH();
 	{
@@ -332,6 +336,8 @@ run_range(BatchRun *run, int first, int last)
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
+	if (edata == NULL)
+		return;
 
 	/* what the failed attempt decoded is decoded again by the retries */
 	batch->decode_failures = list_truncate(batch->decode_failures, nfailures);

@@ -7,25 +7,26 @@
 --                     likes in streamkpi.listens (with their tracks)
 --   sparkify_songs -> sparkify_artists, streamkpi.tracks, and the plays
 --                     that were waiting for the song
--- Counts only ever add the batch's own contribution: distinct things
+-- Counts only ever add the statement's own contribution: distinct things
 -- (sessions, active users of a day) are counted when their state row is
 -- inserted, and "latest" values replace older ones only when newer.  So
--- the result does not depend on how events are cut into batches, and
--- concurrent writers cannot lose each other's counts: ON CONFLICT waits
--- for the other transaction and then adds to its committed row.  Keys are
--- written in sorted order, table after table in one order, so concurrent
--- writers cannot deadlock.
+-- the result does not depend on how events are cut into batches.
 --
--- Plays and songs that arrive in either order still match: both triggers
--- take the same advisory lock (plays shared, songs exclusive) before
--- matching, and in READ COMMITTED each later statement sees what the other
--- side committed before the lock was granted.
+-- Writers take turns: each trigger first takes one advisory lock, held to
+-- the end of the transaction.  Concurrent writers (parallel pipeline
+-- workers, a COPY beside them, the songs pipeline) share days, tracks and
+-- play times, and a pipeline may run its statement more than once in one
+-- transaction (it splits a batch around a bad message), so no key order can
+-- rule out deadlocks; the lock does.  Their inserts into app_events still
+-- run side by side.  In READ COMMITTED each statement after the lock sees
+-- what the previous holder committed: plays see songs committed before, and
+-- songs see plays committed before.
 
--- The pair of advisory lock keys ("spky", 1) that orders play matching
--- against catalogue changes.
-CREATE FUNCTION streamkpi._sparkify_lock_key(OUT k1 int, OUT k2 int)
-	LANGUAGE sql IMMUTABLE
-	AS $$ SELECT 1936747385, 1 $$;
+-- The writers' lock: advisory keys ("spky", 1).
+CREATE FUNCTION streamkpi._sparkify_lock()
+	RETURNS void
+	LANGUAGE sql
+	AS $$ SELECT pg_catalog.pg_advisory_xact_lock(1936747385, 1) $$;
 
 CREATE FUNCTION streamkpi._sparkify_check_session()
 	RETURNS text
@@ -66,7 +67,7 @@ DECLARE
 	lo		timestamptz;
 	hi		timestamptz;
 BEGIN
-	PERFORM pg_advisory_xact_lock_shared(k.k1, k.k2) FROM streamkpi._sparkify_lock_key() k;
+	PERFORM streamkpi._sparkify_lock();
 
 	INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
 	SELECT DISTINCT ON (1) streamkpi.sparkify_track_id(e.artist, e.song),
@@ -150,6 +151,7 @@ CREATE FUNCTION streamkpi._sparkify_apply_users()
 DECLARE
 	tz		text := streamkpi._sparkify_check_session();
 BEGIN
+	PERFORM streamkpi._sparkify_lock();
 	WITH sessions AS (
 		INSERT INTO streamkpi.sparkify_session_state AS s
 			(user_id, session_id, last_song_item, last_track_id)
@@ -270,6 +272,7 @@ CREATE FUNCTION streamkpi._sparkify_apply_days()
 DECLARE
 	tz		text := streamkpi._sparkify_check_session();
 BEGIN
+	PERFORM streamkpi._sparkify_lock();
 	WITH ev AS (
 		SELECT (e.event_time AT TIME ZONE tz)::date AS day, e.user_id, e.level,
 			   e.page, e.registered_at
@@ -347,7 +350,7 @@ CREATE FUNCTION streamkpi._sparkify_apply_songs()
 	AS $fn$
 BEGIN
 	PERFORM streamkpi._sparkify_check_session();
-	PERFORM pg_advisory_xact_lock(k.k1, k.k2) FROM streamkpi._sparkify_lock_key() k;
+	PERFORM streamkpi._sparkify_lock();
 
 	INSERT INTO streamkpi.sparkify_artists AS a (artist_id, name, location, latitude, longitude)
 	SELECT DISTINCT ON (s.artist_id) s.artist_id, s.artist_name, s.artist_location,

@@ -19,7 +19,8 @@ CREATE FUNCTION streamkpi._sparkify_unquote(s text)
 				THEN pg_catalog.substr(s, 2, pg_catalog.length(s) OPERATOR(pg_catalog.-) 2)
 				ELSE s END;
 
--- What each foreign table reads: the log's 18 keys, the catalogue's record.
+-- What each foreign table reads: the log's 18 keys, the catalogue's record;
+-- kkey and kpayload let INSERT produce lines as they are.
 CREATE FUNCTION streamkpi._sparkify_feeds(
 	OUT relname name, OUT pipeline text, OUT columns text, OUT statement text)
 	RETURNS SETOF record
@@ -40,7 +41,9 @@ CREATE FUNCTION streamkpi._sparkify_feeds(
 	gender text,
 	registration timestamptz OPTIONS (time_unit 'ms'),
 	kpartition int OPTIONS (meta 'partition'),
-	koffset bigint OPTIONS (meta 'offset')$c$,
+	koffset bigint OPTIONS (meta 'offset'),
+	kkey text OPTIONS (meta 'key'),
+	kpayload bytea OPTIONS (meta 'payload')$c$,
 	 $s$INSERT INTO streamkpi.app_events (event_time, user_id, session_id, item_in_session,
 	page, auth, level, method, status, location, user_agent, song, artist, length_ms,
 	first_name, last_name, gender, registered_at)
@@ -53,7 +56,9 @@ SELECT ts, NULLIF(user_id, ''), session_id, item_in_session, page, auth, level,
 	title text, artist_id text, artist_name text, artist_location text,
 	artist_latitude float8, artist_longitude float8, year int, duration float8,
 	kpartition int OPTIONS (meta 'partition'),
-	koffset bigint OPTIONS (meta 'offset')$c$,
+	koffset bigint OPTIONS (meta 'offset'),
+	kkey text OPTIONS (meta 'key'),
+	kpayload bytea OPTIONS (meta 'payload')$c$,
 	 $s$INSERT INTO streamkpi.sparkify_songs AS s (song_id, title, artist_id, year,
 	duration_ms, artist_name, artist_location, artist_latitude, artist_longitude)
 SELECT DISTINCT ON (song_id) song_id, title, artist_id, NULLIF(year, 0),
