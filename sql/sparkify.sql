@@ -146,6 +146,50 @@ SELECT pg_temp.fails($$SELECT first_name FROM streamkpi.sparkify_users$$);
 SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.app_events$$);
 RESET ROLE;
 
+-- ---- the synthetic stream ----
+-- deterministic by seed; event-time order; at most n events
+SELECT (SELECT md5(string_agg(e::text, E'\n'))
+		  FROM streamkpi.synthetic_sparkify_events(3000, '2026-03-01 00:00+00', seed => 3) e)
+	 = (SELECT md5(string_agg(e::text, E'\n'))
+		  FROM streamkpi.synthetic_sparkify_events(3000, '2026-03-01 00:00+00', seed => 3) e)
+	AS same_seed_same_events,
+	   (SELECT md5(string_agg(e::text, E'\n'))
+		  FROM streamkpi.synthetic_sparkify_events(3000, '2026-03-01 00:00+00', seed => 3) e)
+	<> (SELECT md5(string_agg(e::text, E'\n'))
+		  FROM streamkpi.synthetic_sparkify_events(3000, '2026-03-01 00:00+00', seed => 4) e)
+	AS other_seed_other_events;
+CREATE TEMP TABLE syn AS
+SELECT row_number() OVER () AS n, * FROM streamkpi.synthetic_sparkify_events(20000,
+	'2026-03-01 00:00+00', seed => 7, duration => '2 days', users => 300, cancel_share => 0.2);
+SELECT count(*) <= 20000 AS at_most_n, count(*) > 15000 AS about_n,
+	   bool_and(ts >= '2026-03-01 00:00+00' AND ts < '2026-03-03 00:00+00') AS in_window,
+	   count(*) = count(*) FILTER (WHERE ts >= prev) AS in_time_order,
+	   count(DISTINCT user_id) FILTER (WHERE user_id <> '') BETWEEN 200 AND 300 AS users,
+	   bool_and((user_id = '') = (auth = 'Logged Out')) AS logged_out_without_user,
+	   bool_and((page = 'NextSong') = (song IS NOT NULL AND length > 0)) AS songs_on_plays,
+	   bool_and(user_agent LIKE '"%"' OR user_id = '') AS agents_quoted
+  FROM (SELECT *, lag(ts, 1, ts) OVER (ORDER BY n) AS prev FROM syn) s;
+SELECT page FROM syn GROUP BY page ORDER BY count(*) DESC, page LIMIT 3;
+-- every cancelling user cancels once, at its last event
+SELECT count(*) > 10 AS cancellations,
+	   bool_and(next_page = 'Cancellation Confirmation' AND after IS NULL) AS cancel_then_gone
+  FROM (SELECT page, lead(page) OVER w AS next_page, lead(page, 2) OVER w AS after
+		  FROM syn WHERE user_id <> '' WINDOW w AS (PARTITION BY user_id ORDER BY n)) s
+ WHERE page = 'Cancel';
+-- the plays of song k carry the catalogue's title, artist and duration of song k
+SELECT count(*) = count(s.song_id) AS every_play_of_a_catalogue_song_is_in_it
+  FROM syn e
+  LEFT JOIN streamkpi.synthetic_sparkify_songs(5000) s
+	ON s.title = e.song AND s.artist_name = e.artist AND s.duration = e.length
+ WHERE e.page = 'NextSong';
+SELECT convert_from(payload, 'UTF8')::jsonb ? 'userAgent' AS json, key
+  FROM streamkpi.synthetic_sparkify_lines(2, '2026-03-01 00:00+00', seed => 7);
+SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_events(10, now(), users => 0)$$);
+SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_events(10, now(), cancel_share => 1.5)$$);
+SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_events(10, now(), duration => '1 month')$$);
+SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_lines(10, now(), malformed_share => -1)$$);
+SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_songs(-1)$$);
+
 -- leave nothing for later tests
 TRUNCATE streamkpi.app_events, streamkpi.sparkify_songs, streamkpi.sparkify_artists,
 	streamkpi.sparkify_songplays, streamkpi.sparkify_users, streamkpi.sparkify_time,
