@@ -20,6 +20,20 @@
 extern uint64 sketch_murmur3_64(const void *key, size_t len, uint32 seed);
 
 /*
+ * hll states for C callers, on hll_agg's parameters (regwidth 5, automatic
+ * explicit threshold, sparse on): a state packs to the bytes hll_agg gives
+ * for the same hashes.
+ */
+typedef struct HllState SketchHll;
+extern SketchHll *sketch_hll_create(MemoryContext cxt, int log2m);
+extern uint64 sketch_hll_hash_text(const char *data, size_t len);
+extern void sketch_hll_add(SketchHll *st, uint64 hash);
+extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
+extern bytea *sketch_hll_pack(const SketchHll *st);
+extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
+extern int64 sketch_hll_exact_count(const SketchHll *st);
+
+/*
  * in sketch_topn_format.c: the stored forms of streamkpi.topn (format
  * versions 1 and 2, described there).  The readers that merges call for
  * every item are inline here.
