@@ -7,8 +7,8 @@
  *	    kpi_accumulate.c  a query over streamkpi.kpi_events (the event-level
  *	                      definitions) streams into in-memory hash tables:
  *	                      counters and hll sketches per (day, genre, track),
- *	                      (day, genre), (day, dimension, value) and
- *	                      (window, region, track);
+ *	                      (day, genre), (day, dimension, value),
+ *	                      (window, region, track) and (window, track);
  *	    kpi_merge.c       the day deltas are added to the day state tables
  *	                      in a few multi-row statements, and the day KPI rows
  *	                      of the touched keys are derived again in SQL
@@ -41,7 +41,11 @@
 #define KPI_NUM_DIMENSIONS	7
 extern const char *const kpi_dimension_names[KPI_NUM_DIMENSIONS];
 
-/* Counters of one key; users is NULL until a user counts. */
+/*
+ * Counters of one key.  Most keys of a window see one user: the first
+ * user's hash waits in user1, and a sketch is made only for a second one
+ * (kpi_counts_users() gives the sketch either way).
+ */
 typedef struct KpiCounts
 {
 	int64		plays;
@@ -49,6 +53,8 @@ typedef struct KpiCounts
 	int64		likes;
 	int64		completed;
 	int64		listen_ms;
+	uint64		user1;
+	bool		has_user1;
 	SketchHll  *users;
 } KpiCounts;
 
@@ -123,6 +129,7 @@ typedef struct KpiDelta
 	struct kpi_table_hash *day_genres; /* (day, genre, 0): users who played */
 	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
 	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */
+	struct kpi_table_hash *window_users;	/* (start, size index, track) */
 	/* settings, fixed for the life of the delta */
 	KpiWindowSize *sizes;
 	int			nsizes;
@@ -134,28 +141,39 @@ typedef struct KpiDelta
 	KpiRefreshed *refreshed;	/* round: ranges to skip */
 	int			nrefreshed;
 	const char *hll;			/* the hll extension's schema, quoted */
+	WindowClock clock;			/* streamkpi.kpi_timezone's wall clock */
+	Interval	horizon;		/* streamkpi.late_horizon */
+	TimestampTz late_ingested;	/* the last ingested_at looked at ... */
+	TimestampTz late_before;	/* ... and what is too late for it */
+	uint32		hours[24];		/* interned '00' .. '23', or UINT32_MAX */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
 } KpiDelta;
 
 /* in kpi_accumulate.c */
-extern KpiDelta *kpi_delta_create(MemoryContext parent);
+extern KpiDelta *kpi_delta_create(MemoryContext parent, const Interval *horizon);
 extern void kpi_delta_reset(KpiDelta *d);
 extern Size kpi_delta_memory(KpiDelta *d);
 extern DestReceiver *kpi_delta_receiver(KpiDelta *d);
 extern bool kpi_delta_empty(KpiDelta *d);
 extern uint32 kpi_table_count(struct kpi_table_hash *tb);
 extern KpiEntry **kpi_table_entries(struct kpi_table_hash *tb, uint32 *n);
+extern KpiCounts *kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c);
+extern SketchHll *kpi_counts_users(KpiDelta *d, KpiCounts *c);
+extern uint32 *kpi_string_ranks(KpiDelta *d);
 extern void kpi_snapshot_parse(const char *text, KpiSnapshot *snap);
 
-/* the columns kpi_delta_receiver() expects, in this order */
+/*
+ * The columns of streamkpi.kpi_events that kpi_delta_receiver() expects, in
+ * this order.  The local day and hour come from listened_at on the clock of
+ * streamkpi.kpi_timezone, and lateness from ingested_at, in C.
+ */
 #define KPI_EVENT_COLUMNS \
-	"e.listened_at, e.ingest_xid, e.day, e.hour, e.user_id, e.track_id, " \
+	"e.listened_at, e.ingest_xid, e.ingested_at, e.user_id, e.track_id, " \
 	"e.action, e.region, e.device, e.genre, e.listen_ms, e.completed, " \
 	"e.subscription, e.country, e.age_group"
-/* ... followed by one boolean column: too late to count */
-#define KPI_EVENT_NCOLUMNS	16
+#define KPI_EVENT_NCOLUMNS	14
 
 /* in kpi_merge.c: statement parameters as arrays, and the day step */
 typedef struct KpiArray

@@ -12,7 +12,9 @@
  *	                                              completed plays, listen_ms,
  *	                                              users with any event
  *	    windows     (window start, size index,    plays, skips, likes,
- *	                 region << 32 | track)        listen_ms, users who played
+ *	                 region << 32 | track)        listen_ms
+ *	    window_users (window start, size index,   users who played
+ *	                 track)
  *
  *	  User sketches are postgresql-hll states (log2m 14) that hashes are
  *	  added to in place; each user_id is hashed once per event.
@@ -29,6 +31,7 @@
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -102,6 +105,8 @@ kpi_key_hash(KpiKey k)
 static void
 kpi_delta_init_tables(KpiDelta *d)
 {
+	for (int h = 0; h < 24; h++)
+		d->hours[h] = PG_UINT32_MAX;
 	d->strings = kpi_strings_create(d->cxt, KPI_STRINGS_INITIAL, NULL);
 	d->maxstrs = KPI_STRINGS_INITIAL;
 	d->strs = MemoryContextAlloc(d->cxt, d->maxstrs * sizeof(KpiString));
@@ -110,16 +115,24 @@ kpi_delta_init_tables(KpiDelta *d)
 	d->day_genres = kpi_table_create(d->cxt, 64, NULL);
 	d->engagement = kpi_table_create(d->cxt, 256, NULL);
 	d->windows = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+	d->window_users = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
 }
 
-/* An empty delta; the caller sets the sizes and filters. */
+/*
+ * An empty delta on the clock of streamkpi.kpi_timezone; the caller sets
+ * the sizes and filters.
+ */
 KpiDelta *
-kpi_delta_create(MemoryContext parent)
+kpi_delta_create(MemoryContext parent, const Interval *horizon)
 {
 	KpiDelta   *d = MemoryContextAllocZero(parent, sizeof(KpiDelta));
+	const char *zone = GetConfigOption("streamkpi.kpi_timezone", true, false);
 
 	d->cxt = AllocSetContextCreate(parent, "streamkpi KPI delta",
 								   ALLOCSET_DEFAULT_SIZES);
+	window_clock_init(&d->clock, zone == NULL || zone[0] == '\0' ? "UTC" : zone);
+	d->horizon = *horizon;
+	d->late_ingested = DT_NOBEGIN;
 	kpi_delta_init_tables(d);
 	return d;
 }
@@ -148,6 +161,60 @@ uint32
 kpi_table_count(struct kpi_table_hash *tb)
 {
 	return tb->members;
+}
+
+/* The counters of a key, or NULL. */
+KpiCounts *
+kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
+{
+	KpiKey		key = {a, b, c};
+	KpiEntry   *e = kpi_table_lookup(tb, key);
+
+	return e != NULL ? &e->counts : NULL;
+}
+
+/* The users of a key as a sketch, or NULL when nobody counted. */
+SketchHll *
+kpi_counts_users(KpiDelta *d, KpiCounts *c)
+{
+	if (c->users == NULL && c->has_user1)
+	{
+		c->users = sketch_hll_create(d->cxt, KPI_HLL_LOG2M);
+		sketch_hll_add(c->users, c->user1);
+	}
+	return c->users;
+}
+
+static int
+string_order(const void *a, const void *b, void *arg)
+{
+	KpiString  *strs = (KpiString *) arg;
+	KpiString  *x = &strs[*(const uint32 *) a];
+	KpiString  *y = &strs[*(const uint32 *) b];
+	int			c = memcmp(x->data, y->data, Min(x->len, y->len));
+
+	if (c != 0)
+		return c;
+	return (x->len > y->len) - (x->len < y->len);
+}
+
+/*
+ * The rank of every interned string in byte order, so that keys sort by
+ * comparing numbers.
+ */
+uint32 *
+kpi_string_ranks(KpiDelta *d)
+{
+	uint32	   *ids = palloc(Max(d->nstrs, 1) * sizeof(uint32));
+	uint32	   *rank = palloc(Max(d->nstrs, 1) * sizeof(uint32));
+
+	for (uint32 i = 0; i < d->nstrs; i++)
+		ids[i] = i;
+	qsort_arg(ids, d->nstrs, sizeof(uint32), string_order, d->strs);
+	for (uint32 i = 0; i < d->nstrs; i++)
+		rank[ids[i]] = i;
+	pfree(ids);
+	return rank;
 }
 
 /* Every entry of a table, in no particular order. */
@@ -230,17 +297,12 @@ kpi_snapshot_visible(const KpiSnapshot *snap, uint64 xid)
 /* ---- adding one event ---- */
 
 static uint32
-kpi_intern(KpiDelta *d, Datum text)
+kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len)
 {
-	struct varlena *t = (struct varlena *) DatumGetPointer(text);
-	KpiStringKey key;
+	KpiStringKey key = {data, len};
 	KpiStringEntry *e;
 	bool		found;
 
-	if (unlikely(VARATT_IS_EXTENDED(t) && !VARATT_IS_SHORT(t)))
-		t = pg_detoast_datum_packed(t);
-	key.data = VARDATA_ANY(t);
-	key.len = VARSIZE_ANY_EXHDR(t);
 	e = kpi_strings_insert(d->strings, key, &found);
 	if (!found)
 	{
@@ -262,6 +324,16 @@ kpi_intern(KpiDelta *d, Datum text)
 	return e->id;
 }
 
+static uint32
+kpi_intern(KpiDelta *d, Datum text)
+{
+	struct varlena *t = (struct varlena *) DatumGetPointer(text);
+
+	if (unlikely(VARATT_IS_EXTENDED(t) && !VARATT_IS_SHORT(t)))
+		t = pg_detoast_datum_packed(t);
+	return kpi_intern_bytes(d, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
 static inline KpiCounts *
 kpi_counts(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
 {
@@ -277,9 +349,18 @@ kpi_counts(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
 static inline void
 kpi_add_user(KpiDelta *d, KpiCounts *c, uint64 user_hash)
 {
-	if (c->users == NULL)
-		c->users = sketch_hll_create(d->cxt, KPI_HLL_LOG2M);
-	sketch_hll_add(c->users, user_hash);
+	if (c->users != NULL)
+		sketch_hll_add(c->users, user_hash);
+	else if (!c->has_user1)
+	{
+		c->user1 = user_hash;
+		c->has_user1 = true;
+	}
+	else if (c->user1 != user_hash)
+	{
+		kpi_counts_users(d, c);
+		sketch_hll_add(c->users, user_hash);
+	}
 }
 
 /* One event, as read from the query; see KPI_EVENT_COLUMNS. */
@@ -386,7 +467,8 @@ kpi_add_windows(KpiDelta *d, const KpiEvent *ev)
 		{
 			c->plays++;
 			c->listen_ms += ev->listen_ms;
-			kpi_add_user(d, c, ev->user_hash);
+			kpi_add_user(d, kpi_counts(d->window_users, start, k, ev->track),
+						 ev->user_hash);
 		}
 		else if (ev->action == 's')
 			c->skips++;
@@ -406,6 +488,45 @@ kpi_text(Datum v, uint32 *len)
 	return VARDATA_ANY(t);
 }
 
+/* listened_at < ingested_at - streamkpi.late_horizon; a batch shares ingested_at */
+static bool
+kpi_too_late(KpiDelta *d, TimestampTz listened_at, TimestampTz ingested_at)
+{
+	if (ingested_at != d->late_ingested)
+	{
+		d->late_before = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+																 TimestampTzGetDatum(ingested_at),
+																 IntervalPGetDatum(&d->horizon)));
+		d->late_ingested = ingested_at;
+	}
+	return listened_at < d->late_before;
+}
+
+/* The local day and hour of listened_at: its KPI day and hour. */
+static void
+kpi_local_day_hour(KpiDelta *d, KpiEvent *ev)
+{
+	Timestamp	local = window_clock_local(&d->clock, ev->listened_at);
+	int64		days = local / USECS_PER_DAY;
+	int64		in_day = local % USECS_PER_DAY;
+	int			hour;
+
+	if (in_day < 0)
+	{
+		days--;
+		in_day += USECS_PER_DAY;
+	}
+	ev->day = (DateADT) days;
+	hour = (int) (in_day / USECS_PER_HOUR);
+	if (d->hours[hour] == PG_UINT32_MAX)
+	{
+		char		hh[3] = {'0' + hour / 10, '0' + hour % 10, '\0'};
+
+		d->hours[hour] = kpi_intern_bytes(d, hh, 2);
+	}
+	ev->values[3] = d->hours[hour];
+}
+
 static void
 kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 {
@@ -420,30 +541,29 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 		if (slot->tts_isnull[i])
 			elog(ERROR, "streamkpi.kpi_events gave a NULL in column %d", i + 1);
 	v = slot->tts_values;
-	if (DatumGetBool(v[15]))
+	ev.listened_at = DatumGetTimestampTz(v[0]);
+	if (kpi_too_late(d, ev.listened_at, DatumGetTimestampTz(v[2])))
 	{
 		d->late++;
 		return;
 	}
-	ev.listened_at = DatumGetTimestampTz(v[0]);
 	ev.xid = DatumGetUInt64(v[1]);
-	ev.day = DatumGetDateADT(v[2]);
-	ev.values[3] = kpi_intern(d, v[3]);
-	s = kpi_text(v[4], &len);
+	kpi_local_day_hour(d, &ev);
+	s = kpi_text(v[3], &len);
 	ev.user_hash = sketch_hll_hash_text(s, len);
-	ev.track = kpi_intern(d, v[5]);
-	s = kpi_text(v[6], &len);
+	ev.track = kpi_intern(d, v[4]);
+	s = kpi_text(v[5], &len);
 	ev.action = len > 0 ? s[0] : '?';
 	if (ev.action != 'p' && ev.action != 's' && ev.action != 'l')
 		elog(ERROR, "unexpected action \"%.*s\" in streamkpi.kpi_events", (int) len, s);
-	ev.region = ev.values[6] = kpi_intern(d, v[7]);
-	ev.values[5] = kpi_intern(d, v[8]);
-	ev.genre = ev.values[0] = kpi_intern(d, v[9]);
-	ev.listen_ms = DatumGetInt64(v[10]);
-	ev.completed = DatumGetBool(v[11]);
-	ev.values[1] = kpi_intern(d, v[12]);
-	ev.values[4] = kpi_intern(d, v[13]);
-	ev.values[2] = kpi_intern(d, v[14]);
+	ev.region = ev.values[6] = kpi_intern(d, v[6]);
+	ev.values[5] = kpi_intern(d, v[7]);
+	ev.genre = ev.values[0] = kpi_intern(d, v[8]);
+	ev.listen_ms = DatumGetInt64(v[9]);
+	ev.completed = DatumGetBool(v[10]);
+	ev.values[1] = kpi_intern(d, v[11]);
+	ev.values[4] = kpi_intern(d, v[12]);
+	ev.values[2] = kpi_intern(d, v[13]);
 
 	if (d->refresh)
 		day_counts = ev.day >= d->from_day && ev.day <= d->to_day;

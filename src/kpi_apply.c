@@ -43,15 +43,28 @@ kpi_flush(KpiDelta *d)
 {
 	TimestampTz t0 = GetCurrentTimestamp();
 	TimestampTz t1;
+	int			nestlevel;
 
 	if (kpi_delta_empty(d))
 		return;
 	/* a level of its own: whatever the merge allocates goes with it */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * The statements join key arrays with the tables; the planner cannot
+	 * know how many keys there are and may read whole tables to hash them.
+	 * Index lookups per key are what these joins want.
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kpi_merge_days(d);
 	t1 = GetCurrentTimestamp();
 	kpi_merge_windows(d);
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 	elog(DEBUG1, "KPI flush: %zu bytes of deltas, days %.1f ms, windows %.1f ms",
 		 kpi_delta_memory(d), (t1 - t0) / 1000.0, (GetCurrentTimestamp() - t1) / 1000.0);
@@ -259,28 +272,27 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 	KpiDelta   *d;
 	int64		late = 0;
 	int64		events;
-	Oid			types[3] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, INTERVALOID};
-	Datum		values[3];
+	Oid			types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
+	Datum		values[2];
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	kpi_round_begin(&r);
-	d = kpi_delta_create(CurrentMemoryContext);
+	d = kpi_delta_create(CurrentMemoryContext, DatumGetIntervalP(r.horizon));
 	d->hll = kpi_hll_schema();
 	kpi_load_sizes(d);
 	if (r.refreshed)
 		kpi_load_refreshed(d);
 	values[0] = r.s_old;
 	values[1] = r.s_new;
-	values[2] = r.horizon;
 	kpi_scan(d,
-			 "SELECT " KPI_EVENT_COLUMNS ", e.listened_at < e.ingested_at - $3"
+			 "SELECT " KPI_EVENT_COLUMNS
 			 "  FROM streamkpi.kpi_events e"
 			 " WHERE e.ingest_xid >= pg_catalog.pg_snapshot_xmin($1)"
 			 "   AND e.ingest_xid < pg_catalog.pg_snapshot_xmax($2)"
 			 "   AND pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $2)"
 			 "   AND NOT pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $1)",
-			 3, types, values, kpi_round_is_large(&r));
+			 2, types, values, kpi_round_is_large(&r));
 	if (d->late > 0)
 		late = kpi_move_late(&r);
 	events = d->events;
@@ -305,12 +317,12 @@ streamkpi_kpi_refresh_apply(PG_FUNCTION_ARGS)
 {
 	KpiDelta   *d;
 	int64		max_window = 0;
-	Oid			types[4] = {TIMESTAMPTZOID, TIMESTAMPTZOID, PG_SNAPSHOTOID, INTERVALOID};
-	Datum		values[4];
+	Oid			types[3] = {TIMESTAMPTZOID, TIMESTAMPTZOID, PG_SNAPSHOTOID};
+	Datum		values[3];
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	d = kpi_delta_create(CurrentMemoryContext);
+	d = kpi_delta_create(CurrentMemoryContext, PG_GETARG_INTERVAL_P(5));
 	d->hll = kpi_hll_schema();
 	kpi_load_sizes(d);
 	d->refresh = true;
@@ -324,14 +336,13 @@ streamkpi_kpi_refresh_apply(PG_FUNCTION_ARGS)
 	values[0] = TimestampTzGetDatum(d->lo);
 	values[1] = TimestampTzGetDatum(d->hi + max_window);
 	values[2] = PG_GETARG_DATUM(4);
-	values[3] = PG_GETARG_DATUM(5);
+	/* too late events are not counted: the accumulation skips them */
 	kpi_scan(d,
-			 "SELECT " KPI_EVENT_COLUMNS ", false"
+			 "SELECT " KPI_EVENT_COLUMNS
 			 "  FROM streamkpi.kpi_events e"
 			 " WHERE e.listened_at >= $1 AND e.listened_at < $2"
-			 "   AND pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $3)"
-			 "   AND e.listened_at >= e.ingested_at - $4",
-			 4, types, values, false);
+			 "   AND pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $3)",
+			 3, types, values, false);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -168,7 +168,7 @@ kpi_merge_day_genres(KpiDelta *d, const char *hll)
 	{
 		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
 		kpi_array_add(&args[1], kpi_text_datum(d, es[i]->key.b));
-		kpi_array_add(&args[2], PointerGetDatum(sketch_hll_pack(es[i]->counts.users)));
+		kpi_array_add(&args[2], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, &es[i]->counts))));
 	}
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
 					 " SELECT d, g, u::%s.hll FROM unnest($1, $2, $3) x(d, g, u)"
@@ -204,7 +204,7 @@ kpi_merge_engagement(KpiDelta *d, const char *hll)
 		kpi_array_add(&args[5], Int64GetDatum(c->likes));
 		kpi_array_add(&args[6], Int64GetDatum(c->completed));
 		kpi_array_add(&args[7], Int64GetDatum(c->listen_ms));
-		kpi_array_add(&args[8], PointerGetDatum(sketch_hll_pack(c->users)));
+		kpi_array_add(&args[8], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, c))));
 	}
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
 					 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"

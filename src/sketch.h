@@ -14,6 +14,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "port/pg_bswap.h"
 
 /* in sketch_hll.c */
@@ -32,6 +33,24 @@ extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
 extern bytea *sketch_hll_pack(const SketchHll *st);
 extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
 extern int64 sketch_hll_exact_count(const SketchHll *st);
+
+/*
+ * in window.c: a wall clock of a time zone for many instants, giving what
+ * "ts AT TIME ZONE zone" gives without asking the time zone database again
+ * while the zone's offset cannot change
+ */
+typedef struct WindowClock
+{
+	text	   *zone;
+	bool		fixed;			/* a fixed-offset abbreviation */
+	struct pg_tz *tz;			/* a zone of the database, or NULL */
+	TimestampTz lo;				/* offset holds for [lo, hi) */
+	TimestampTz hi;
+	int64		offset;			/* local minus UTC, microseconds */
+} WindowClock;
+
+extern void window_clock_init(WindowClock *c, const char *zone);
+extern Timestamp window_clock_local(WindowClock *c, TimestampTz ts);
 
 /*
  * in sketch_topn_format.c: the stored forms of streamkpi.topn (format

@@ -127,6 +127,10 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 	'tumbling window sizes of streamkpi.trending and streamkpi.track_windows';
 
 ---------------------------------------------------------------------------
+-- Text keys of the state and KPI tables are COLLATE "C": ranks break ties by
+-- byte order anyway, and byte comparisons keep the engine's index
+-- maintenance cheap whatever the database collation.
+--
 -- State (side) tables.  Additive, so that the KPI worker can merge new events
 -- in and weeks/months can be rolled up.
 
@@ -134,8 +138,8 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 -- and of daily_genre_track_topn.
 CREATE TABLE streamkpi.daily_genre_track_counts (
 	day			date NOT NULL,
-	genre		text NOT NULL,
-	track_id	text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	listens		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	PRIMARY KEY (day, genre, track_id)
@@ -147,7 +151,7 @@ CREATE TABLE streamkpi.daily_genre_track_counts (
 -- topn_union_agg instead of re-reading per-track counts.
 CREATE TABLE streamkpi.daily_genre_track_topn (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	tracks		streamkpi.topn NOT NULL,
 	PRIMARY KEY (day, genre)
 );
@@ -155,7 +159,7 @@ CREATE TABLE streamkpi.daily_genre_track_topn (
 -- Distinct listeners per day and genre (hll of user_id, log2m 14).
 CREATE TABLE streamkpi.daily_genre_users (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	users		hll NOT NULL,
 	PRIMARY KEY (day, genre)
 );
@@ -164,8 +168,8 @@ CREATE TABLE streamkpi.daily_genre_users (
 -- Its ('region', value) rows are the per-day-and-region user sketches.
 CREATE TABLE streamkpi.daily_engagement_state (
 	day			date NOT NULL,
-	dimension	text NOT NULL,
-	value		text NOT NULL,
+	dimension	text COLLATE "C" NOT NULL,
+	value		text COLLATE "C" NOT NULL,
 	plays		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
@@ -219,7 +223,7 @@ COMMENT ON VIEW streamkpi.window_track_state IS
 
 CREATE TABLE streamkpi.daily_genre_kpis (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	listen_count bigint NOT NULL,
 	unique_listeners bigint NOT NULL,
 	total_listen_ms bigint NOT NULL,
@@ -232,9 +236,9 @@ CREATE INDEX daily_genre_kpis_genre_day_idx ON streamkpi.daily_genre_kpis (genre
 
 CREATE TABLE streamkpi.daily_genre_top_tracks (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 3),
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	track_name	text,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, genre, rank)
@@ -243,7 +247,7 @@ CREATE TABLE streamkpi.daily_genre_top_tracks (
 CREATE TABLE streamkpi.daily_top_genres (
 	day			date NOT NULL,
 	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 5),
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, rank)
 );
@@ -251,10 +255,10 @@ CREATE TABLE streamkpi.daily_top_genres (
 CREATE TABLE streamkpi.trending (
 	window_size	interval NOT NULL,
 	window_start timestamptz NOT NULL,
-	region		text NOT NULL,
+	region		text COLLATE "C" NOT NULL,
 	rank		int NOT NULL CHECK (rank >= 1),
 	window_end	timestamptz NOT NULL,
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	plays		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
@@ -267,7 +271,7 @@ CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_siz
 CREATE TABLE streamkpi.track_windows (
 	window_size	interval NOT NULL,
 	window_start timestamptz NOT NULL,
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	window_end	timestamptz NOT NULL,
 	total_listens bigint NOT NULL,
 	unique_users bigint NOT NULL,
@@ -281,9 +285,9 @@ CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id, windo
 
 CREATE TABLE streamkpi.daily_engagement (
 	day			date NOT NULL,
-	dimension	text NOT NULL CHECK (dimension IN ('genre', 'subscription', 'age_group',
+	dimension	text COLLATE "C" NOT NULL CHECK (dimension IN ('genre', 'subscription', 'age_group',
 								'hour', 'country', 'device', 'region')),
-	value		text NOT NULL,
+	value		text COLLATE "C" NOT NULL,
 	streams		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
