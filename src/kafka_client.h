@@ -63,6 +63,7 @@ extern void kafka_report_error(rd_kafka_resp_err_t err, const char *action)
 			pg_attribute_noreturn();
 
 extern bool kafka_property_is_secret(const char *name);
+extern void kafka_property_check_privilege(const char *name);
 extern bool kafka_property_check(const char *name, const char *value,
 								 char **canonical, char *errbuf, size_t errlen,
 								 rd_kafka_conf_res_t *res);
