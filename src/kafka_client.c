@@ -329,6 +329,27 @@ conf_set_or_error(rd_kafka_conf_t *conf, const char *name, const char *value,
 }
 
 /*
+ * Route a client's log lines through kafka_log_cb in the backend thread:
+ * call this on its configuration, and kafka_serve_logs() on the client
+ * made from it.  Without it librdkafka prints raw "%N|..." lines to
+ * stderr, past log_min_messages.
+ */
+void
+kafka_conf_set_logger(rd_kafka_conf_t *conf)
+{
+	backend_thread = pthread_self();
+	conf_set_or_error(conf, "log.queue", "true", false);
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+}
+
+/* Log lines go to the main queue, served by rd_kafka_poll (or a consumer's poll). */
+void
+kafka_serve_logs(rd_kafka_t *rk)
+{
+	rd_kafka_set_log_queue(rk, NULL);
+}
+
+/*
  * Create a consumer or producer for one topic.  props is a list of
  * KafkaProperty from the server and user mapping; they override our
  * defaults, except the properties the scan's correctness depends on.
@@ -382,7 +403,6 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	char		qkb[32];
 	ListCell   *lc;
 
-	backend_thread = pthread_self();
 	h = MemoryContextAllocZero(cxt, sizeof(KafkaHandle));
 	h->type = type;
 	h->topic = MemoryContextStrdup(cxt, topic ? topic : "");
@@ -424,7 +444,7 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	}
 
 	/* what correctness depends on: not overridable */
-	conf_set_or_error(conf, "log.queue", "true", false);
+	kafka_conf_set_logger(conf);
 	if (type == RD_KAFKA_CONSUMER)
 	{
 		conf_set_or_error(conf, "enable.partition.eof", "true", false);
@@ -433,7 +453,6 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	}
 	else
 		rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
-	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
 	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
 	rd_kafka_conf_set_opaque(conf, h);
 
@@ -451,7 +470,7 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	h->cb.arg = h;
 	MemoryContextRegisterResetCallback(cxt, &h->cb);
 
-	rd_kafka_set_log_queue(h->rk, NULL);
+	kafka_serve_logs(h->rk);
 	if (topic)
 	{
 		h->rkt = rd_kafka_topic_new(h->rk, topic, NULL);
