@@ -43,6 +43,12 @@ async function renderDashboard(page, slug, expected, png) {
   }
   step(`${slug}: ${fresh} charts loaded`);
   await sleep(2000);   // animations (ECharts draws in ~1 s)
+  // the dashboard refreshes itself every 30 s: capture between refreshes
+  for (const until = Date.now() + 60000; Date.now() < until; await sleep(500)) {
+    const loading = await page.evaluate(() => document.querySelectorAll(
+      '.dashboard-component-chart-holder .loading, .dashboard-component-chart-holder [data-test="loading-indicator"]').length);
+    if (loading === 0) break;
+  }
 
   await page.screenshot({ path: png, fullPage: true });
   step(`${slug}: screenshot taken`);
@@ -96,8 +102,12 @@ const result = { responses: {}, tiles: [], external: [], console_errors: [] };
         const body = r.request().postDataJSON();
         sliceId = body && body.form_data && body.form_data.slice_id;
       } catch (e) { /* not JSON */ }
+      // a response of the page we left (the dashboards refresh themselves)
+      // may have no body any more: keep the last one that has
       let json = null;
-      try { json = await r.json(); } catch (e) { json = { text: (await r.text()).slice(0, 500) }; }
+      try { json = await r.json(); } catch (e) {
+        try { json = { text: (await r.text()).slice(0, 500) }; } catch (e2) { return; }
+      }
       if (sliceId != null) result.responses[String(sliceId)] = { status: r.status(), body: json };
     });
 
