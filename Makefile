@@ -23,12 +23,17 @@ OBJS = \
 	src/pipeline_worker.o \
 	src/fdw_option.o \
 	src/fdw_plan.o \
+	src/fdw_pushdown.o \
 	src/fdw_scan.o \
 	src/fdw_modify.o \
+	src/message.o \
 	src/message_json.o \
 	src/message_csv.o \
 	src/sketch_hll.o \
+	src/sketch_hll_format.o \
 	src/sketch_topn.o \
+	src/sketch_topn_state.o \
+	src/sketch_topn_merge.o \
 	src/sketch_topn_format.o \
 	src/window.o \
 	src/kpi_worker.o \
