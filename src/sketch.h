@@ -14,6 +14,8 @@
 
 #include "postgres.h"
 
+#include "common/int.h"
+#include "fmgr.h"
 #include "port/pg_bswap.h"
 
 /* in sketch_hll.c */
@@ -312,13 +314,11 @@ typedef struct TopnState
 
 /* in sketch_topn_state.c */
 extern void sketch_topn_check_capacity(int64 capacity);
-extern int64 sketch_topn_add_checked(int64 a, int64 b);
+extern void sketch_topn_count_out_of_range(void) pg_attribute_noreturn();
 extern int	sketch_topn_item_order_cmp(const void *x, const void *y);
 extern void sketch_topn_table_alloc(TopnState *st, int32 capacity);
 extern void sketch_topn_table_rebuild(TopnState *st);
 extern TopnState *sketch_topn_state_create(MemoryContext cxt, int32 capacity);
-extern void sketch_topn_state_add(TopnState *st, const char *data, uint32 len,
-								  int64 weight);
 extern int64 sketch_select_kth_largest(int64 *a, int32 n, int32 k);
 extern void sketch_topn_state_trim(TopnState *st, int32 keep);
 extern void sketch_topn_arena_new_block(TopnState *st, uint32 len);
@@ -378,6 +378,28 @@ topn_key_cmp(const TopnItem *a, uint64 k0, uint64 k1, const char *data, uint32 l
 	if (a->len <= 16 || len <= 16)
 		return (a->len > len) - (a->len < len);
 	return bytes_cmp(a->data + 16, a->len - 16, data + 16, len - 16);
+}
+
+/* the aggregate memory context of an aggregate support function */
+static inline MemoryContext
+topn_agg_context(FunctionCallInfo fcinfo, const char *fname)
+{
+	MemoryContext aggcxt;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "%s called in non-aggregate context", fname);
+	return aggcxt;
+}
+
+/* a + b for counts and totals, an ERROR when it overflows */
+static inline int64
+topn_add_checked(int64 a, int64 b)
+{
+	int64		r;
+
+	if (unlikely(pg_add_s64_overflow(a, b, &r)))
+		sketch_topn_count_out_of_range();
+	return r;
 }
 
 /* Room for len bytes, rounded up to whole 8-byte words. */

@@ -138,7 +138,6 @@ PG_FUNCTION_INFO_V1(streamkpi_topn_in);
 PG_FUNCTION_INFO_V1(streamkpi_topn_out);
 PG_FUNCTION_INFO_V1(streamkpi_topn_recv);
 PG_FUNCTION_INFO_V1(streamkpi_topn_send);
-PG_FUNCTION_INFO_V1(streamkpi_topn_trans);
 PG_FUNCTION_INFO_V1(streamkpi_topn_union_trans);
 PG_FUNCTION_INFO_V1(streamkpi_topn_combine);
 PG_FUNCTION_INFO_V1(streamkpi_topn_serialize);
@@ -234,64 +233,6 @@ streamkpi_topn_send(PG_FUNCTION_ARGS)
 	pq_begintypsend(&buf);
 	pq_sendbytes(&buf, VARDATA_ANY(v1), VARSIZE_ANY_EXHDR(v1));
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
-}
-
-static MemoryContext
-topn_agg_context(FunctionCallInfo fcinfo, const char *fname)
-{
-	MemoryContext aggcxt;
-
-	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "%s called in non-aggregate context", fname);
-	return aggcxt;
-}
-
-/*
- * topn_agg(item text, capacity int [, weight bigint]) transition.  NULL
- * items and zero weights are skipped; the capacity must not change.
- */
-Datum
-streamkpi_topn_trans(PG_FUNCTION_ARGS)
-{
-	MemoryContext aggcxt = topn_agg_context(fcinfo, "streamkpi_topn_trans");
-	TopnState  *st;
-	int32		capacity;
-	int64		weight = 1;
-
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("topn capacity must not be NULL")));
-	capacity = PG_GETARG_INT32(2);
-	if (PG_ARGISNULL(0))
-		st = sketch_topn_state_create(aggcxt, capacity);
-	else
-	{
-		st = (TopnState *) PG_GETARG_POINTER(0);
-		if (st->capacity != capacity)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("topn capacity must be the same for every row of an aggregate")));
-	}
-
-	if (PG_NARGS() > 3)
-	{
-		if (PG_ARGISNULL(3))
-			PG_RETURN_POINTER(st);
-		weight = PG_GETARG_INT64(3);
-		if (weight < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("topn weight must not be negative"),
-					 errdetail("The weight given was " INT64_FORMAT ".", weight)));
-	}
-	if (!PG_ARGISNULL(1) && weight > 0)
-	{
-		text	   *t = PG_GETARG_TEXT_PP(1);
-
-		sketch_topn_state_add(st, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), weight);
-	}
-	PG_RETURN_POINTER(st);
 }
 
 /* topn_union_agg(topn) transition; the result has the largest capacity seen */

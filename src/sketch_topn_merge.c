@@ -354,7 +354,7 @@ sketch_topn_state_merge_view(TopnState *st, const TopnView *v)
 	}
 	vfloor = v->floor;
 	/* bounds every count and error below, so the loops add unchecked */
-	total = sketch_topn_add_checked(st->total, v->total);
+	total = topn_add_checked(st->total, v->total);
 	sketch_topn_cursor2_init(&src, v);
 	more = topn_cursor2_next(&src);
 	if (more)
@@ -406,7 +406,7 @@ sketch_topn_state_merge_view(TopnState *st, const TopnView *v)
 		st->max2 = m;
 	}
 	st->nitems = o;
-	st->floor = sketch_topn_add_checked(st->floor, v->floor);
+	st->floor = topn_add_checked(st->floor, v->floor);
 	st->total = total;
 	if (st->nitems > st->capacity * TOPN_SLACK)
 		topn_sorted_trim(st, st->capacity);

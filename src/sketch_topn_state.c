@@ -3,7 +3,9 @@
  * sketch_topn_state.c
  *	  The aggregate state of streamkpi.topn in Space-Saving's form: items
  *	  in a hash table, a min-heap by count for evictions, the update of
- *	  one row and the trim to a capacity (Metwally et al. 2005); also the
+ *	  one row and the trim to a capacity (Metwally et al. 2005), and
+ *	  topn_agg's transition function, so that the per-row path stays in
+ *	  one file; also the
  *	  arena that holds item bytes once a state is in merge form
  *	  (sketch_topn_merge.c), and the way back from it.
  *
@@ -13,6 +15,7 @@
 
 #include "common/hashfn.h"
 #include "common/int.h"
+#include "fmgr.h"
 #include "port/pg_bitutils.h"
 
 #include "sketch.h"
@@ -32,16 +35,13 @@ sketch_topn_check_capacity(int64 capacity)
 				 errdetail("The capacity given was " INT64_FORMAT ".", capacity)));
 }
 
-int64
-sketch_topn_add_checked(int64 a, int64 b)
+/* the error of topn_add_checked (sketch.h) */
+void
+sketch_topn_count_out_of_range(void)
 {
-	int64		r;
-
-	if (pg_add_s64_overflow(a, b, &r))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("topn count is out of range")));
-	return r;
+	ereport(ERROR,
+			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+			 errmsg("topn count is out of range")));
 }
 
 /* ----------------------------------------------------------------
@@ -272,8 +272,8 @@ heap_build(TopnState *st)
  * State: Space-Saving update and trimming
  * ----------------------------------------------------------------
  */
-void
-sketch_topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
+static void
+topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 {
 	uint32		hash;
 	int32		idx;
@@ -283,11 +283,11 @@ sketch_topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 		sketch_topn_state_to_hashed(st);
 	hash = hash_bytes((const unsigned char *) data, (int) len);
 	idx = topn_find(st, data, len, hash);
-	st->total = sketch_topn_add_checked(st->total, weight);
+	st->total = topn_add_checked(st->total, weight);
 	if (idx >= 0)
 	{
 		it = &st->items[idx];
-		it->count = sketch_topn_add_checked(it->count, weight);
+		it->count = topn_add_checked(it->count, weight);
 		if (st->heap_valid)
 		{
 			st->heap[it->heappos].count = it->count;
@@ -311,7 +311,7 @@ sketch_topn_state_add(TopnState *st, const char *data, uint32 len, int64 weight)
 	topn_set_data(st, it, data, len);
 	it->hash = hash;
 	it->error = it->count;
-	it->count = sketch_topn_add_checked(it->count, weight);
+	it->count = topn_add_checked(it->count, weight);
 	topn_table_insert(st, idx);
 	st->heap[0].count = it->count;
 	heap_sift_down(st, 0);
@@ -494,4 +494,58 @@ sketch_topn_state_to_hashed(TopnState *st)
 	st->sorted = false;
 	sketch_topn_table_rebuild(st);
 	st->heap_valid = false;
+}
+
+/* ----------------------------------------------------------------
+ * The transition function of topn_agg
+ * ----------------------------------------------------------------
+ */
+PG_FUNCTION_INFO_V1(streamkpi_topn_trans);
+
+/*
+ * topn_agg(item text, capacity int [, weight bigint]) transition.  NULL
+ * items and zero weights are skipped; the capacity must not change.
+ */
+Datum
+streamkpi_topn_trans(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt = topn_agg_context(fcinfo, "streamkpi_topn_trans");
+	TopnState  *st;
+	int32		capacity;
+	int64		weight = 1;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("topn capacity must not be NULL")));
+	capacity = PG_GETARG_INT32(2);
+	if (PG_ARGISNULL(0))
+		st = sketch_topn_state_create(aggcxt, capacity);
+	else
+	{
+		st = (TopnState *) PG_GETARG_POINTER(0);
+		if (st->capacity != capacity)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("topn capacity must be the same for every row of an aggregate")));
+	}
+
+	if (PG_NARGS() > 3)
+	{
+		if (PG_ARGISNULL(3))
+			PG_RETURN_POINTER(st);
+		weight = PG_GETARG_INT64(3);
+		if (weight < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("topn weight must not be negative"),
+					 errdetail("The weight given was " INT64_FORMAT ".", weight)));
+	}
+	if (!PG_ARGISNULL(1) && weight > 0)
+	{
+		text	   *t = PG_GETARG_TEXT_PP(1);
+
+		topn_state_add(st, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), weight);
+	}
+	PG_RETURN_POINTER(st);
 }
