@@ -11,6 +11,10 @@
 #   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
 #   CONF
 #
+#   "${psql[@]}" <<SQL
+#   $(bench_listens_sql src 1000000)  a table of generated listen events
+#   SQL
+#
 # Sets: repo, bindir, work, pgdata, port, psql (an array), bootstrap.
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -65,4 +69,20 @@ CONF
 		cat
 	} >>"$pgdata/postgresql.conf"
 	"$bindir/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w start >/dev/null
+}
+
+# bench_listens_sql TABLE N: the SQL that creates TABLE with N generated
+# listen events, ~150 bytes each as JSON, in the columns of streamkpi.listens
+bench_listens_sql() {
+	cat <<SQL
+CREATE TABLE $1 AS
+SELECT md5(i::text) AS event_id, 'u' || (i % 50000) AS user_id,
+       't' || (i % 20000) AS track_id,
+       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
+       ((i::bigint * 7919) % 300000)::int AS ms_played,
+       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
+       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
+       (ARRAY['ios','android','web'])[1 + i % 3] AS device
+FROM generate_series(1, $2) i;
+SQL
 }
