@@ -14,12 +14,14 @@ MODULE_big = streamkpi
 OBJS = \
 	src/streamkpi.o \
 	src/guc.o \
+	src/preload.o \
 	src/shmem.o \
 	src/pipeline_launcher.o \
 	src/kafka_client.o \
 	src/pipeline_admin.o \
 	src/pipeline_consumer.o \
 	src/pipeline_status.o \
+	src/pipeline_batch.o \
 	src/pipeline_worker.o \
 	src/fdw_option.o \
 	src/fdw_plan.o \
