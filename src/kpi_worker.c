@@ -75,21 +75,10 @@ kpi_shmem_size(void)
 	return sizeof(KpiShared);
 }
 
-static void
-kpi_shmem_attach(void *ptr, bool found, LWLock *lock)
-{
-	kpi_shared = (KpiShared *) ptr;
-	if (!found)
-	{
-		memset(kpi_shared, 0, sizeof(KpiShared));
-		kpi_shared->lock = lock;
-	}
-}
-
 static const StreamkpiShmemPart kpi_shmem = {
 	.name = "streamkpi kpi worker",
 	.size = kpi_shmem_size,
-	.attach = kpi_shmem_attach,
+	.ptr = (void **) &kpi_shared,
 };
 
 /* Register the KPI worker's shared memory; from _PG_init when preloaded. */

@@ -33,21 +33,10 @@ pipeline_shmem_size(void)
 					mul_size(sizeof(PipelineSlot), streamkpi_max_pipeline_workers));
 }
 
-static void
-pipeline_shmem_attach(void *ptr, bool found, LWLock *lock)
-{
-	pipeline_shared = (PipelineShared *) ptr;
-	if (!found)
-	{
-		memset(pipeline_shared, 0, pipeline_shmem_size());
-		pipeline_shared->lock = lock;
-	}
-}
-
 static const StreamkpiShmemPart pipeline_shmem = {
 	.name = "streamkpi pipelines",
 	.size = pipeline_shmem_size,
-	.attach = pipeline_shmem_attach,
+	.ptr = (void **) &pipeline_shared,
 };
 
 /* Register the pipelines' shared memory; from _PG_init when preloaded. */

@@ -50,10 +50,15 @@ streamkpi_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	for (int i = 0; i < nparts; i++)
 	{
+		const StreamkpiShmemPart *part = parts[i];
 		bool		found;
-		void	   *ptr = ShmemInitStruct(parts[i]->name, parts[i]->size(), &found);
 
-		parts[i]->attach(ptr, found, &(GetNamedLWLockTranche(parts[i]->name))->lock);
+		*part->ptr = ShmemInitStruct(part->name, part->size(), &found);
+		if (!found)
+		{
+			memset(*part->ptr, 0, part->size());
+			*(LWLock **) *part->ptr = &(GetNamedLWLockTranche(part->name))->lock;
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 	attached = true;

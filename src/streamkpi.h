@@ -35,13 +35,15 @@ extern char *streamkpi_late_horizon;
 extern char *streamkpi_retention;
 extern void StreamkpiGucInit(void);
 
-/* in shmem.c: a part of shared memory that a subsystem owns */
+/*
+ * in shmem.c: a part of shared memory that a subsystem owns.  It begins
+ * with its LWLock pointer; the rest starts zeroed.
+ */
 typedef struct StreamkpiShmemPart
 {
 	const char *name;			/* of the ShmemInitStruct and of its LWLock */
 	Size		(*size) (void);
-	/* in the postmaster at startup: found is false the first time */
-	void		(*attach) (void *ptr, bool found, LWLock *lock);
+	void	  **ptr;			/* where the part's address goes */
 } StreamkpiShmemPart;
 
 extern void streamkpi_shmem_register(const StreamkpiShmemPart *part);
