@@ -286,6 +286,22 @@ StreamkpiLauncherMain(Datum main_arg)
 
 PG_FUNCTION_INFO_V1(streamkpi_workers);
 
+/* one row of streamkpi.workers(), for a worker that runs (pid not 0) */
+static void
+put_worker_row(ReturnSetInfo *rsinfo, const char *kind, pid_t pid,
+			   TimestampTz started_at)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (pid == 0)
+		return;
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = Int32GetDatum(pid);
+	values[2] = TimestampTzGetDatum(started_at);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
 /*
  * streamkpi.workers() -> setof (kind text, pid int, started_at timestamptz)
  */
@@ -307,26 +323,7 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 	LWLockRelease(pipeline_shared->lock);
 	kpi_pid = kpi_worker_pid(&kpi_started_at);
 
-	if (launcher_pid != 0)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		values[0] = CStringGetTextDatum("launcher");
-		values[1] = Int32GetDatum(launcher_pid);
-		values[2] = TimestampTzGetDatum(launcher_started_at);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	if (kpi_pid != 0)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		values[0] = CStringGetTextDatum("kpi");
-		values[1] = Int32GetDatum(kpi_pid);
-		values[2] = TimestampTzGetDatum(kpi_started_at);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-
+	put_worker_row(rsinfo, "launcher", launcher_pid, launcher_started_at);
+	put_worker_row(rsinfo, "kpi", kpi_pid, kpi_started_at);
 	return (Datum) 0;
 }

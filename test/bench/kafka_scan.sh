@@ -14,8 +14,7 @@ set -euo pipefail
 events=${1:-${BENCH_EVENTS:-1000000}}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init kafka
-bench_broker
-"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
+bench_broker bench
 bench_postgres <<CONF
 search_path = 'public'
 synchronous_commit = off

@@ -5,8 +5,8 @@
 #
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   bench_init kafka                 work directory $work, port $port
-#   bench_broker                     optional: a broker in $work/kafka,
-#                                    its host:port in $bootstrap
+#   bench_broker TOPIC...            optional: a broker in $work/kafka with
+#                                    these topics, its host:port in $bootstrap
 #   bench_postgres <<CONF            initdb, settings from stdin, start;
 #   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
 #   CONF
@@ -46,10 +46,15 @@ bench_init() {
 	trap bench_cleanup EXIT
 }
 
-# bench_broker: start a private Kafka broker; $bootstrap is its host:port
+# bench_broker TOPIC...: start a private Kafka broker ($bootstrap is its
+# host:port) with these topics of 4 partitions each
 bench_broker() {
+	local topic
 	export KAFKA_DIR=$work/kafka
 	bootstrap=$("$repo/test/kafka/broker" start)
+	for topic in "$@"; do
+		"$repo/test/kafka/broker" create-topic "$topic" 4 >/dev/null
+	done
 }
 
 # bench_postgres: initdb and start PostgreSQL with streamkpi preloaded; the

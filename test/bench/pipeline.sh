@@ -16,9 +16,7 @@ events=${1:-${BENCH_EVENTS:-1000000}}
 steady_seconds=${BENCH_STEADY_SECONDS:-20}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init pipeline
-bench_broker
-"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
-"$repo/test/kafka/broker" create-topic live 4 >/dev/null
+bench_broker bench live
 bench_postgres <<CONF
 streamkpi.database = 'postgres'
 search_path = 'public'
