@@ -96,6 +96,7 @@ extern void StreamkpiLauncherInit(void);
 extern void pipeline_launcher_wake(void);
 
 /* in pipeline_worker.c */
+extern void pipeline_require_owner(const char *name, Oid owner);
 extern PGDLLEXPORT void StreamkpiPipelineMain(Datum main_arg);
 extern void pipeline_worker_prepare(BackgroundWorker *worker, const char *name,
 									int worker_index, Oid dboid);

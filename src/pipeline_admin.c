@@ -22,6 +22,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "pipeline.h"
 #include "streamkpi.h"
@@ -108,8 +109,8 @@ pipeline_check_statement(const char *sql)
 PG_FUNCTION_INFO_V1(streamkpi_pipeline_check);
 
 /*
- * streamkpi._pipeline_check(statement text, owner regrole, search_path text)
- *	-> regclass
+ * streamkpi._pipeline_check(name text, statement text, owner regrole,
+ *							 search_path text) -> regclass
  *
  * Checked as the owner, who is the role the worker will run it as, with
  * the search_path the worker will use.
@@ -117,21 +118,24 @@ PG_FUNCTION_INFO_V1(streamkpi_pipeline_check);
 Datum
 streamkpi_pipeline_check(PG_FUNCTION_ARGS)
 {
-	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			owner = PG_GETARG_OID(1);
-	char	   *search_path = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			owner = PG_GETARG_OID(2);
+	char	   *search_path = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	Oid			relid;
 
+	pipeline_require_owner(name, owner);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, ERROR, false);
 	relid = pipeline_check_statement(sql);
-	AtEOXact_GUC(true, save_nestlevel);
+	/* planning may run the owner's functions: undo any setting they made */
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	PG_RETURN_OID(relid);
