@@ -129,7 +129,7 @@ RESET ROLE;
 SELECT (SELECT relname FROM pg_catalog.pg_class c WHERE c.oid = l.tableoid) AS part
   FROM streamkpi.listens l WHERE user_id = 'u5';
 
--- pg_dump keeps the data of these (DESIGN §4, STYLE 6).
+-- pg_dump keeps the data of these (docs/contract.md §4).
 SELECT c.relname, x.cond
   FROM pg_catalog.pg_extension e,
 	   unnest(e.extconfig, e.extcondition) AS x(oid, cond)

@@ -12,36 +12,14 @@
 set -euo pipefail
 
 events=${1:-${BENCH_EVENTS:-1000000}}
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-bindir=$("$PG_CONFIG" --bindir)
-work=$(mktemp -d "${TMPDIR:-/tmp}/streamkpi-bench-kafka.XXXXXX")
-export KAFKA_DIR=$work/kafka
-pgdata=$work/pgdata
-port=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0)->sockport')
-
-cleanup() {
-	"$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
-	"$repo/test/kafka/broker" stop >/dev/null 2>&1 || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-bootstrap=$("$repo/test/kafka/broker" start)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init kafka
+bench_broker
 "$repo/test/kafka/broker" create-topic bench 4 >/dev/null
-
-"$bindir/initdb" -D "$pgdata" -A trust >/dev/null
-cat >>"$pgdata/postgresql.conf" <<CONF
-shared_preload_libraries = 'streamkpi'
+bench_postgres <<CONF
 search_path = 'public'
-timezone = 'UTC'
-shared_buffers = '512MB'
-max_wal_size = '4GB'
 synchronous_commit = off
 CONF
-"$bindir/pg_ctl" -D "$pgdata" -o "-p $port -k $work" -l "$work/pg.log" -w start >/dev/null
-
-psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d postgres)
 
 "${psql[@]}" <<SQL
 CREATE EXTENSION streamkpi CASCADE;

@@ -14,42 +14,20 @@ set -euo pipefail
 
 events=${1:-${BENCH_EVENTS:-1000000}}
 steady_seconds=${BENCH_STEADY_SECONDS:-20}
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-bindir=$("$PG_CONFIG" --bindir)
-work=$(mktemp -d "${TMPDIR:-/tmp}/streamkpi-bench-pipeline.XXXXXX")
-export KAFKA_DIR=$work/kafka
-pgdata=$work/pgdata
-port=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0)->sockport')
-
-cleanup() {
-	"$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
-	"$repo/test/kafka/broker" stop >/dev/null 2>&1 || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-bootstrap=$("$repo/test/kafka/broker" start)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init pipeline
+bench_broker
 "$repo/test/kafka/broker" create-topic bench 4 >/dev/null
 "$repo/test/kafka/broker" create-topic live 4 >/dev/null
-
-"$bindir/initdb" -D "$pgdata" -A trust >/dev/null
-cat >>"$pgdata/postgresql.conf" <<CONF
-shared_preload_libraries = 'streamkpi'
+bench_postgres <<CONF
 streamkpi.database = 'postgres'
 search_path = 'public'
-timezone = 'UTC'
-shared_buffers = '512MB'
-max_wal_size = '4GB'
 track_commit_timestamp = on
 max_worker_processes = 16
 # the pipeline alone (kpi_throughput.sh measures it with the KPI worker);
 # its 2024 events would also be too late for the KPI worker's late_horizon
 streamkpi.kpi_worker = off
 CONF
-"$bindir/pg_ctl" -D "$pgdata" -o "-p $port -k $work" -l "$work/pg.log" -w start >/dev/null
-
-psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d postgres)
 
 "${psql[@]}" <<SQL
 CREATE EXTENSION streamkpi CASCADE;

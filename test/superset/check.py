@@ -26,7 +26,7 @@ import psycopg2
 
 # chart key -> (kind, SQL).  kind "keyed": the last column is the value, the
 # others the key; "rows": whole rows in order.  Written independently of the
-# bundle's metric definitions, straight from DESIGN §5.
+# bundle's metric definitions, straight from docs/contract.md §5.
 ENG = "FROM streamkpi.daily_engagement WHERE dimension = '%s' GROUP BY value"
 EXPECTED = {
     "listens_total": ("keyed", "SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis"),

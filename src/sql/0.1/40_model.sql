@@ -1,4 +1,4 @@
--- streamkpi 0.1: the data model of DESIGN §4 (listens, tracks, users).
+-- streamkpi 0.1: the data model of docs/contract.md §4 (listens, tracks, users).
 
 -- Dimensions.  Keyed by their natural ids so that upsert pipelines over
 -- compacted Kafka topics (INSERT ... ON CONFLICT DO UPDATE) just work.
@@ -31,7 +31,7 @@ COMMENT ON TABLE streamkpi.users IS 'user dimension';
 -- purpose: partition bounds must never depend on a setting that can change,
 -- and a local day simply prunes to the two UTC partitions it overlaps.
 --
--- Beyond DESIGN §4:
+-- Beyond docs/contract.md §4:
 --  * event_id defaults to a random UUID so that pipelines may omit it; it is
 --    not unique-constrained (a unique index on a partitioned table must
 --    contain the partition key, which would not make event_id unique).
@@ -248,7 +248,7 @@ GRANT EXECUTE ON FUNCTION streamkpi.drain_listens_default(),
 	streamkpi.maintain_listens_partitions() TO streamkpi_admin;
 
 -- Pipelines run as their owner, typically streamkpi_admin: they write events
--- and dimensions.  streamkpi_reader sees none of this (DESIGN §6).
+-- and dimensions.  streamkpi_reader sees none of this (docs/contract.md §6).
 GRANT SELECT, INSERT, UPDATE, DELETE ON streamkpi.listens, streamkpi.tracks,
 	streamkpi.users TO streamkpi_admin;
 

@@ -1,51 +1,9 @@
--- streamkpi 0.1: KPI tables (DESIGN §5), their sketch side tables, rollups
+-- streamkpi 0.1: KPI tables (docs/contract.md §5), their sketch side tables, rollups
 -- and streamkpi.refresh_kpis().
 --
--- Definitions (the README repeats them):
---   day               local calendar day of listened_at in streamkpi.kpi_timezone
---                     (default UTC), DST-correct: a DST day has 23 or 25 hours.
---   listen            an event with action 'play'.
---   listen ms         ms_played, or the track's duration_ms when the event has
---                     none; 0 when neither is known (unknown track).
---   genre             tracks.genre; 'unknown' for tracks missing from
---                     streamkpi.tracks and for NULL or empty genres.
---   listen_count      listens.
---   unique_listeners  HLL estimate (log2m 14, postgresql-hll) of distinct
---                     user_ids that listened; exact while hll's explicit
---                     representation holds them (about 1,280 users).
---   total_listen_ms   sum of listen ms over listens.
---   avg_listen_ms_per_user  total_listen_ms / unique_listeners, 3 decimals.
---   top tracks        per day and genre, rank 1..3 by listens desc, track_id asc.
---   top genres        per day, rank 1..5 by listen_count desc, genre asc.
---   ties              "asc" is byte order (COLLATE "C"), whatever the
---                     database collation, as in streamkpi.topn.
---   windows           tumbling in event time, aligned on 2000-01-01 00:00 UTC,
---                     window_end = window_start + window_size; one set per
---                     row of streamkpi.trending_windows.
---   trending          per window and region (NULL region: 'unknown'), rank
---                     1..top_n (default 3) over tracks with at least one play,
---                     by plays desc, track_id asc; skips and likes of the same
---                     track, window and region beside.
---   track_windows     per window and track with at least one play:
---                     total_listens = plays, unique_users = HLL estimate of
---                     users who played it, avg_listen_ms = listen ms / plays.
---   daily_engagement  per day, dimension and value, over all events:
---                     streams = plays, skips, likes, unique_users = HLL
---                     estimate of users with any event, skip_rate =
---                     skips/(plays+skips), like_rate = likes/plays (can exceed
---                     1), completion_rate = plays whose listen ms >= 90% of the
---                     track's duration_ms / plays (a play of a track without a
---                     known duration does not count as completed; a play with
---                     NULL ms_played of a known track does), avg_listen_ms =
---                     listen ms / plays.
---                     Dimensions and values: genre; subscription, country
---                     (users, 'unknown' when the user or value is missing);
---                     age_group '<18','18-24','25-34','35-44','45-54','55+' or
---                     'unknown'; hour '00'..'23' (local hour: the repeated hour
---                     of a DST fall-back day is one value); device, region
---                     ('unknown' when NULL).
---   division by zero  a rate or average whose denominator is 0 is NULL, never
---                     0 and never an error.  Rates have 6 decimals, averages 3.
+-- What each KPI means (listen, listen ms, genre, ranks, ties, windows,
+-- engagement rates, division by zero) is defined once, in docs/kpis.md
+-- ("Definitions"); this file implements exactly that.
 --
 -- How it is computed.  Every KPI is derived from additive "state" side tables
 -- (counts, sums, hll sketches) keyed by day or window:
@@ -592,7 +550,7 @@ REVOKE ALL ON FUNCTION streamkpi.derive_window_kpis(timestamptz, timestamptz) FR
 REVOKE ALL ON FUNCTION streamkpi.refresh_kpis(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
 
--- Superset's login reads KPIs and rollups, nothing else (DESIGN §6).
+-- Superset's login reads KPIs and rollups, nothing else (docs/contract.md §6).
 GRANT SELECT ON streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
 	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
 	streamkpi.daily_engagement, streamkpi.weekly_genre_listeners,

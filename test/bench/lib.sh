@@ -1,0 +1,68 @@
+# Shared set-up of the benchmarks in test/bench/*.sh: a throw-away
+# directory, a free port, a private PostgreSQL with streamkpi preloaded, an
+# optional private Kafka broker, and a trap that removes all of it.
+# Sourced, never run:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   bench_init kafka                 work directory $work, port $port
+#   bench_broker                     optional: a broker in $work/kafka,
+#                                    its host:port in $bootstrap
+#   bench_postgres <<CONF            initdb, settings from stdin, start;
+#   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
+#   CONF
+#
+# Sets: repo, bindir, work, pgdata, port, psql (an array), bootstrap.
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$("$PG_CONFIG" --bindir)
+
+# a TCP port nobody listens on now (the kernel picks it)
+bench_free_port() {
+	perl -MIO::Socket::INET -e '
+		my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1",
+									  LocalPort => 0, ReuseAddr => 1) or die "$!\n";
+		print $s->sockport, "\n";'
+}
+
+bench_cleanup() {
+	"$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
+	if [ -n "${KAFKA_DIR:-}" ]; then
+		"$repo/test/kafka/broker" stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$work"
+}
+
+# bench_init NAME: the work directory and port of benchmark NAME
+bench_init() {
+	work=$(mktemp -d "${TMPDIR:-/tmp}/streamkpi-bench-$1.XXXXXX")
+	pgdata=$work/pgdata
+	port=$(bench_free_port)
+	psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres)
+	trap bench_cleanup EXIT
+}
+
+# bench_broker: start a private Kafka broker; $bootstrap is its host:port
+bench_broker() {
+	export KAFKA_DIR=$work/kafka
+	bootstrap=$("$repo/test/kafka/broker" start)
+}
+
+# bench_postgres: initdb and start PostgreSQL with streamkpi preloaded; the
+# benchmark's own settings come on stdin
+bench_postgres() {
+	"$bindir/initdb" -D "$pgdata" -A trust -U postgres >/dev/null
+	{
+		cat <<CONF
+listen_addresses = ''
+unix_socket_directories = '$work'
+port = $port
+shared_preload_libraries = 'streamkpi'
+timezone = 'UTC'
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+CONF
+		cat
+	} >>"$pgdata/postgresql.conf"
+	"$bindir/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w start >/dev/null
+}
