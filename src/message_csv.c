@@ -24,13 +24,13 @@ typedef struct CsvField
 } CsvField;
 
 /*
- * Split one record.  Unescaped quoted fields point into the payload; those
- * with doubled quotes are copied into out.  Returns the number of fields or
- * -1 with the decoder's error set.
+ * Split one record into fields[0 .. capacity).  Unescaped quoted fields
+ * point into the payload; those with doubled quotes are copied into out.
+ * Returns the number of fields or -1 with the decoder's error set.
  */
 static int
 csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
-		  StringInfo out)
+		  int capacity, StringInfo out)
 {
 	KafkaTable *t = d->table;
 	const char *end = p + len;
@@ -49,10 +49,10 @@ csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
 	{
 		CsvField   *f;
 
-		if (n >= MAX_CSV_FIELDS)
+		if (n >= capacity)
 		{
 			kafka_decode_error(d, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-							   "CSV record has more than %d fields", MAX_CSV_FIELDS);
+							   "CSV record has more than %d fields", capacity);
 			return -1;
 		}
 		f = &fields[n++];
@@ -137,7 +137,9 @@ kafka_decode_csv(KafkaDecoder *d, const char *p, size_t len,
 
 	if (t->ndata > 64 || len > 64 * 1024)
 		f = palloc(sizeof(CsvField) * MAX_CSV_FIELDS);
-	n = csv_split(d, p, len, f, &d->buf);
+	/* the stack array holds 64 fields: a record with more is an error row */
+	n = csv_split(d, p, len, f, f == fields ? lengthof(fields) : MAX_CSV_FIELDS,
+				  &d->buf);
 	if (n < 0)
 		return false;
 	for (int i = 0; i < t->ndata && ok; i++)
@@ -186,7 +188,7 @@ kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
 
 	initStringInfo(&buf);
 	initStringInfo(&missing);
-	n = csv_split(d, p, len, f, &buf);
+	n = csv_split(d, p, len, f, MAX_CSV_FIELDS, &buf);
 	if (n < 0)
 		ereport(ERROR,
 				(errcode(d->errcode),
