@@ -42,35 +42,17 @@ sub sq { return $node->safe_psql('postgres', $_[0]); }
 # The user mapping carries a password the plaintext broker never asks for:
 # it must not show up in any status, error or log line.  (The test's own
 # statement would be logged by log_statement = all: not for this one.)
+StreamKPI::Node::create_kpi_pipelines($node, $bootstrap);
 sq(qq{
-	CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
 	SET log_statement = 'none';
 	CREATE USER MAPPING FOR CURRENT_USER SERVER kafka
 		OPTIONS (sasl_username 'soak', sasl_password '$secret');
 	RESET log_statement;
-	CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
-		listened_at timestamptz, ms_played int, action text, region text, device text)
-		SERVER kafka OPTIONS (topic 'listens', format 'json');
-	CREATE FOREIGN TABLE kafka_tracks (track_id text, track_name text, genre text, duration_ms int)
-		SERVER kafka OPTIONS (topic 'tracks', format 'json');
-	SELECT streamkpi.create_pipeline('listens',
-		\$\$INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played,
-			action, region, device)
-		  SELECT event_id, user_id, track_id, listened_at, ms_played, action, region, device
-			FROM kafka_listens\$\$, batch_size => 2000, batch_ms => 100, parallelism => 2);
-	SELECT streamkpi.create_pipeline('tracks',
-		\$\$INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
-		  SELECT track_id, track_name, genre, duration_ms FROM kafka_tracks
-		  ON CONFLICT (track_id) DO UPDATE SET genre = excluded.genre\$\$);
 	SELECT streamkpi.start_pipeline('tracks');
 	SELECT streamkpi.start_pipeline('listens');
 });
 
-# 40 tracks in 5 genres; t41 .. t45 stay unknown
-$kafka->produce('tracks', [ map {
-	my $g = (qw(rock pop jazz folk metal))[ $_ % 5 ];
-	qq({"track_id":"t$_","track_name":"track $_","genre":"$g","duration_ms":@{[ 100000 + $_ * 1000 ]}})
-} 1 .. 40 ]);
+StreamKPI::Node::produce_tracks($kafka);
 ok($node->poll_query_until('postgres', q{SELECT count(*) = 40 FROM streamkpi.tracks}),
 	'tracks ingested');
 
@@ -177,17 +159,7 @@ sub broker_outage
 
 sub kill_postmaster
 {
-	$node->kill9;
-	# orphaned backends keep the old shared memory until they notice; retry
-	# (a failed start leaves the old pid in the node object: forget it)
-	my $started = 0;
-	for (1 .. 60)
-	{
-		sleep 1;
-		last if ($started = $node->start(fail_ok => 1));
-		$node->{_pid} = undef;
-	}
-	die 'the server did not start again' unless $started;
+	StreamKPI::Node::kill9_and_restart($node) or die 'the server did not start again';
 	$done{postmaster}++;
 	return;
 }

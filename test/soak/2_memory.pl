@@ -41,29 +41,9 @@ my $node = StreamKPI::Node->new_node('memory', timezone => "'UTC'",
 my $bootstrap = $kafka->bootstrap;
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 
-sq(qq{
-	CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-	CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
-		listened_at timestamptz, ms_played int, action text, region text, device text)
-		SERVER kafka OPTIONS (topic 'listens', format 'json');
-	CREATE FOREIGN TABLE kafka_tracks (track_id text, track_name text, genre text, duration_ms int)
-		SERVER kafka OPTIONS (topic 'tracks', format 'json');
-	SELECT streamkpi.create_pipeline('listens',
-		\$\$INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played,
-			action, region, device)
-		  SELECT event_id, user_id, track_id, listened_at, ms_played, action, region, device
-			FROM kafka_listens\$\$, batch_size => 2000, batch_ms => 100, parallelism => 2);
-	SELECT streamkpi.create_pipeline('tracks',
-		\$\$INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
-		  SELECT track_id, track_name, genre, duration_ms FROM kafka_tracks
-		  ON CONFLICT (track_id) DO UPDATE SET genre = excluded.genre\$\$);
-	SELECT streamkpi.start_pipeline('tracks');
-	SELECT streamkpi.start_pipeline('listens');
-});
-$kafka->produce('tracks', [ map {
-	my $g = (qw(rock pop jazz folk metal))[ $_ % 5 ];
-	qq({"track_id":"t$_","track_name":"track $_","genre":"$g","duration_ms":@{[ 100000 + $_ * 1000 ]}})
-} 1 .. 40 ]);
+StreamKPI::Node::create_kpi_pipelines($node, $bootstrap);
+sq(q{SELECT streamkpi.start_pipeline(p) FROM unnest(ARRAY['tracks', 'listens']) p});
+StreamKPI::Node::produce_tracks($kafka);
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 4 FROM pg_stat_activity WHERE backend_type IN ('streamkpi pipeline', 'streamkpi kpi')}),
 	'three pipeline workers and the KPI worker run');

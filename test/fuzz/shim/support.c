@@ -35,11 +35,7 @@ shim_unreachable(const char *fn)
 bytea *
 shim_bytea(const uint8 *data, size_t len)
 {
-	bytea	   *b = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return b;
+	return (bytea *) cstring_to_text_with_len((const char *) data, len);
 }
 
 /* ----------------------------------------------------------------
