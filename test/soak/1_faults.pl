@@ -128,7 +128,7 @@ sub kill_workers
 	note "SIGKILL to $type: @pids";
 	$done{$type}++;
 	# the postmaster reinitializes; wait until it accepts connections again
-	$node->poll_query_until('postgres', 'SELECT true');
+	StreamKPI::Node::wait_for_connections($node) or die 'the server did not come back';
 	return;
 }
 

@@ -50,6 +50,20 @@ sub create_event_tables
 	return;
 }
 
+# Wait until the server accepts connections again, say after a crash
+# restart (poll_query_until dies when psql finds the server going away).
+sub wait_for_connections
+{
+	my ($node) = @_;
+	for (1 .. 600)
+	{
+		my $ok = eval { $node->safe_psql('postgres', 'SELECT 1') eq '1' };
+		return 1 if $ok;
+		select(undef, undef, undef, 0.2);
+	}
+	return 0;
+}
+
 # SIGKILL the postmaster and start it again; true when it started.
 sub kill9_and_restart
 {
