@@ -582,6 +582,7 @@ note_kafka_error(const PipelineDef *def, const char *topic,
 {
 	int			sqlstate;
 	const char *kafka_error = pipeline_consumer_error(consumer, &sqlstate);
+	char	   *where;
 
 	if (kafka_error == NULL)
 		return;
@@ -590,24 +591,30 @@ note_kafka_error(const PipelineDef *def, const char *topic,
 	if (kafka_failing)
 		return;
 	kafka_failing = true;
+	where = pipeline_consumer_positions(consumer);
 	ereport(WARNING,
 			(errcode(sqlstate),
 			 errmsg("pipeline \"%s\" cannot consume Kafka topic \"%s\" at %s",
-					def->name, topic, pipeline_consumer_positions(consumer)),
+					def->name, topic, where),
 			 errdetail("%s", kafka_error),
 			 errhint("The worker keeps trying; pipeline_status shows the last error.")));
+	pfree(where);
 }
 
 static void
 note_kafka_recovery(const PipelineDef *def, const char *topic,
 					PipelineConsumer *consumer)
 {
+	char	   *where;
+
 	if (!kafka_failing)
 		return;
 	kafka_failing = false;
+	where = pipeline_consumer_positions(consumer);
 	ereport(LOG,
 			(errmsg("pipeline \"%s\" consumes Kafka topic \"%s\" again at %s",
-					def->name, topic, pipeline_consumer_positions(consumer))));
+					def->name, topic, where)));
+	pfree(where);
 }
 
 /* ---- setup and the main loop ---- */
@@ -689,6 +696,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 	pipeline_consumer_start(consumer);
 	slot_set_state(PIPELINE_RUNNING);
 	slot_publish_partitions(consumer);
+	/* after a crash or a kill, where it resumed */
 	ereport(LOG,
 			(errmsg("pipeline \"%s\" worker %d consumes Kafka topic \"%s\" from %s",
 					def.name, args->worker_index, topic,
