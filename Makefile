@@ -31,6 +31,10 @@ OBJS = \
 	src/sketch_topn.o \
 	src/sketch_topn_format.o \
 	src/window.o \
+	src/kpi_accumulate.o \
+	src/kpi_merge.o \
+	src/kpi_window.o \
+	src/kpi_apply.o \
 	src/kpi_worker.o \
 	src/synthetic.o
 

@@ -4,6 +4,8 @@
 -- unknown tracks move to their genre at the next correction; data checks;
 -- archiving; pg_cron jobs.  (The worker itself is off here, see
 -- test/regress.conf; test/t/300_kpi_worker.pl runs it.)
+-- errors without CONTEXT: it would name lines of PL/pgSQL functions
+\set SHOW_CONTEXT never
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
 DROP EXTENSION IF EXISTS pg_cron;
@@ -15,7 +17,7 @@ SET streamkpi.late_horizon = '7 days';
 TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_track_state, streamkpi.daily_genre_kpis,
+	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
 	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed, streamkpi.data_checks;
@@ -361,7 +363,7 @@ RESET streamkpi.late_horizon;
 SET streamkpi.kpi_timezone = 'Asia/Kathmandu';
 TRUNCATE streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_track_state, streamkpi.daily_genre_kpis,
+	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
 	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed;
@@ -410,7 +412,7 @@ DROP EXTENSION pg_cron;
 TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_track_state, streamkpi.daily_genre_kpis,
+	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
 	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed, streamkpi.data_checks;

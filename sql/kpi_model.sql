@@ -137,7 +137,7 @@ SELECT c.relname, x.cond
  WHERE e.extname = 'streamkpi'
    AND c.relname IN ('listens', 'listens_default', 'tracks', 'users',
 					 'daily_genre_track_counts', 'daily_genre_track_topn', 'daily_genre_users',
-					 'daily_engagement_state', 'window_track_state',
+					 'daily_engagement_state', 'window_state',
 					 'daily_genre_kpis', 'daily_genre_top_tracks',
 					 'daily_top_genres', 'trending', 'track_windows',
 					 'daily_engagement', 'trending_windows')

@@ -2,6 +2,8 @@
 -- raw events, on a synthetic data set with both DST days of Europe/Berlin,
 -- several regions, unknown tracks, skips, likes and NULL ms_played; rollups
 -- equal the union of day sketches.
+-- errors without CONTEXT: it would name lines of PL/pgSQL functions
+\set SHOW_CONTEXT never
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
 RESET client_min_messages;
@@ -12,7 +14,7 @@ SET streamkpi.late_horizon = '100 years';
 
 TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
-	streamkpi.daily_engagement_state, streamkpi.window_track_state,
+	streamkpi.daily_engagement_state, streamkpi.window_state,
 	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
 	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
 	streamkpi.daily_engagement;

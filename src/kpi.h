@@ -1,10 +1,25 @@
 /*-------------------------------------------------------------------------
  *
  * kpi.h
- *	  The KPI worker: a dynamic background worker ("streamkpi kpi") that
- *	  calls streamkpi.kpi_apply_new() every streamkpi.kpi_naptime, so that
- *	  the KPI tables follow newly committed listens within seconds.  The
- *	  launcher starts it, and starts it again with backoff after a failure.
+ *	  The KPI engine.  Raw listens become KPI rows in three steps, the same
+ *	  for the KPI worker's rounds and for refresh_kpis():
+ *
+ *	    kpi_accumulate.c  a query over streamkpi.kpi_events (the event-level
+ *	                      definitions) streams into in-memory hash tables:
+ *	                      counters and hll sketches per (day, genre, track),
+ *	                      (day, genre), (day, dimension, value),
+ *	                      (window, region, track) and (window, track);
+ *	    kpi_merge.c       the day deltas are added to the day state tables
+ *	                      in a few multi-row statements, and the day KPI rows
+ *	                      of the touched keys are derived again in SQL
+ *	                      (streamkpi._kpi_derive_days);
+ *	    kpi_window.c      the window deltas are merged into one state row
+ *	                      per window (streamkpi.window_state), and trending
+ *	                      and track_windows rows of the touched keys are
+ *	                      derived from it.
+ *
+ *	  kpi_apply.c runs a round or a refresh range through them, and
+ *	  kpi_worker.c is the background worker that runs rounds.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,6 +27,174 @@
 #define STREAMKPI_KPI_H
 
 #include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "tcop/dest.h"
+#include "utils/date.h"
+
+#include "sketch.h"
+
+/* hll_agg(user_id, 14): every user sketch of the KPI state */
+#define KPI_HLL_LOG2M		14
+
+/* the dimensions of daily_engagement, in the order of kpi_dimension_names */
+#define KPI_NUM_DIMENSIONS	7
+extern const char *const kpi_dimension_names[KPI_NUM_DIMENSIONS];
+
+/*
+ * Counters of one key.  Most keys of a window see one user: the first
+ * user's hash waits in user1, and a sketch is made only for a second one
+ * (kpi_counts_users() gives the sketch either way).
+ */
+typedef struct KpiCounts
+{
+	int64		plays;
+	int64		skips;
+	int64		likes;
+	int64		completed;
+	int64		listen_ms;
+	uint64		user1;
+	bool		has_user1;
+	SketchHll  *users;
+} KpiCounts;
+
+/*
+ * A key of the accumulation tables, three words whose meaning depends on
+ * the table (see kpi_accumulate.c); strings are interned ids.
+ */
+typedef struct KpiKey
+{
+	int64		a;
+	int64		b;
+	int64		c;
+} KpiKey;
+
+typedef struct KpiEntry
+{
+	KpiKey		key;
+	KpiCounts	counts;
+	uint32		hash;
+	char		status;
+} KpiEntry;
+
+
+/* A window size of streamkpi.trending_windows. */
+typedef struct KpiWindowSize
+{
+	Interval	size;
+	int64		usecs;
+	int32		top_n;
+} KpiWindowSize;
+
+/* A snapshot in pg_snapshot's text form, for visibility tests in C. */
+typedef struct KpiSnapshot
+{
+	uint64		xmin;
+	uint64		xmax;
+	int			nxip;
+	uint64	   *xip;			/* sorted */
+} KpiSnapshot;
+
+/* A range refresh_kpis() counted that the next round must skip. */
+typedef struct KpiRefreshed
+{
+	DateADT		from_day;
+	DateADT		to_day;
+	TimestampTz lo;				/* windows starting in [lo, hi) */
+	TimestampTz hi;
+	KpiSnapshot snapshot;
+} KpiRefreshed;
+
+/* An interned string. */
+typedef struct KpiString
+{
+	const char *data;
+	uint32		len;
+} KpiString;
+
+/*
+ * The deltas of a round or a refresh range.  Everything lives in cxt and
+ * goes with kpi_delta_reset().
+ */
+typedef struct KpiDelta
+{
+	MemoryContext cxt;
+	/* strings */
+	struct kpi_strings_hash *strings;
+	KpiString  *strs;
+	uint32		nstrs;
+	uint32		maxstrs;
+	/* the tables */
+	struct kpi_table_hash *day_tracks; /* (day, genre, track): plays, listen_ms */
+	struct kpi_table_hash *day_genres; /* (day, genre, 0): users who played */
+	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
+	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */
+	struct kpi_table_hash *window_users;	/* (start, size index, track) */
+	/* settings, fixed for the life of the delta */
+	KpiWindowSize *sizes;
+	int			nsizes;
+	bool		refresh;		/* a refresh range, not a round */
+	DateADT		from_day;		/* refresh: day state for these days */
+	DateADT		to_day;
+	TimestampTz lo;				/* refresh: windows starting in [lo, hi) */
+	TimestampTz hi;
+	KpiRefreshed *refreshed;	/* round: ranges to skip */
+	int			nrefreshed;
+	const char *hll;			/* the hll extension's schema, quoted */
+	WindowClock clock;			/* streamkpi.kpi_timezone's wall clock */
+	Interval	horizon;		/* streamkpi.late_horizon */
+	TimestampTz late_ingested;	/* the last ingested_at looked at ... */
+	TimestampTz late_before;	/* ... and what is too late for it */
+	uint32		hours[24];		/* interned '00' .. '23', or UINT32_MAX */
+	/* counts since the delta was created */
+	int64		events;			/* counted */
+	int64		late;			/* too late, not counted */
+} KpiDelta;
+
+/* in kpi_accumulate.c */
+extern KpiDelta *kpi_delta_create(MemoryContext parent, const Interval *horizon);
+extern void kpi_delta_reset(KpiDelta *d);
+extern Size kpi_delta_memory(KpiDelta *d);
+extern DestReceiver *kpi_delta_receiver(KpiDelta *d);
+extern bool kpi_delta_empty(KpiDelta *d);
+extern uint32 kpi_table_count(struct kpi_table_hash *tb);
+extern KpiEntry **kpi_table_entries(struct kpi_table_hash *tb, uint32 *n);
+extern KpiCounts *kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c);
+extern SketchHll *kpi_counts_users(KpiDelta *d, KpiCounts *c);
+extern uint32 *kpi_string_ranks(KpiDelta *d);
+extern void kpi_snapshot_parse(const char *text, KpiSnapshot *snap);
+
+/*
+ * The columns of streamkpi.kpi_events that kpi_delta_receiver() expects, in
+ * this order.  The local day and hour come from listened_at on the clock of
+ * streamkpi.kpi_timezone, and lateness from ingested_at, in C.
+ */
+#define KPI_EVENT_COLUMNS \
+	"e.listened_at, e.ingest_xid, e.ingested_at, e.user_id, e.track_id, " \
+	"e.action, e.region, e.device, e.genre, e.listen_ms, e.completed, " \
+	"e.subscription, e.country, e.age_group"
+#define KPI_EVENT_NCOLUMNS	14
+
+/* in kpi_merge.c: statement parameters as arrays, and the day step */
+typedef struct KpiArray
+{
+	Oid			elemtype;
+	Datum	   *elems;
+	bool	   *nulls;			/* NULL until the first null element */
+	int			n;
+	int			cap;
+} KpiArray;
+
+extern void kpi_array_init(KpiArray *a, Oid elemtype, int cap);
+extern void kpi_array_add(KpiArray *a, Datum v);
+extern void kpi_array_add_null(KpiArray *a);
+extern Datum kpi_text_datum(KpiDelta *d, int64 id);
+extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
+extern const char *kpi_hll_schema(void);
+extern void kpi_merge_days(KpiDelta *d);
+
+/* in kpi_window.c */
+extern void kpi_merge_windows(KpiDelta *d);
 
 /* in kpi_worker.c */
 extern PGDLLEXPORT void StreamkpiKpiMain(Datum main_arg);

@@ -14,10 +14,43 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "port/pg_bswap.h"
 
 /* in sketch_hll.c */
 extern uint64 sketch_murmur3_64(const void *key, size_t len, uint32 seed);
+
+/*
+ * hll states for C callers, on hll_agg's parameters (regwidth 5, automatic
+ * explicit threshold, sparse on): a state packs to the bytes hll_agg gives
+ * for the same hashes.
+ */
+typedef struct HllState SketchHll;
+extern SketchHll *sketch_hll_create(MemoryContext cxt, int log2m);
+extern uint64 sketch_hll_hash_text(const char *data, size_t len);
+extern void sketch_hll_add(SketchHll *st, uint64 hash);
+extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
+extern bytea *sketch_hll_pack(const SketchHll *st);
+extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
+extern int64 sketch_hll_exact_count(const SketchHll *st);
+
+/*
+ * in window.c: a wall clock of a time zone for many instants, giving what
+ * "ts AT TIME ZONE zone" gives without asking the time zone database again
+ * while the zone's offset cannot change
+ */
+typedef struct WindowClock
+{
+	text	   *zone;
+	bool		fixed;			/* a fixed-offset abbreviation */
+	struct pg_tz *tz;			/* a zone of the database, or NULL */
+	TimestampTz lo;				/* offset holds for [lo, hi) */
+	TimestampTz hi;
+	int64		offset;			/* local minus UTC, microseconds */
+} WindowClock;
+
+extern void window_clock_init(WindowClock *c, const char *zone);
+extern Timestamp window_clock_local(WindowClock *c, TimestampTz ts);
 
 /*
  * in sketch_topn_format.c: the stored forms of streamkpi.topn (format

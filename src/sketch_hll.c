@@ -1108,18 +1108,17 @@ streamkpi_hll_serialize(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(hll_state_pack(st));
 }
 
-Datum
-streamkpi_hll_deserialize(PG_FUNCTION_ARGS)
+/* A state from a stored hll value (an aggregate state or a KPI sketch). */
+static HllState *
+hll_state_from_value(MemoryContext cxt, const uint8 *in, size_t len)
 {
-	MemoryContext aggcxt = hll_agg_context(fcinfo, "streamkpi_hll_deserialize");
-	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	HllValue	v;
 	HllState   *st;
 
-	hll_parse((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &v);
+	hll_parse(in, len, &v);
 	if (v.type == HLL_T_UNDEFINED || v.p.regwidth > HLL_MAX_REGWIDTH)
 		hll_bad("An aggregate state is never undefined and has at most 7-bit registers.");
-	st = hll_state_create(aggcxt, &v.p);
+	st = hll_state_create(cxt, &v.p);
 	if (v.type == HLL_T_EXPLICIT)
 	{
 		st->mode = HLL_MODE_EXPLICIT;
@@ -1131,7 +1130,17 @@ streamkpi_hll_deserialize(PG_FUNCTION_ARGS)
 		hll_to_registers(st);
 		hll_value_registers(&v, st->regs);
 	}
-	PG_RETURN_POINTER(st);
+	return st;
+}
+
+Datum
+streamkpi_hll_deserialize(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt = hll_agg_context(fcinfo, "streamkpi_hll_deserialize");
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_POINTER(hll_state_from_value(aggcxt, (const uint8 *) VARDATA_ANY(b),
+										   VARSIZE_ANY_EXHDR(b)));
 }
 
 /* hll_agg final: no rows at all gives NULL, as hll_add_agg does */
@@ -1189,4 +1198,62 @@ streamkpi_hll_estimate(PG_FUNCTION_ARGS)
 	est = hll_estimate_registers(regs, v.p.log2m, v.p.regwidth);
 	pfree(regs);
 	PG_RETURN_FLOAT8(est);
+}
+
+/* ----------------------------------------------------------------
+ * States for C callers: the KPI engine keeps one per key and adds
+ * hashes in place (see kpi_accumulate.c)
+ * ----------------------------------------------------------------
+ */
+SketchHll *
+sketch_hll_create(MemoryContext cxt, int log2m)
+{
+	HllParams	p = {log2m, HLL_DEFAULT_REGWIDTH, HLL_DEFAULT_EXPTHRESH,
+	HLL_DEFAULT_SPARSEON};
+
+	return hll_state_create(cxt, &p);
+}
+
+/* the hash hll_hash_text() gives the text */
+uint64
+sketch_hll_hash_text(const char *data, size_t len)
+{
+	return murmur3_64_inline(data, len, 0);
+}
+
+void
+sketch_hll_add(SketchHll *st, uint64 hash)
+{
+	hll_state_add(st, hash);
+}
+
+void
+sketch_hll_merge(SketchHll *into, const SketchHll *from)
+{
+	hll_state_merge(into, from);
+}
+
+bytea *
+sketch_hll_pack(const SketchHll *st)
+{
+	return hll_state_pack(st);
+}
+
+SketchHll *
+sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len)
+{
+	return hll_state_from_value(cxt, data, len);
+}
+
+/*
+ * The number of distinct hashes while the state holds them exactly (what
+ * hll_cardinality() gives for its explicit form), or -1 once it counts in
+ * registers.
+ */
+int64
+sketch_hll_exact_count(const SketchHll *st)
+{
+	if (st->mode == HLL_MODE_REGISTERS)
+		return -1;
+	return st->nexplicit;
 }

@@ -17,9 +17,14 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "parser/scansup.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/timestamp.h"
+
+#include "sketch.h"
 
 
 /* 2000-01-03 00:00 UTC, in microseconds since the PostgreSQL epoch */
@@ -226,4 +231,84 @@ streamkpi_day_bucket(PG_FUNCTION_ARGS)
 	local = DirectFunctionCall2(timestamptz_zone, PointerGetDatum(zone),
 								TimestampTzGetDatum(ts));
 	return DirectFunctionCall1(timestamp_date, local);
+}
+
+/* ---- wall clocks for the KPI engine ---- */
+
+/*
+ * A clock for zone: what "ts AT TIME ZONE zone" gives, computed once per
+ * stretch of time in which the zone's offset cannot change.
+ */
+void
+window_clock_init(WindowClock *c, const char *zone)
+{
+	char	   *lower = downcase_truncate_identifier(zone, strlen(zone), false);
+	int			val;
+	pg_tz	   *abbrev_tz;
+	int			type = DecodeTimezoneAbbrev(0, lower, &val, &abbrev_tz);
+
+	memset(c, 0, sizeof(WindowClock));
+	c->zone = cstring_to_text(zone);
+	/* AT TIME ZONE reads a name as an abbreviation first */
+	c->fixed = type == TZ || type == DTZ;
+	c->tz = type == UNKNOWN_FIELD ? pg_tzset(zone) : NULL;
+	c->lo = c->hi = 0;			/* nothing cached */
+}
+
+/* the Unix time timestamp2tm() asks the time zone database about */
+static pg_time_t
+window_unix_time(TimestampTz ts)
+{
+	return (pg_time_t) (ts / USECS_PER_SEC +
+						(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+}
+
+/* ts on the clock's wall: ts AT TIME ZONE zone, as a timestamp */
+Timestamp
+window_clock_local(WindowClock *c, TimestampTz ts)
+{
+	Timestamp	local;
+	pg_time_t	t;
+	long		before_gmtoff;
+	long		after_gmtoff;
+	int			before_isdst;
+	int			after_isdst;
+	pg_time_t	boundary;
+	int			r;
+
+	if (ts >= c->lo && ts < c->hi)
+		return ts + c->offset;
+	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
+												  PointerGetDatum(c->zone),
+												  TimestampTzGetDatum(ts)));
+	if (c->fixed)
+	{
+		c->lo = DT_NOBEGIN + 1;
+		c->hi = DT_NOEND;
+	}
+	else if (c->tz != NULL)
+	{
+		TimestampTz hi;
+
+		/* the offset holds from this second until the zone's next change */
+		t = window_unix_time(ts);
+		r = pg_next_dst_boundary(&t, &before_gmtoff, &before_isdst, &boundary,
+								 &after_gmtoff, &after_isdst, c->tz);
+		if (r < 0 || ts < 0 || (int64) before_gmtoff * USECS_PER_SEC != local - ts)
+			return local;		/* no stretch to cache */
+		hi = r == 0 ? DT_NOEND
+			: (TimestampTz) (boundary - (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY) * USECS_PER_SEC;
+		/* the same stretch as cached: it reaches back to here at least */
+		if (hi == c->hi && local - ts == c->offset)
+			c->lo = Min(c->lo, ts - ts % USECS_PER_SEC);
+		else
+		{
+			c->lo = ts - ts % USECS_PER_SEC;
+			c->hi = hi;
+		}
+	}
+	else
+		return local;			/* a dynamic abbreviation: no cache */
+	c->offset = local - ts;
+	return local;
 }

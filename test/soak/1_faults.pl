@@ -21,7 +21,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use StreamKPI::Kafka;
-use StreamKPI::KPICheck;
+use StreamKPI::KPI;
 use StreamKPI::Node;
 
 my $total = $ENV{SOAK_EVENTS} // 1_000_000;
@@ -207,7 +207,7 @@ my $offsets_at_watermarks = q{
 		   AND ($offsets_at_watermarks)}),
 		'every event ingested or dead-lettered, and the offsets reached the high watermarks');
 	note sprintf('ingested %.0f s after the start of the load', time - $t0);
-	ok(StreamKPI::KPICheck::wait_applied($node, $good), 'the KPI worker applied every listen');
+	ok(StreamKPI::KPI::wait_applied($node, $good), 'the KPI worker applied every listen');
 }
 is(sq(q{SELECT count(*) || ' ' || count(DISTINCT event_id) || ' ' || sum(substr(event_id, 2)::bigint)
 	FROM streamkpi.listens}), "$good $good $good_sum", 'every good event exactly once');
@@ -222,7 +222,7 @@ is(sq(q{SELECT md5(string_agg(encode(payload, 'hex'), ',' ORDER BY encode(payloa
 is(sq(q{SELECT count(*) FROM streamkpi.dead_letters WHERE pipeline = 'listens' AND coalesce(error, '') = ''}),
 	'0', 'each dead letter says what was wrong');
 ok(sq($offsets_at_watermarks) eq 't', 'the committed offsets equal the high watermarks');
-StreamKPI::KPICheck::check_all($node, 'after the soak');
+StreamKPI::KPI::check_all($node, 'after the soak');
 
 # ---- what an operator saw --------------------------------------------------
 like($outage{status} // '', qr/^error HV00N .*\S/,

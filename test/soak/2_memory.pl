@@ -25,7 +25,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use StreamKPI::Kafka;
-use StreamKPI::KPICheck;
+use StreamKPI::KPI;
 use StreamKPI::Node;
 
 my $rate = $ENV{SOAK_STEADY_RATE} // 5000;
@@ -218,7 +218,7 @@ ok($node->poll_query_until('postgres', q{
 	'pipeline_status is back to running');
 is(sq(q{SELECT count(*) || ' ' || count(DISTINCT event_id) FROM streamkpi.listens}),
 	"$produced $produced", 'each listen exactly once');
-ok(StreamKPI::KPICheck::wait_applied($node, $produced), 'the KPI worker applied every listen');
-StreamKPI::KPICheck::check_all($node, 'after the long run');
+ok(StreamKPI::KPI::wait_applied($node, $produced), 'the KPI worker applied every listen');
+StreamKPI::KPI::check_all($node, 'after the long run');
 
 done_testing();

@@ -14,7 +14,7 @@ use File::Temp qw(tempfile);
 use IPC::Run;
 use Time::HiRes qw(time);
 use StreamKPI::Kafka;
-use StreamKPI::KPICheck;
+use StreamKPI::KPI;
 use StreamKPI::Node;
 
 my $kafka = StreamKPI::Kafka->start('kpi');
@@ -88,8 +88,8 @@ sub produce_listens
 	return;
 }
 
-sub wait_applied { return StreamKPI::KPICheck::wait_applied($node, $_[0]); }
-sub check_all { return StreamKPI::KPICheck::check_all($node, $_[0]); }
+sub wait_applied { return StreamKPI::KPI::wait_applied($node, @_); }
+sub check_all { return StreamKPI::KPI::check_all($node, @_); }
 
 # ---- 20,000 listens through two pipeline workers ----
 produce_listens(20000);

@@ -7,12 +7,15 @@
 --
 -- How it is computed.  Every KPI is derived from additive "state" side tables
 -- (counts, sums, hll sketches) keyed by day or window:
---   raw events --(aggregate)--> state tables --(derive)--> KPI tables
--- refresh_kpis() rebuilds the state of a day range from raw events and then
--- derives; the incremental KPI worker adds the aggregate of new events into
--- the same state (counts add, hll unions) and calls the same derive
--- functions, which is why both paths give identical rows.  Weeks and months
--- roll up from the state by hll union, never by rescanning raw events.
+--   raw events --(accumulate, C)--> state tables --(derive)--> KPI tables
+-- One engine does it for both paths (src/kpi_*.c): the KPI worker's rounds
+-- (streamkpi.kpi_apply_new(), 60_kpi_incremental.sql) stream the events
+-- committed since the last round, refresh_kpis() the events of its range
+-- after emptying it, through the same accumulation over the kpi_events view
+-- below, the same merge into the state and the same derivation
+-- (streamkpi._kpi_derive_days() for days, kpi_window.c for windows).  That is
+-- why both paths give identical rows.  Weeks and months roll up from the
+-- state by hll union, never by rescanning raw events.
 --
 -- The day of a state row is the local day in the time zone in force when it
 -- was computed: after changing streamkpi.kpi_timezone, refresh everything.
@@ -82,6 +85,10 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 	'tumbling window sizes of streamkpi.trending and streamkpi.track_windows';
 
 ---------------------------------------------------------------------------
+-- Text keys of the state and KPI tables are COLLATE "C": ranks break ties by
+-- byte order anyway, and byte comparisons keep the engine's index
+-- maintenance cheap whatever the database collation.
+--
 -- State (side) tables.  Additive, so that the KPI worker can merge new events
 -- in and weeks/months can be rolled up.
 
@@ -89,8 +96,8 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 -- and of daily_genre_track_topn.
 CREATE TABLE streamkpi.daily_genre_track_counts (
 	day			date NOT NULL,
-	genre		text NOT NULL,
-	track_id	text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	listens		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	PRIMARY KEY (day, genre, track_id)
@@ -102,7 +109,7 @@ CREATE TABLE streamkpi.daily_genre_track_counts (
 -- topn_union_agg instead of re-reading per-track counts.
 CREATE TABLE streamkpi.daily_genre_track_topn (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	tracks		streamkpi.topn NOT NULL,
 	PRIMARY KEY (day, genre)
 );
@@ -110,7 +117,7 @@ CREATE TABLE streamkpi.daily_genre_track_topn (
 -- Distinct listeners per day and genre (hll of user_id, log2m 14).
 CREATE TABLE streamkpi.daily_genre_users (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	users		hll NOT NULL,
 	PRIMARY KEY (day, genre)
 );
@@ -119,8 +126,8 @@ CREATE TABLE streamkpi.daily_genre_users (
 -- Its ('region', value) rows are the per-day-and-region user sketches.
 CREATE TABLE streamkpi.daily_engagement_state (
 	day			date NOT NULL,
-	dimension	text NOT NULL,
-	value		text NOT NULL,
+	dimension	text COLLATE "C" NOT NULL,
+	value		text COLLATE "C" NOT NULL,
 	plays		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
@@ -130,32 +137,51 @@ CREATE TABLE streamkpi.daily_engagement_state (
 	PRIMARY KEY (day, dimension, value)
 );
 
--- Per window, region and track; users (players only) is NULL when the track
--- had no play in that window and region.
-CREATE TABLE streamkpi.window_track_state (
-	window_size	interval NOT NULL,
+-- Per window (a size of trending_windows and a start): one row whose
+-- tracks value packs every (track, region) entry of the window: plays,
+-- skips, likes, listen ms and the hll of the users who played it (format in
+-- src/kpi_window.c).  One row per window keeps a round's writes proportional
+-- to the windows it touches, not to its events.  streamkpi.window_track_state
+-- shows the entries as rows.
+CREATE TABLE streamkpi.window_state (
 	window_start timestamptz NOT NULL,
-	region		text NOT NULL,
-	track_id	text NOT NULL,
-	plays		bigint NOT NULL,
-	skips		bigint NOT NULL,
-	likes		bigint NOT NULL,
-	listen_ms	bigint NOT NULL,
-	users		hll,
-	-- window_start first: range refreshes and derive_window_kpis() read by
-	-- window_start across sizes, so no second index (one index insert less
-	-- per new row: the KPI worker adds about one row per event).  Track
-	-- before region: the KPI worker re-derives track_windows rows by
-	-- (window_start, window_size, track_id) through this index.
-	PRIMARY KEY (window_start, window_size, track_id, region)
+	window_size	interval NOT NULL,
+	tracks		bytea NOT NULL,
+	PRIMARY KEY (window_start, window_size)
 );
+-- Mostly small, rewritten whole: lz4 costs less than pglz where it exists.
+DO $lz4$
+BEGIN
+	ALTER TABLE streamkpi.window_state ALTER COLUMN tracks SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+	NULL;		-- a server built without lz4 keeps pglz
+END
+$lz4$;
+
+CREATE FUNCTION streamkpi._window_state_entries(tracks bytea,
+	OUT region text, OUT track_id text, OUT plays bigint, OUT skips bigint,
+	OUT likes bigint, OUT listen_ms bigint, OUT users bytea)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'streamkpi_window_state_entries'
+	LANGUAGE C STRICT IMMUTABLE;
+
+-- The window state as one row per (window, region, track): users is NULL
+-- when the track had no play in that window and region.
+CREATE VIEW streamkpi.window_track_state AS
+SELECT w.window_size, w.window_start, e.region, e.track_id, e.plays, e.skips,
+	   e.likes, e.listen_ms, e.users::hll AS users
+  FROM streamkpi.window_state w
+ CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks) e;
+
+COMMENT ON VIEW streamkpi.window_track_state IS
+	'the entries of streamkpi.window_state as rows, for inspection';
 
 ---------------------------------------------------------------------------
 -- KPI tables: plain SQL types, what Superset reads.
 
 CREATE TABLE streamkpi.daily_genre_kpis (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	listen_count bigint NOT NULL,
 	unique_listeners bigint NOT NULL,
 	total_listen_ms bigint NOT NULL,
@@ -168,9 +194,9 @@ CREATE INDEX daily_genre_kpis_genre_day_idx ON streamkpi.daily_genre_kpis (genre
 
 CREATE TABLE streamkpi.daily_genre_top_tracks (
 	day			date NOT NULL,
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 3),
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	track_name	text,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, genre, rank)
@@ -179,7 +205,7 @@ CREATE TABLE streamkpi.daily_genre_top_tracks (
 CREATE TABLE streamkpi.daily_top_genres (
 	day			date NOT NULL,
 	rank		int NOT NULL CHECK (rank BETWEEN 1 AND 5),
-	genre		text NOT NULL,
+	genre		text COLLATE "C" NOT NULL,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, rank)
 );
@@ -187,38 +213,39 @@ CREATE TABLE streamkpi.daily_top_genres (
 CREATE TABLE streamkpi.trending (
 	window_size	interval NOT NULL,
 	window_start timestamptz NOT NULL,
-	region		text NOT NULL,
+	region		text COLLATE "C" NOT NULL,
 	rank		int NOT NULL CHECK (rank >= 1),
 	window_end	timestamptz NOT NULL,
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	plays		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
-	PRIMARY KEY (window_size, window_start, region, rank)
+	-- window_start first: range deletes across sizes use it
+	PRIMARY KEY (window_start, window_size, region, rank)
 );
--- "Latest windows of a region" and range deletes across sizes.
+-- "Latest windows of a region".
 CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_size, window_start);
-CREATE INDEX trending_start_idx ON streamkpi.trending (window_start);
 
 CREATE TABLE streamkpi.track_windows (
 	window_size	interval NOT NULL,
 	window_start timestamptz NOT NULL,
-	track_id	text NOT NULL,
+	track_id	text COLLATE "C" NOT NULL,
 	window_end	timestamptz NOT NULL,
 	total_listens bigint NOT NULL,
 	unique_users bigint NOT NULL,
 	avg_listen_ms numeric,
-	PRIMARY KEY (window_size, window_start, track_id)
+	-- window_start first: range deletes across sizes use it, so the KPI
+	-- engine maintains two indexes per row, not three
+	PRIMARY KEY (window_start, window_size, track_id)
 );
 -- History of one track.
 CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id, window_size, window_start);
-CREATE INDEX track_windows_start_idx ON streamkpi.track_windows (window_start);
 
 CREATE TABLE streamkpi.daily_engagement (
 	day			date NOT NULL,
-	dimension	text NOT NULL CHECK (dimension IN ('genre', 'subscription', 'age_group',
+	dimension	text COLLATE "C" NOT NULL CHECK (dimension IN ('genre', 'subscription', 'age_group',
 								'hour', 'country', 'device', 'region')),
-	value		text NOT NULL,
+	value		text COLLATE "C" NOT NULL,
 	streams		bigint NOT NULL,
 	skips		bigint NOT NULL,
 	likes		bigint NOT NULL,
@@ -284,111 +311,100 @@ COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
 	'top 3 tracks per calendar month and genre, from the union of day topn summaries (max_error 0: exact)';
 
 ---------------------------------------------------------------------------
--- Derivation: KPI tables from state.  Shared by refresh_kpis() and the KPI
--- worker.  The caller holds the KPI lock (see refresh_kpis).
-
-CREATE FUNCTION streamkpi.derive_daily_kpis(p_from date, p_to date)
+-- Derivation of the day KPI tables from the day state, for the (day, genre)
+-- and (day, dimension, value) keys given: the one definition of these
+-- tables, called by the engine (src/kpi_merge.c) for the keys a round or a
+-- refresh touched.  The caller holds the KPI lock (see refresh_kpis).
+CREATE FUNCTION streamkpi._kpi_derive_days(p_dg_day date[], p_dg_genre text[],
+										   p_en_day date[], p_en_dim text[],
+										   p_en_val text[])
 	RETURNS void
 	LANGUAGE plpgsql
 	SET search_path = pg_catalog, pg_temp
 	AS $fn$
+DECLARE
+	td		date[] := ARRAY(SELECT DISTINCT unnest(p_dg_day));
 BEGIN
-	DELETE FROM streamkpi.daily_genre_kpis WHERE day BETWEEN p_from AND p_to;
-	DELETE FROM streamkpi.daily_genre_top_tracks WHERE day BETWEEN p_from AND p_to;
-	DELETE FROM streamkpi.daily_top_genres WHERE day BETWEEN p_from AND p_to;
-	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
-	DELETE FROM streamkpi.daily_genre_track_topn WHERE day BETWEEN p_from AND p_to;
+	IF cardinality(p_dg_day) > 0 THEN
+		DELETE FROM streamkpi.daily_genre_track_topn s
+		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
+		INSERT INTO streamkpi.daily_genre_track_topn (day, genre, tracks)
+		SELECT c.day, c.genre, streamkpi.topn_agg(c.track_id, 1000, c.listens)
+		  FROM streamkpi.daily_genre_track_counts c
+		  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
+			ON c.day = t.day AND c.genre = t.genre
+		 WHERE c.day = ANY (td)
+		 GROUP BY c.day, c.genre;
 
-	INSERT INTO streamkpi.daily_genre_track_topn (day, genre, tracks)
-	SELECT day, genre, streamkpi.topn_agg(track_id, 1000, listens)
-	  FROM streamkpi.daily_genre_track_counts
-	 WHERE day BETWEEN p_from AND p_to
-	 GROUP BY day, genre;
+		DELETE FROM streamkpi.daily_genre_kpis s
+		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
+		INSERT INTO streamkpi.daily_genre_kpis
+			(day, genre, listen_count, unique_listeners, total_listen_ms,
+			 avg_listen_ms_per_user, updated_at)
+		SELECT c.day, c.genre, c.listens, u.n, c.ms,
+			   round(c.ms::numeric / nullif(u.n, 0), 3), now()
+		  FROM (SELECT c.day, c.genre, sum(c.listens)::bigint AS listens,
+					   sum(c.listen_ms)::bigint AS ms
+				  FROM streamkpi.daily_genre_track_counts c
+				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
+					ON c.day = t.day AND c.genre = t.genre
+				 WHERE c.day = ANY (td)
+				 GROUP BY c.day, c.genre) c
+		  JOIN (SELECT g.day, g.genre, round(hll_cardinality(g.users))::bigint AS n
+				  FROM streamkpi.daily_genre_users g
+				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
+					ON g.day = t.day AND g.genre = t.genre
+				 WHERE g.day = ANY (td)) u
+			ON u.day = c.day AND u.genre = c.genre;
 
-	INSERT INTO streamkpi.daily_genre_kpis
-		(day, genre, listen_count, unique_listeners, total_listen_ms,
-		 avg_listen_ms_per_user, updated_at)
-	SELECT c.day, c.genre, c.listens, u.n, c.ms,
-		   round(c.ms::numeric / nullif(u.n, 0), 3), now()
-	  FROM (SELECT day, genre, sum(listens)::bigint AS listens,
-				   sum(listen_ms)::bigint AS ms
-			  FROM streamkpi.daily_genre_track_counts
-			 WHERE day BETWEEN p_from AND p_to
-			 GROUP BY day, genre) c
-	  JOIN (SELECT day, genre, round(hll_cardinality(users))::bigint AS n
-			  FROM streamkpi.daily_genre_users
-			 WHERE day BETWEEN p_from AND p_to) u
-		ON u.day = c.day AND u.genre = c.genre;
+		DELETE FROM streamkpi.daily_genre_top_tracks s
+		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
+		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
+		INSERT INTO streamkpi.daily_genre_top_tracks
+			(day, genre, rank, track_id, track_name, listen_count)
+		SELECT r.day, r.genre, r.rank, r.track_id, tr.track_name, r.listens
+		  FROM (SELECT c.day, c.genre, c.track_id, c.listens,
+					   row_number() OVER (PARTITION BY c.day, c.genre
+										  ORDER BY c.listens DESC, c.track_id COLLATE "C") AS rank
+				  FROM streamkpi.daily_genre_track_counts c
+				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
+					ON c.day = t.day AND c.genre = t.genre
+				 WHERE c.day = ANY (td)) r
+		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = r.track_id
+		 WHERE r.rank <= 3;
 
-	INSERT INTO streamkpi.daily_genre_top_tracks
-		(day, genre, rank, track_id, track_name, listen_count)
-	SELECT r.day, r.genre, r.rank, r.track_id, t.track_name, r.listens
-	  FROM (SELECT day, genre, track_id, listens,
-				   row_number() OVER (PARTITION BY day, genre
-									  ORDER BY listens DESC, track_id COLLATE "C") AS rank
-			  FROM streamkpi.daily_genre_track_counts
-			 WHERE day BETWEEN p_from AND p_to) r
-	  LEFT JOIN streamkpi.tracks t ON t.track_id = r.track_id
-	 WHERE r.rank <= 3;
+		DELETE FROM streamkpi.daily_top_genres WHERE day = ANY (td);
+		INSERT INTO streamkpi.daily_top_genres (day, rank, genre, listen_count)
+		SELECT day, rank, genre, listen_count
+		  FROM (SELECT day, genre, listen_count,
+					   row_number() OVER (PARTITION BY day
+										  ORDER BY listen_count DESC, genre COLLATE "C") AS rank
+				  FROM streamkpi.daily_genre_kpis
+				 WHERE day = ANY (td)) r
+		 WHERE rank <= 5;
+	END IF;
 
-	INSERT INTO streamkpi.daily_top_genres (day, rank, genre, listen_count)
-	SELECT day, rank, genre, listen_count
-	  FROM (SELECT day, genre, listen_count,
-				   row_number() OVER (PARTITION BY day
-									  ORDER BY listen_count DESC, genre COLLATE "C") AS rank
-			  FROM streamkpi.daily_genre_kpis
-			 WHERE day BETWEEN p_from AND p_to) r
-	 WHERE rank <= 5;
-
-	INSERT INTO streamkpi.daily_engagement
-		(day, dimension, value, streams, skips, likes, unique_users,
-		 skip_rate, like_rate, completion_rate, avg_listen_ms)
-	SELECT day, dimension, value, plays, skips, likes,
-		   round(hll_cardinality(users))::bigint,
-		   round(skips::numeric / nullif(plays + skips, 0), 6),
-		   round(likes::numeric / nullif(plays, 0), 6),
-		   round(completed_plays::numeric / nullif(plays, 0), 6),
-		   round(listen_ms::numeric / nullif(plays, 0), 3)
-	  FROM streamkpi.daily_engagement_state
-	 WHERE day BETWEEN p_from AND p_to;
-END
-$fn$;
-
--- Windows whose window_start lies in [p_lo, p_hi).
-CREATE FUNCTION streamkpi.derive_window_kpis(p_lo timestamptz, p_hi timestamptz)
-	RETURNS void
-	LANGUAGE plpgsql
-	SET search_path = pg_catalog, pg_temp
-	AS $fn$
-BEGIN
-	DELETE FROM streamkpi.trending WHERE window_start >= p_lo AND window_start < p_hi;
-	DELETE FROM streamkpi.track_windows WHERE window_start >= p_lo AND window_start < p_hi;
-
-	INSERT INTO streamkpi.trending
-		(window_size, window_start, region, rank, window_end, track_id,
-		 plays, skips, likes)
-	SELECT r.window_size, r.window_start, r.region, r.rank,
-		   r.window_start + r.window_size, r.track_id, r.plays, r.skips, r.likes
-	  FROM (SELECT s.*,
-				   row_number() OVER (PARTITION BY s.window_size, s.window_start, s.region
-									  ORDER BY s.plays DESC, s.track_id COLLATE "C") AS rank
-			  FROM streamkpi.window_track_state s
-			 WHERE s.window_start >= p_lo AND s.window_start < p_hi
-			   AND s.plays > 0) r
-	  LEFT JOIN streamkpi.trending_windows w ON w.window_size = r.window_size
-	 WHERE r.rank <= coalesce(w.top_n, 3);
-
-	INSERT INTO streamkpi.track_windows
-		(window_size, window_start, track_id, window_end, total_listens,
-		 unique_users, avg_listen_ms)
-	SELECT window_size, window_start, track_id, window_start + window_size,
-		   sum(plays)::bigint,
-		   round(hll_cardinality(hll_union_agg(users)))::bigint,
-		   round(sum(listen_ms)::numeric / nullif(sum(plays), 0), 3)
-	  FROM streamkpi.window_track_state
-	 WHERE window_start >= p_lo AND window_start < p_hi
-	 GROUP BY window_size, window_start, track_id
-	HAVING sum(plays) > 0;
+	IF cardinality(p_en_day) > 0 THEN
+		DELETE FROM streamkpi.daily_engagement s
+		 USING unnest(p_en_day, p_en_dim, p_en_val) t(day, dimension, value)
+		 WHERE s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
+		   AND s.day = ANY (p_en_day);
+		INSERT INTO streamkpi.daily_engagement
+			(day, dimension, value, streams, skips, likes, unique_users,
+			 skip_rate, like_rate, completion_rate, avg_listen_ms)
+		SELECT s.day, s.dimension, s.value, s.plays, s.skips, s.likes,
+			   round(hll_cardinality(s.users))::bigint,
+			   round(s.skips::numeric / nullif(s.plays + s.skips, 0), 6),
+			   round(s.likes::numeric / nullif(s.plays, 0), 6),
+			   round(s.completed_plays::numeric / nullif(s.plays, 0), 6),
+			   round(s.listen_ms::numeric / nullif(s.plays, 0), 3)
+		  FROM streamkpi.daily_engagement_state s
+		  JOIN unnest(p_en_day, p_en_dim, p_en_val) t(day, dimension, value)
+			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
+		 WHERE s.day = ANY (p_en_day);
+	END IF;
 END
 $fn$;
 
@@ -402,17 +418,41 @@ CREATE FUNCTION streamkpi.kpi_lock_key()
 	LANGUAGE sql IMMUTABLE PARALLEL SAFE
 	AS $$ SELECT 7366253427895104001::bigint $$;	-- arbitrary, fixed
 
+-- A valid streamkpi.kpi_timezone, or a clear error.
+CREATE FUNCTION streamkpi._kpi_check_timezone(p_tz text)
+	RETURNS void
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+	AS $fn$
+BEGIN
+	PERFORM now() AT TIME ZONE p_tz;
+EXCEPTION WHEN invalid_parameter_value OR feature_not_supported THEN
+	RAISE EXCEPTION 'invalid streamkpi.kpi_timezone "%"', p_tz
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'Set it to a time zone name from pg_timezone_names.';
+END
+$fn$;
+
+CREATE FUNCTION streamkpi._kpi_refresh_apply(p_from date, p_to date,
+											 p_lo timestamptz, p_hi timestamptz,
+											 p_snapshot pg_snapshot, p_horizon interval)
+	RETURNS void
+	AS 'MODULE_PATHNAME', 'streamkpi_kpi_refresh_apply'
+	LANGUAGE C STRICT;
+
 CREATE FUNCTION streamkpi.refresh_kpis(p_from date, p_to date)
 	RETURNS void
 	LANGUAGE plpgsql
 	SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
+	SET work_mem = '64MB'
+	SET jit = off
 	AS $fn$
 DECLARE
 	tz		text := streamkpi.kpi_timezone();
 	lo		timestamptz;
 	hi		timestamptz;
-	max_window interval;	snap pg_snapshot;	horizon interval := streamkpi.late_horizon();	-- one line: keeps RAISE line numbers
+	snap	pg_snapshot;
 BEGIN
 	IF p_from IS NULL OR p_to IS NULL THEN
 		RAISE EXCEPTION 'refresh range bounds must not be null'
@@ -422,13 +462,7 @@ BEGIN
 		RAISE EXCEPTION 'refresh range end % is before its start %', p_to, p_from
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	BEGIN
-		PERFORM now() AT TIME ZONE tz;
-	EXCEPTION WHEN invalid_parameter_value OR feature_not_supported THEN
-		RAISE EXCEPTION 'invalid streamkpi.kpi_timezone "%"', tz
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Set it to a time zone name from pg_timezone_names.';
-	END;
+	PERFORM streamkpi._kpi_check_timezone(tz);
 
 	PERFORM pg_advisory_xact_lock(streamkpi.kpi_lock_key());
 
@@ -440,83 +474,26 @@ BEGIN
 	-- lock, and record it: the KPI worker skips these events for these days
 	-- and windows (see 60_kpi_incremental.sql), so none is counted twice.
 	-- Too late events are never counted (the worker moves them to dead
-	-- letters), hence the late_horizon test in every scan below.
+	-- letters); the engine applies the same late_horizon test.
 	snap := streamkpi._kpi_refresh_begin(p_from, p_to, lo, hi);
 
-	-- Day state.  The view's day column uses the same time zone as lo/hi.
+	-- Empty the range: state and KPI rows of its days and of the windows
+	-- starting in it.
 	DELETE FROM streamkpi.daily_genre_track_counts WHERE day BETWEEN p_from AND p_to;
-	INSERT INTO streamkpi.daily_genre_track_counts (day, genre, track_id, listens, listen_ms)
-	SELECT day, genre, track_id, count(*), sum(listen_ms)
-	  FROM streamkpi.kpi_events
-	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
-	   AND pg_visible_in_snapshot(ingest_xid, snap)
-	   AND listened_at >= ingested_at - horizon
-	 GROUP BY day, genre, track_id;
-
-	-- Sketches: streamkpi.hll_agg(user_id, 14) is byte-identical to
-	-- hll_add_agg(hll_hash_text(user_id), 14) and, like the KPI worker's
-	-- statements, can hash-aggregate (its state is small).
 	DELETE FROM streamkpi.daily_genre_users WHERE day BETWEEN p_from AND p_to;
-	INSERT INTO streamkpi.daily_genre_users (day, genre, users)
-	SELECT day, genre, streamkpi.hll_agg(user_id, 14)
-	  FROM streamkpi.kpi_events
-	 WHERE listened_at >= lo AND listened_at < hi AND action = 'play'
-	   AND pg_visible_in_snapshot(ingest_xid, snap)
-	   AND listened_at >= ingested_at - horizon
-	 GROUP BY day, genre;
-
 	DELETE FROM streamkpi.daily_engagement_state WHERE day BETWEEN p_from AND p_to;
-	INSERT INTO streamkpi.daily_engagement_state
-		(day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)
-	SELECT e.day, d.dimension, d.value,
-		   count(*) FILTER (WHERE e.action = 'play'),
-		   count(*) FILTER (WHERE e.action = 'skip'),
-		   count(*) FILTER (WHERE e.action = 'like'),
-		   count(*) FILTER (WHERE e.action = 'play' AND e.completed),
-		   coalesce(sum(e.listen_ms) FILTER (WHERE e.action = 'play'), 0),
-		   streamkpi.hll_agg(e.user_id, 14)
-	  FROM streamkpi.kpi_events e
-	 CROSS JOIN LATERAL (VALUES ('genre', e.genre),
-								('subscription', e.subscription),
-								('age_group', e.age_group),
-								('hour', e.hour),
-								('country', e.country),
-								('device', e.device),
-								('region', e.region)) AS d(dimension, value)
-	 WHERE e.listened_at >= lo AND e.listened_at < hi
-	   AND pg_visible_in_snapshot(e.ingest_xid, snap)
-	   AND e.listened_at >= e.ingested_at - horizon
-	 GROUP BY e.day, d.dimension, d.value;
+	DELETE FROM streamkpi.window_state WHERE window_start >= lo AND window_start < hi;
+	DELETE FROM streamkpi.daily_genre_kpis WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_genre_top_tracks WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_top_genres WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.daily_genre_track_topn WHERE day BETWEEN p_from AND p_to;
+	DELETE FROM streamkpi.trending WHERE window_start >= lo AND window_start < hi;
+	DELETE FROM streamkpi.track_windows WHERE window_start >= lo AND window_start < hi;
 
-	-- Window state: windows starting in [lo, hi), including events up to the
-	-- end of the last window, which may lie after hi.
-	SELECT max(window_size) INTO max_window FROM streamkpi.trending_windows;
-	DELETE FROM streamkpi.window_track_state
-	 WHERE window_start >= lo AND window_start < hi;
-	INSERT INTO streamkpi.window_track_state
-		(window_size, window_start, region, track_id, plays, skips, likes,
-		 listen_ms, users)
-	SELECT window_size, window_start, region, track_id,
-		   count(*) FILTER (WHERE action = 'play'),
-		   count(*) FILTER (WHERE action = 'skip'),
-		   count(*) FILTER (WHERE action = 'like'),
-		   coalesce(sum(listen_ms) FILTER (WHERE action = 'play'), 0),
-		   streamkpi.hll_agg(user_id, 14) FILTER (WHERE action = 'play')
-	  FROM (SELECT w.window_size,
-				   date_bin(w.window_size, e.listened_at,
-							timestamptz '2000-01-01 00:00:00+00') AS window_start,
-				   e.region, e.track_id, e.action, e.listen_ms, e.user_id
-			  FROM streamkpi.kpi_events e
-			 CROSS JOIN streamkpi.trending_windows w
-			 WHERE e.listened_at >= lo
-			   AND e.listened_at < hi + coalesce(max_window, interval '0')
-			   AND pg_visible_in_snapshot(e.ingest_xid, snap)
-			   AND e.listened_at >= e.ingested_at - horizon) b
-	 WHERE window_start >= lo AND window_start < hi
-	 GROUP BY window_size, window_start, region, track_id;
-
-	PERFORM streamkpi.derive_daily_kpis(p_from, p_to);
-	PERFORM streamkpi.derive_window_kpis(lo, hi);
+	-- The range's events through the engine: state, then KPI rows.
+	PERFORM streamkpi._kpi_refresh_apply(p_from, p_to, lo, hi, snap,
+										 streamkpi.late_horizon());
 END
 $fn$;
 
@@ -535,8 +512,7 @@ BEGIN
 	  FROM pg_catalog.pg_extension e
 	  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 	 WHERE e.extname = 'hll';
-	FOREACH f IN ARRAY ARRAY['streamkpi.derive_daily_kpis(date, date)',
-							 'streamkpi.derive_window_kpis(timestamptz, timestamptz)',
+	FOREACH f IN ARRAY ARRAY['streamkpi._kpi_derive_days(date[], text[], date[], text[], text[])',
 							 'streamkpi.refresh_kpis(date, date)']
 	LOOP
 		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
@@ -545,8 +521,10 @@ BEGIN
 END
 $hll$;
 
-REVOKE ALL ON FUNCTION streamkpi.derive_daily_kpis(date, date) FROM PUBLIC;
-REVOKE ALL ON FUNCTION streamkpi.derive_window_kpis(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], date[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._kpi_refresh_apply(date, date, timestamptz, timestamptz, pg_snapshot, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.refresh_kpis(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
 
@@ -570,7 +548,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_track_counts',
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_track_topn', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_users', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement_state', '');
-SELECT pg_catalog.pg_extension_config_dump('streamkpi.window_track_state', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.window_state', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_kpis', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_top_tracks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_top_genres', '');

@@ -1,0 +1,625 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpi_accumulate.c
+ *	  The first step of the KPI engine: events, as the query over
+ *	  streamkpi.kpi_events gives them, stream into a DestReceiver that adds
+ *	  each one to four hash tables in memory.  Strings are interned once per
+ *	  delta, so that every key is three machine words:
+ *
+ *	    day_tracks  (day, genre, track)           plays, listen_ms
+ *	    day_genres  (day, genre, 0)               users who played
+ *	    engagement  (day, dimension, value)       plays, skips, likes,
+ *	                                              completed plays, listen_ms,
+ *	                                              users with any event
+ *	    windows     (window start, size index,    plays, skips, likes,
+ *	                 region << 32 | track)        listen_ms
+ *	    window_users (window start, size index,   users who played
+ *	                 track)
+ *
+ *	  User sketches are postgresql-hll states (log2m 14) that hashes are
+ *	  added to in place; each user_id is hashed once per event.
+ *
+ *	  Which events count where: a round (the KPI worker) counts every event
+ *	  that is not too late, except for the days and windows a refresh_kpis()
+ *	  since the last round has already counted it in; a refresh range counts
+ *	  its days and the windows starting in it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "kpi.h"
+
+const char *const kpi_dimension_names[KPI_NUM_DIMENSIONS] = {
+	"genre", "subscription", "age_group", "hour", "country", "device", "region"
+};
+
+/* ---- interned strings ---- */
+
+typedef struct KpiStringKey
+{
+	const char *data;
+	uint32		len;
+} KpiStringKey;
+
+typedef struct KpiStringEntry
+{
+	KpiStringKey key;
+	uint32		id;
+	uint32		hash;
+	char		status;
+} KpiStringEntry;
+
+#define SH_PREFIX kpi_strings
+#define SH_ELEMENT_TYPE KpiStringEntry
+#define SH_KEY_TYPE KpiStringKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k).data, (k).len)
+#define SH_EQUAL(tb, x, y) ((x).len == (y).len && memcmp((x).data, (y).data, (x).len) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, e) ((e)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* ---- the tables ---- */
+
+static inline uint32
+kpi_key_hash(KpiKey k)
+{
+	uint64		h = (uint64) k.a * UINT64CONST(0x9E3779B97F4A7C15);
+
+	h = (h ^ (h >> 32)) + (uint64) k.b * UINT64CONST(0xC2B2AE3D27D4EB4F);
+	h = (h ^ (h >> 29)) + (uint64) k.c * UINT64CONST(0x165667B19E3779F9);
+	h ^= h >> 32;
+	h *= UINT64CONST(0x9E3779B97F4A7C15);
+	h ^= h >> 29;
+	return (uint32) h;
+}
+
+#define SH_PREFIX kpi_table
+#define SH_ELEMENT_TYPE KpiEntry
+#define SH_KEY_TYPE KpiKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) kpi_key_hash(k)
+#define SH_EQUAL(tb, x, y) ((x).a == (y).a && (x).b == (y).b && (x).c == (y).c)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, e) ((e)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* first sizes: a round of a few thousand events needs no growing */
+#define KPI_STRINGS_INITIAL		1024
+#define KPI_TABLE_INITIAL		1024
+
+static void
+kpi_delta_init_tables(KpiDelta *d)
+{
+	for (int h = 0; h < 24; h++)
+		d->hours[h] = PG_UINT32_MAX;
+	d->strings = kpi_strings_create(d->cxt, KPI_STRINGS_INITIAL, NULL);
+	d->maxstrs = KPI_STRINGS_INITIAL;
+	d->strs = MemoryContextAlloc(d->cxt, d->maxstrs * sizeof(KpiString));
+	d->nstrs = 0;
+	d->day_tracks = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+	d->day_genres = kpi_table_create(d->cxt, 64, NULL);
+	d->engagement = kpi_table_create(d->cxt, 256, NULL);
+	d->windows = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+	d->window_users = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+}
+
+/*
+ * An empty delta on the clock of streamkpi.kpi_timezone; the caller sets
+ * the sizes and filters.
+ */
+KpiDelta *
+kpi_delta_create(MemoryContext parent, const Interval *horizon)
+{
+	KpiDelta   *d = MemoryContextAllocZero(parent, sizeof(KpiDelta));
+	const char *zone = GetConfigOption("streamkpi.kpi_timezone", true, false);
+
+	d->cxt = AllocSetContextCreate(parent, "streamkpi KPI delta",
+								   ALLOCSET_DEFAULT_SIZES);
+	window_clock_init(&d->clock, zone == NULL || zone[0] == '\0' ? "UTC" : zone);
+	d->horizon = *horizon;
+	d->late_ingested = DT_NOBEGIN;
+	kpi_delta_init_tables(d);
+	return d;
+}
+
+/* Forget the deltas (after they were merged); settings and counts stay. */
+void
+kpi_delta_reset(KpiDelta *d)
+{
+	MemoryContextReset(d->cxt);
+	kpi_delta_init_tables(d);
+}
+
+Size
+kpi_delta_memory(KpiDelta *d)
+{
+	return MemoryContextMemAllocated(d->cxt, true);
+}
+
+bool
+kpi_delta_empty(KpiDelta *d)
+{
+	return d->engagement->members == 0 && d->windows->members == 0;
+}
+
+uint32
+kpi_table_count(struct kpi_table_hash *tb)
+{
+	return tb->members;
+}
+
+/* The counters of a key, or NULL. */
+KpiCounts *
+kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
+{
+	KpiKey		key = {a, b, c};
+	KpiEntry   *e = kpi_table_lookup(tb, key);
+
+	return e != NULL ? &e->counts : NULL;
+}
+
+/* The users of a key as a sketch, or NULL when nobody counted. */
+SketchHll *
+kpi_counts_users(KpiDelta *d, KpiCounts *c)
+{
+	if (c->users == NULL && c->has_user1)
+	{
+		c->users = sketch_hll_create(d->cxt, KPI_HLL_LOG2M);
+		sketch_hll_add(c->users, c->user1);
+	}
+	return c->users;
+}
+
+static int
+string_order(const void *a, const void *b, void *arg)
+{
+	KpiString  *strs = (KpiString *) arg;
+	KpiString  *x = &strs[*(const uint32 *) a];
+	KpiString  *y = &strs[*(const uint32 *) b];
+	int			c = memcmp(x->data, y->data, Min(x->len, y->len));
+
+	if (c != 0)
+		return c;
+	return (x->len > y->len) - (x->len < y->len);
+}
+
+/*
+ * The rank of every interned string in byte order, so that keys sort by
+ * comparing numbers.
+ */
+uint32 *
+kpi_string_ranks(KpiDelta *d)
+{
+	uint32	   *ids = palloc(Max(d->nstrs, 1) * sizeof(uint32));
+	uint32	   *rank = palloc(Max(d->nstrs, 1) * sizeof(uint32));
+
+	for (uint32 i = 0; i < d->nstrs; i++)
+		ids[i] = i;
+	qsort_arg(ids, d->nstrs, sizeof(uint32), string_order, d->strs);
+	for (uint32 i = 0; i < d->nstrs; i++)
+		rank[ids[i]] = i;
+	pfree(ids);
+	return rank;
+}
+
+/* Every entry of a table, in no particular order. */
+KpiEntry **
+kpi_table_entries(struct kpi_table_hash *tb, uint32 *n)
+{
+	KpiEntry  **out = palloc(Max(tb->members, 1) * sizeof(KpiEntry *));
+	kpi_table_iterator it;
+	KpiEntry   *e;
+	uint32		i = 0;
+
+	kpi_table_start_iterate(tb, &it);
+	while ((e = kpi_table_iterate(tb, &it)) != NULL)
+		out[i++] = e;
+	*n = i;
+	return out;
+}
+
+/* ---- snapshots ---- */
+
+/* Parse pg_snapshot's text form "xmin:xmax:xip,xip,...". */
+void
+kpi_snapshot_parse(const char *text, KpiSnapshot *snap)
+{
+	const char *p = text;
+	char	   *end;
+	int			cap = 8;
+
+	snap->xmin = strtou64(p, &end, 10);
+	if (*end != ':')
+		goto bad;
+	snap->xmax = strtou64(end + 1, &end, 10);
+	if (*end != ':')
+		goto bad;
+	p = end + 1;
+	snap->nxip = 0;
+	snap->xip = palloc(cap * sizeof(uint64));
+	while (*p != '\0')
+	{
+		if (snap->nxip == cap)
+		{
+			cap *= 2;
+			snap->xip = repalloc(snap->xip, cap * sizeof(uint64));
+		}
+		snap->xip[snap->nxip++] = strtou64(p, &end, 10);
+		if (end == p || (*end != ',' && *end != '\0'))
+			goto bad;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return;
+bad:
+	elog(ERROR, "unexpected pg_snapshot text \"%s\"", text);
+}
+
+/* pg_visible_in_snapshot(xid, snap); xip is sorted ascending. */
+static bool
+kpi_snapshot_visible(const KpiSnapshot *snap, uint64 xid)
+{
+	int			lo = 0;
+	int			hi = snap->nxip - 1;
+
+	if (xid < snap->xmin)
+		return true;
+	if (xid >= snap->xmax)
+		return false;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (snap->xip[mid] == xid)
+			return false;
+		if (snap->xip[mid] < xid)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return true;
+}
+
+/* ---- adding one event ---- */
+
+static uint32
+kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len)
+{
+	KpiStringKey key = {data, len};
+	KpiStringEntry *e;
+	bool		found;
+
+	e = kpi_strings_insert(d->strings, key, &found);
+	if (!found)
+	{
+		char	   *copy = MemoryContextAlloc(d->cxt, key.len + 1);
+
+		memcpy(copy, key.data, key.len);
+		copy[key.len] = '\0';
+		e->key.data = copy;
+		if (d->nstrs == d->maxstrs)
+		{
+			d->maxstrs *= 2;
+			d->strs = repalloc(d->strs, d->maxstrs * sizeof(KpiString));
+		}
+		e->id = d->nstrs;
+		d->strs[d->nstrs].data = copy;
+		d->strs[d->nstrs].len = key.len;
+		d->nstrs++;
+	}
+	return e->id;
+}
+
+static uint32
+kpi_intern(KpiDelta *d, Datum text)
+{
+	struct varlena *t = (struct varlena *) DatumGetPointer(text);
+
+	if (unlikely(VARATT_IS_EXTENDED(t) && !VARATT_IS_SHORT(t)))
+		t = pg_detoast_datum_packed(t);
+	return kpi_intern_bytes(d, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+static inline KpiCounts *
+kpi_counts(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
+{
+	KpiKey		key = {a, b, c};
+	bool		found;
+	KpiEntry   *e = kpi_table_insert(tb, key, &found);
+
+	if (!found)
+		memset(&e->counts, 0, sizeof(KpiCounts));
+	return &e->counts;
+}
+
+static inline void
+kpi_add_user(KpiDelta *d, KpiCounts *c, uint64 user_hash)
+{
+	if (c->users != NULL)
+		sketch_hll_add(c->users, user_hash);
+	else if (!c->has_user1)
+	{
+		c->user1 = user_hash;
+		c->has_user1 = true;
+	}
+	else if (c->user1 != user_hash)
+	{
+		kpi_counts_users(d, c);
+		sketch_hll_add(c->users, user_hash);
+	}
+}
+
+/* One event, as read from the query; see KPI_EVENT_COLUMNS. */
+typedef struct KpiEvent
+{
+	TimestampTz listened_at;
+	uint64		xid;
+	DateADT		day;
+	uint64		user_hash;
+	uint32		track;
+	char		action;			/* 'p'lay, 's'kip, 'l'ike */
+	uint32		region;
+	uint32		genre;
+	int64		listen_ms;
+	bool		completed;
+	uint32		values[KPI_NUM_DIMENSIONS];
+} KpiEvent;
+
+/* Has a refresh since the last round counted this event on its day? */
+static bool
+kpi_day_refreshed(KpiDelta *d, const KpiEvent *ev)
+{
+	for (int i = 0; i < d->nrefreshed; i++)
+	{
+		KpiRefreshed *r = &d->refreshed[i];
+
+		if (ev->day >= r->from_day && ev->day <= r->to_day &&
+			kpi_snapshot_visible(&r->snapshot, ev->xid))
+			return true;
+	}
+	return false;
+}
+
+static bool
+kpi_window_refreshed(KpiDelta *d, const KpiEvent *ev, TimestampTz start)
+{
+	for (int i = 0; i < d->nrefreshed; i++)
+	{
+		KpiRefreshed *r = &d->refreshed[i];
+
+		if (start >= r->lo && start < r->hi &&
+			kpi_snapshot_visible(&r->snapshot, ev->xid))
+			return true;
+	}
+	return false;
+}
+
+static void
+kpi_add_day(KpiDelta *d, const KpiEvent *ev)
+{
+	KpiCounts  *c;
+
+	if (ev->action == 'p')
+	{
+		c = kpi_counts(d->day_tracks, ev->day, ev->genre, ev->track);
+		c->plays++;
+		c->listen_ms += ev->listen_ms;
+		kpi_add_user(d, kpi_counts(d->day_genres, ev->day, ev->genre, 0),
+					 ev->user_hash);
+	}
+	for (int dim = 0; dim < KPI_NUM_DIMENSIONS; dim++)
+	{
+		c = kpi_counts(d->engagement, ev->day, dim, ev->values[dim]);
+		if (ev->action == 'p')
+		{
+			c->plays++;
+			c->completed += ev->completed;
+			c->listen_ms += ev->listen_ms;
+		}
+		else if (ev->action == 's')
+			c->skips++;
+		else
+			c->likes++;
+		kpi_add_user(d, c, ev->user_hash);
+	}
+}
+
+/* date_bin(size, ts, '2000-01-01 00:00+00'): the origin is 0 */
+static inline TimestampTz
+kpi_window_start(TimestampTz ts, int64 usecs)
+{
+	int64		rem = ts % usecs;
+
+	if (rem < 0)
+		rem += usecs;
+	return ts - rem;
+}
+
+static void
+kpi_add_windows(KpiDelta *d, const KpiEvent *ev)
+{
+	int64		region_track = ((int64) ev->region << 32) | ev->track;
+
+	for (int k = 0; k < d->nsizes; k++)
+	{
+		TimestampTz start = kpi_window_start(ev->listened_at, d->sizes[k].usecs);
+		KpiCounts  *c;
+
+		if (d->refresh ? (start < d->lo || start >= d->hi)
+			: (d->nrefreshed > 0 && kpi_window_refreshed(d, ev, start)))
+			continue;
+		c = kpi_counts(d->windows, start, k, region_track);
+		if (ev->action == 'p')
+		{
+			c->plays++;
+			c->listen_ms += ev->listen_ms;
+			kpi_add_user(d, kpi_counts(d->window_users, start, k, ev->track),
+						 ev->user_hash);
+		}
+		else if (ev->action == 's')
+			c->skips++;
+		else
+			c->likes++;
+	}
+}
+
+static inline const char *
+kpi_text(Datum v, uint32 *len)
+{
+	struct varlena *t = (struct varlena *) DatumGetPointer(v);
+
+	if (unlikely(VARATT_IS_EXTENDED(t) && !VARATT_IS_SHORT(t)))
+		t = pg_detoast_datum_packed(t);
+	*len = VARSIZE_ANY_EXHDR(t);
+	return VARDATA_ANY(t);
+}
+
+/* listened_at < ingested_at - streamkpi.late_horizon; a batch shares ingested_at */
+static bool
+kpi_too_late(KpiDelta *d, TimestampTz listened_at, TimestampTz ingested_at)
+{
+	if (ingested_at != d->late_ingested)
+	{
+		d->late_before = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+																 TimestampTzGetDatum(ingested_at),
+																 IntervalPGetDatum(&d->horizon)));
+		d->late_ingested = ingested_at;
+	}
+	return listened_at < d->late_before;
+}
+
+/* The local day and hour of listened_at: its KPI day and hour. */
+static void
+kpi_local_day_hour(KpiDelta *d, KpiEvent *ev)
+{
+	Timestamp	local = window_clock_local(&d->clock, ev->listened_at);
+	int64		days = local / USECS_PER_DAY;
+	int64		in_day = local % USECS_PER_DAY;
+	int			hour;
+
+	if (in_day < 0)
+	{
+		days--;
+		in_day += USECS_PER_DAY;
+	}
+	ev->day = (DateADT) days;
+	hour = (int) (in_day / USECS_PER_HOUR);
+	if (d->hours[hour] == PG_UINT32_MAX)
+	{
+		char		hh[3] = {'0' + hour / 10, '0' + hour % 10, '\0'};
+
+		d->hours[hour] = kpi_intern_bytes(d, hh, 2);
+	}
+	ev->values[3] = d->hours[hour];
+}
+
+static void
+kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
+{
+	Datum	   *v;
+	KpiEvent	ev;
+	const char *s;
+	uint32		len;
+	bool		day_counts;
+
+	slot_getallattrs(slot);
+	for (int i = 0; i < KPI_EVENT_NCOLUMNS; i++)
+		if (slot->tts_isnull[i])
+			elog(ERROR, "streamkpi.kpi_events gave a NULL in column %d", i + 1);
+	v = slot->tts_values;
+	ev.listened_at = DatumGetTimestampTz(v[0]);
+	if (kpi_too_late(d, ev.listened_at, DatumGetTimestampTz(v[2])))
+	{
+		d->late++;
+		return;
+	}
+	ev.xid = DatumGetUInt64(v[1]);
+	kpi_local_day_hour(d, &ev);
+	s = kpi_text(v[3], &len);
+	ev.user_hash = sketch_hll_hash_text(s, len);
+	ev.track = kpi_intern(d, v[4]);
+	s = kpi_text(v[5], &len);
+	ev.action = len > 0 ? s[0] : '?';
+	if (ev.action != 'p' && ev.action != 's' && ev.action != 'l')
+		elog(ERROR, "unexpected action \"%.*s\" in streamkpi.kpi_events", (int) len, s);
+	ev.region = ev.values[6] = kpi_intern(d, v[6]);
+	ev.values[5] = kpi_intern(d, v[7]);
+	ev.genre = ev.values[0] = kpi_intern(d, v[8]);
+	ev.listen_ms = DatumGetInt64(v[9]);
+	ev.completed = DatumGetBool(v[10]);
+	ev.values[1] = kpi_intern(d, v[11]);
+	ev.values[4] = kpi_intern(d, v[12]);
+	ev.values[2] = kpi_intern(d, v[13]);
+
+	if (d->refresh)
+		day_counts = ev.day >= d->from_day && ev.day <= d->to_day;
+	else
+		day_counts = d->nrefreshed == 0 || !kpi_day_refreshed(d, &ev);
+	if (day_counts)
+		kpi_add_day(d, &ev);
+	kpi_add_windows(d, &ev);
+	d->events++;
+}
+
+/* ---- the DestReceiver ---- */
+
+typedef struct KpiReceiver
+{
+	DestReceiver pub;
+	KpiDelta   *delta;
+} KpiReceiver;
+
+static bool
+kpi_receive_slot(TupleTableSlot *slot, DestReceiver *self)
+{
+	kpi_accumulate_event(((KpiReceiver *) self)->delta, slot);
+	return true;
+}
+
+static void
+kpi_receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	if (typeinfo->natts != KPI_EVENT_NCOLUMNS)
+		elog(ERROR, "the KPI event query returns %d columns, not %d",
+			 typeinfo->natts, KPI_EVENT_NCOLUMNS);
+}
+
+static void
+kpi_receiver_shutdown(DestReceiver *self)
+{
+}
+
+static void
+kpi_receiver_destroy(DestReceiver *self)
+{
+	pfree(self);
+}
+
+/* A receiver that adds every row it gets to d. */
+DestReceiver *
+kpi_delta_receiver(KpiDelta *d)
+{
+	KpiReceiver *r = palloc0(sizeof(KpiReceiver));
+
+	r->pub.receiveSlot = kpi_receive_slot;
+	r->pub.rStartup = kpi_receiver_startup;
+	r->pub.rShutdown = kpi_receiver_shutdown;
+	r->pub.rDestroy = kpi_receiver_destroy;
+	r->pub.mydest = DestNone;
+	r->delta = d;
+	return (DestReceiver *) r;
+}

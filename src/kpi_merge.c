@@ -1,0 +1,264 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpi_merge.c
+ *	  The day step of the KPI engine: the day deltas of kpi_accumulate.c
+ *	  are added to the day state tables (daily_genre_track_counts,
+ *	  daily_genre_users, daily_engagement_state), one multi-row upsert per
+ *	  table with the deltas as arrays, and the day KPI rows of the touched
+ *	  keys are derived again by streamkpi._kpi_derive_days(), the one SQL
+ *	  definition of the day KPIs.
+ *
+ *	  Also the small helpers the window step shares: parameter arrays and
+ *	  running a statement with them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "kpi.h"
+
+/* ---- parameter arrays ---- */
+
+void
+kpi_array_init(KpiArray *a, Oid elemtype, int cap)
+{
+	a->elemtype = elemtype;
+	a->n = 0;
+	a->cap = Max(cap, 8);
+	a->elems = palloc(a->cap * sizeof(Datum));
+	a->nulls = NULL;
+}
+
+void
+kpi_array_add(KpiArray *a, Datum v)
+{
+	if (a->n == a->cap)
+	{
+		a->cap *= 2;
+		a->elems = repalloc(a->elems, a->cap * sizeof(Datum));
+		if (a->nulls != NULL)
+			a->nulls = repalloc(a->nulls, a->cap * sizeof(bool));
+	}
+	if (a->nulls != NULL)
+		a->nulls[a->n] = false;
+	a->elems[a->n++] = v;
+}
+
+void
+kpi_array_add_null(KpiArray *a)
+{
+	kpi_array_add(a, (Datum) 0);
+	if (a->nulls == NULL)
+		a->nulls = palloc0(a->cap * sizeof(bool));
+	a->nulls[a->n - 1] = true;
+}
+
+/* a text datum of an interned string */
+Datum
+kpi_text_datum(KpiDelta *d, int64 id)
+{
+	return PointerGetDatum(cstring_to_text_with_len(d->strs[id].data,
+													d->strs[id].len));
+}
+
+/*
+ * Run sql with the arrays as parameters $1..$nargs; returns the SPI result
+ * code, which must be expected.
+ */
+void
+kpi_run(const char *sql, int nargs, KpiArray *args, int expected)
+{
+	Oid		   *types = palloc(nargs * sizeof(Oid));
+	Datum	   *values = palloc(nargs * sizeof(Datum));
+	int			rc;
+
+	for (int i = 0; i < nargs; i++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		int			dims[1] = {args[i].n};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(args[i].elemtype, &typlen, &typbyval, &typalign);
+		types[i] = get_array_type(args[i].elemtype);
+		values[i] = PointerGetDatum(construct_md_array(args[i].elems, args[i].nulls,
+													   1, dims, lbs,
+													   args[i].elemtype, typlen,
+													   typbyval, typalign));
+	}
+	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	if (rc != expected)
+		elog(ERROR, "KPI statement failed: SPI result %d: %s", rc, sql);
+}
+
+/*
+ * The schema of the hll extension, quoted: the statements name its
+ * functions and type there, whatever the caller's search_path.
+ */
+const char *
+kpi_hll_schema(void)
+{
+	if (SPI_execute("SELECT pg_catalog.quote_ident(n.nspname)"
+					"  FROM pg_catalog.pg_extension e"
+					"  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+					" WHERE e.extname = 'hll'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up extension hll");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"hll\" is not installed"),
+				 errhint("CREATE EXTENSION streamkpi CASCADE installs it.")));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/* ---- the day state ---- */
+
+static void
+kpi_merge_day_tracks(KpiDelta *d)
+{
+	uint32		n;
+	KpiEntry  **es = kpi_table_entries(d->day_tracks, &n);
+	KpiArray	args[5];
+
+	if (n == 0)
+		return;
+	kpi_array_init(&args[0], DATEOID, n);
+	kpi_array_init(&args[1], TEXTOID, n);
+	kpi_array_init(&args[2], TEXTOID, n);
+	kpi_array_init(&args[3], INT8OID, n);
+	kpi_array_init(&args[4], INT8OID, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[1], kpi_text_datum(d, es[i]->key.b));
+		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
+		kpi_array_add(&args[3], Int64GetDatum(es[i]->counts.plays));
+		kpi_array_add(&args[4], Int64GetDatum(es[i]->counts.listen_ms));
+	}
+	kpi_run("INSERT INTO streamkpi.daily_genre_track_counts AS s"
+			" (day, genre, track_id, listens, listen_ms)"
+			" SELECT * FROM unnest($1, $2, $3, $4, $5)"
+			" ON CONFLICT (day, genre, track_id) DO UPDATE"
+			" SET listens = s.listens OPERATOR(pg_catalog.+) excluded.listens,"
+			" listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms",
+			5, args, SPI_OK_INSERT);
+}
+
+static void
+kpi_merge_day_genres(KpiDelta *d, const char *hll)
+{
+	uint32		n;
+	KpiEntry  **es = kpi_table_entries(d->day_genres, &n);
+	KpiArray	args[3];
+
+	if (n == 0)
+		return;
+	kpi_array_init(&args[0], DATEOID, n);
+	kpi_array_init(&args[1], TEXTOID, n);
+	kpi_array_init(&args[2], BYTEAOID, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[1], kpi_text_datum(d, es[i]->key.b));
+		kpi_array_add(&args[2], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, &es[i]->counts))));
+	}
+	kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
+					 " SELECT d, g, u::%s.hll FROM unnest($1, $2, $3) x(d, g, u)"
+					 " ON CONFLICT (day, genre) DO UPDATE"
+					 " SET users = %s.hll_union(s.users, excluded.users)", hll, hll),
+			3, args, SPI_OK_INSERT);
+}
+
+static void
+kpi_merge_engagement(KpiDelta *d, const char *hll)
+{
+	uint32		n;
+	KpiEntry  **es = kpi_table_entries(d->engagement, &n);
+	KpiArray	args[9];
+
+	if (n == 0)
+		return;
+	kpi_array_init(&args[0], DATEOID, n);
+	kpi_array_init(&args[1], TEXTOID, n);
+	kpi_array_init(&args[2], TEXTOID, n);
+	for (int i = 3; i < 8; i++)
+		kpi_array_init(&args[i], INT8OID, n);
+	kpi_array_init(&args[8], BYTEAOID, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiCounts  *c = &es[i]->counts;
+
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[1], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
+		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
+		kpi_array_add(&args[3], Int64GetDatum(c->plays));
+		kpi_array_add(&args[4], Int64GetDatum(c->skips));
+		kpi_array_add(&args[5], Int64GetDatum(c->likes));
+		kpi_array_add(&args[6], Int64GetDatum(c->completed));
+		kpi_array_add(&args[7], Int64GetDatum(c->listen_ms));
+		kpi_array_add(&args[8], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, c))));
+	}
+	kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
+					 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"
+					 " SELECT d, dim, val, p, sk, lk, cp, ms, u::%s.hll"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+					 " x(d, dim, val, p, sk, lk, cp, ms, u)"
+					 " ON CONFLICT (day, dimension, value) DO UPDATE"
+					 " SET plays = s.plays OPERATOR(pg_catalog.+) excluded.plays,"
+					 " skips = s.skips OPERATOR(pg_catalog.+) excluded.skips,"
+					 " likes = s.likes OPERATOR(pg_catalog.+) excluded.likes,"
+					 " completed_plays = s.completed_plays OPERATOR(pg_catalog.+) excluded.completed_plays,"
+					 " listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms,"
+					 " users = %s.hll_union(s.users, excluded.users)", hll, hll),
+			9, args, SPI_OK_INSERT);
+}
+
+/* Derive the day KPI rows of every key the delta touched. */
+static void
+kpi_derive_days(KpiDelta *d)
+{
+	uint32		ng;
+	uint32		ne;
+	KpiEntry  **gs = kpi_table_entries(d->day_genres, &ng);
+	KpiEntry  **es = kpi_table_entries(d->engagement, &ne);
+	KpiArray	args[5];
+
+	kpi_array_init(&args[0], DATEOID, ng);
+	kpi_array_init(&args[1], TEXTOID, ng);
+	for (uint32 i = 0; i < ng; i++)
+	{
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
+		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
+	}
+	kpi_array_init(&args[2], DATEOID, ne);
+	kpi_array_init(&args[3], TEXTOID, ne);
+	kpi_array_init(&args[4], TEXTOID, ne);
+	for (uint32 i = 0; i < ne; i++)
+	{
+		kpi_array_add(&args[2], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[3], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
+		kpi_array_add(&args[4], kpi_text_datum(d, es[i]->key.c));
+	}
+	kpi_run("SELECT streamkpi._kpi_derive_days($1, $2, $3, $4, $5)",
+			5, args, SPI_OK_SELECT);
+}
+
+/* Add the day deltas to the day state and derive their KPI rows. */
+void
+kpi_merge_days(KpiDelta *d)
+{
+	if (kpi_table_count(d->engagement) == 0)
+		return;
+	kpi_merge_day_tracks(d);
+	kpi_merge_day_genres(d, d->hll);
+	kpi_merge_engagement(d, d->hll);
+	kpi_derive_days(d);
+}

@@ -1,0 +1,854 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpi_window.c
+ *	  The window step of the KPI engine.  The state of one window (a size
+ *	  of streamkpi.trending_windows and a start) is one row of
+ *	  streamkpi.window_state: its tracks, each with the hll of the users
+ *	  who played it and the counters of each region, packed into one bytea
+ *	  (strings as a varint length and their bytes, sorted by bytes):
+ *
+ *	    version byte 1, varint tracks, then per track:
+ *	    track, its players' hll value (length 0: nobody played), varint
+ *	    regions, then per region:
+ *	    region, varint plays, varint skips, varint likes, zigzag varint
+ *	    listen_ms
+ *
+ *	  A round reads the rows of the windows its events fall in, merges the
+ *	  deltas in (one pass over two sorted lists), writes each row back in
+ *	  one statement, and derives from the merged entries the trending rows
+ *	  of the touched (window, region) keys and the track_windows rows of the
+ *	  touched (window, track) keys.  One row per window instead of one per
+ *	  (window, region, track) is what makes a round's writes scale with
+ *	  the windows it touches rather than with its events.
+ *
+ *	  Rows of track_windows whose track played in the window before exist
+ *	  and are updated in place; the others are inserted.
+ *
+ *	  streamkpi.window_track_state shows the entries as rows.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "kpi.h"
+
+#define WINDOW_STATE_VERSION 1
+
+/* A region's counters of a track in a window. */
+typedef struct WinRegion
+{
+	const char *name;
+	uint32		len;
+	int64		plays;
+	int64		skips;
+	int64		likes;
+	int64		listen_ms;
+	bool		touched;
+} WinRegion;
+
+/* A track of a window. */
+typedef struct WinTrack
+{
+	const char *name;
+	uint32		len;
+	const uint8 *packed;		/* the stored players' sketch, or NULL */
+	uint32		packed_len;
+	SketchHll  *users;			/* or the delta's or merged one */
+	WinRegion  *regions;		/* sorted by name */
+	int			nregions;
+	bool		touched;		/* the delta has it */
+	bool		existed;		/* played before: its track_windows row exists */
+} WinTrack;
+
+/* A window the delta touched. */
+typedef struct Win
+{
+	int			size;			/* index into KpiDelta.sizes */
+	TimestampTz start;
+	WinTrack   *delta;			/* sorted by name */
+	int			ndelta;
+	const uint8 *stored;		/* the state row's bytes, or NULL */
+	uint32		stored_len;
+	WinTrack   *merged;			/* sorted by name */
+	int			nmerged;
+} Win;
+
+/* ---- the packed form ---- */
+
+static void
+put_varint(StringInfo buf, uint64 v)
+{
+	while (v >= 0x80)
+	{
+		appendStringInfoChar(buf, (char) ((v & 0x7f) | 0x80));
+		v >>= 7;
+	}
+	appendStringInfoChar(buf, (char) v);
+}
+
+static void
+put_bytes(StringInfo buf, const void *p, uint32 len)
+{
+	put_varint(buf, len);
+	appendBinaryStringInfo(buf, p, len);
+}
+
+static void
+window_state_corrupt(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("corrupt row in streamkpi.window_state"),
+			 errhint("Recompute the days it covers with streamkpi.refresh_kpis().")));
+}
+
+static uint64
+take_varint(const uint8 **p, const uint8 *end)
+{
+	uint64		v = 0;
+	int			shift = 0;
+
+	for (;;)
+	{
+		if (*p >= end || shift > 63)
+			window_state_corrupt();
+		v |= (uint64) (**p & 0x7f) << shift;
+		if ((*(*p)++ & 0x80) == 0)
+			return v;
+		shift += 7;
+	}
+}
+
+static const uint8 *
+take_bytes(const uint8 **p, const uint8 *end, uint32 *len)
+{
+	uint64		n = take_varint(p, end);
+	const uint8 *start = *p;
+
+	if (n > (uint64) (end - *p))
+		window_state_corrupt();
+	*len = (uint32) n;
+	*p += n;
+	return start;
+}
+
+static bytea *
+window_pack(const WinTrack *ts, int n)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoSpaces(&buf, VARHDRSZ);
+	appendStringInfoChar(&buf, WINDOW_STATE_VERSION);
+	put_varint(&buf, n);
+	for (int i = 0; i < n; i++)
+	{
+		const WinTrack *t = &ts[i];
+
+		put_bytes(&buf, t->name, t->len);
+		if (t->users != NULL)
+		{
+			bytea	   *u = sketch_hll_pack(t->users);
+
+			put_bytes(&buf, VARDATA(u), VARSIZE(u) - VARHDRSZ);
+		}
+		else
+			put_bytes(&buf, t->packed, t->packed_len);
+		put_varint(&buf, t->nregions);
+		for (int j = 0; j < t->nregions; j++)
+		{
+			const WinRegion *r = &t->regions[j];
+
+			put_bytes(&buf, r->name, r->len);
+			put_varint(&buf, r->plays);
+			put_varint(&buf, r->skips);
+			put_varint(&buf, r->likes);
+			put_varint(&buf, ((uint64) r->listen_ms << 1) ^ (uint64) (r->listen_ms >> 63));
+		}
+	}
+	SET_VARSIZE(buf.data, buf.len);
+	return (bytea *) buf.data;
+}
+
+static void
+unpack_regions(const uint8 **p, const uint8 *end, WinTrack *t)
+{
+	uint64		n = take_varint(p, end);
+
+	if (n > (uint64) (end - *p))
+		window_state_corrupt();
+	t->nregions = (int) n;
+	t->regions = palloc0(Max(n, 1) * sizeof(WinRegion));
+	for (int j = 0; j < t->nregions; j++)
+	{
+		WinRegion  *r = &t->regions[j];
+		uint64		zz;
+
+		r->name = (const char *) take_bytes(p, end, &r->len);
+		r->plays = (int64) take_varint(p, end);
+		r->skips = (int64) take_varint(p, end);
+		r->likes = (int64) take_varint(p, end);
+		zz = take_varint(p, end);
+		r->listen_ms = (int64) (zz >> 1) ^ -(int64) (zz & 1);
+		t->existed |= r->plays > 0;
+	}
+}
+
+/* The tracks of a packed state, pointing into it. */
+static WinTrack *
+window_unpack(const uint8 *p, uint32 len, int *n)
+{
+	const uint8 *end = p + len;
+	WinTrack   *ts;
+	uint64		count;
+
+	if (len < 1 || *p++ != WINDOW_STATE_VERSION)
+		window_state_corrupt();
+	count = take_varint(&p, end);
+	if (count > len)
+		window_state_corrupt();
+	ts = palloc0(Max(count, 1) * sizeof(WinTrack));
+	for (uint64 i = 0; i < count; i++)
+	{
+		WinTrack   *t = &ts[i];
+
+		t->name = (const char *) take_bytes(&p, end, &t->len);
+		t->packed = take_bytes(&p, end, &t->packed_len);
+		if (t->packed_len == 0)
+			t->packed = NULL;
+		unpack_regions(&p, end, t);
+	}
+	if (p != end)
+		window_state_corrupt();
+	*n = (int) count;
+	return ts;
+}
+
+/* ---- merging ---- */
+
+static int
+bytes_order(const char *a, uint32 alen, const char *b, uint32 blen)
+{
+	int			c = memcmp(a, b, Min(alen, blen));
+
+	if (c != 0)
+		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+/* the players' sketch of a track, unpacked when it was stored */
+static SketchHll *
+track_users(WinTrack *t)
+{
+	if (t->users == NULL && t->packed != NULL)
+		t->users = sketch_hll_unpack(CurrentMemoryContext, t->packed, t->packed_len);
+	return t->users;
+}
+
+/* old's regions plus delta's, both sorted, into m */
+static void
+merge_regions(WinTrack *m, const WinTrack *old, const WinTrack *delta)
+{
+	int			i = 0;
+	int			j = 0;
+
+	m->regions = palloc((old->nregions + delta->nregions) * sizeof(WinRegion));
+	m->nregions = 0;
+	while (i < old->nregions || j < delta->nregions)
+	{
+		int			c = i >= old->nregions ? 1 : j >= delta->nregions ? -1
+		: bytes_order(old->regions[i].name, old->regions[i].len,
+					  delta->regions[j].name, delta->regions[j].len);
+		WinRegion  *r = &m->regions[m->nregions++];
+
+		if (c < 0)
+			*r = old->regions[i++];
+		else if (c > 0)
+			*r = delta->regions[j++];
+		else
+		{
+			*r = old->regions[i++];
+			r->plays += delta->regions[j].plays;
+			r->skips += delta->regions[j].skips;
+			r->likes += delta->regions[j].likes;
+			r->listen_ms += delta->regions[j].listen_ms;
+			r->touched = true;
+			j++;
+		}
+	}
+}
+
+static void
+merge_track(WinTrack *m, WinTrack *old, const WinTrack *delta)
+{
+	*m = *old;
+	m->touched = true;
+	merge_regions(m, old, delta);
+	if (delta->users != NULL)
+	{
+		if (track_users(m) == NULL)
+			m->users = delta->users;
+		else
+			sketch_hll_merge(m->users, delta->users);
+	}
+}
+
+/* stored + delta, both sorted, into merged */
+static void
+window_merge(Win *w)
+{
+	WinTrack   *old = NULL;
+	int			nold = 0;
+	int			i = 0;
+	int			j = 0;
+
+	if (w->stored != NULL)
+		old = window_unpack(w->stored, w->stored_len, &nold);
+	w->merged = palloc((nold + w->ndelta + 1) * sizeof(WinTrack));
+	w->nmerged = 0;
+	while (i < nold || j < w->ndelta)
+	{
+		int			c = i >= nold ? 1 : j >= w->ndelta ? -1
+		: bytes_order(old[i].name, old[i].len, w->delta[j].name, w->delta[j].len);
+		WinTrack   *m = &w->merged[w->nmerged++];
+
+		if (c < 0)
+			*m = old[i++];
+		else if (c > 0)
+			*m = w->delta[j++];
+		else
+			merge_track(m, &old[i++], &w->delta[j++]);
+	}
+}
+
+/* ---- deriving trending and track_windows ---- */
+
+/* The statements' parameters, one set per flush. */
+typedef struct WinOutput
+{
+	KpiArray	state[3];		/* start, size, tracks */
+	KpiArray	region_keys[3];	/* size, start, region: trending to replace */
+	KpiArray	trending[8];	/* size, start, region, rank, track, plays,
+								 * skips, likes */
+	KpiArray	added[7];		/* new track_windows rows: size, start,
+								 * track, plays, listen_ms, users (exact),
+								 * users (sketch, when not exact) */
+	KpiArray	changed[7];		/* existing rows, the same columns */
+} WinOutput;
+
+static Datum
+bytes_text(const char *p, uint32 len)
+{
+	return PointerGetDatum(cstring_to_text_with_len(p, len));
+}
+
+/* The best top_n (track, region) entries of one region. */
+typedef struct WinTop
+{
+	const char *region;
+	uint32		len;
+	int			n;
+	WinTrack  **tracks;
+	WinRegion **entries;
+} WinTop;
+
+/* Offer an entry: plays desc, then track ascending (tracks come in order). */
+static void
+top_offer(WinTop *top, int top_n, WinTrack *t, WinRegion *r)
+{
+	int			pos = top->n;
+
+	while (pos > 0 && top->entries[pos - 1]->plays < r->plays)
+		pos--;
+	if (pos >= top_n)
+		return;
+	if (top->n < top_n)
+		top->n++;
+	memmove(&top->tracks[pos + 1], &top->tracks[pos], (top->n - 1 - pos) * sizeof(WinTrack *));
+	memmove(&top->entries[pos + 1], &top->entries[pos], (top->n - 1 - pos) * sizeof(WinRegion *));
+	top->tracks[pos] = t;
+	top->entries[pos] = r;
+}
+
+/* The regions to rank again: the delta's, or all in a refresh. */
+static WinTop *
+touched_regions(KpiDelta *d, Win *w, int *ntops)
+{
+	int			cap = 8;
+	int			n = 0;
+	WinTop	   *tops = palloc0(cap * sizeof(WinTop));
+	int			top_n = d->sizes[w->size].top_n;
+
+	for (int i = 0; i < w->nmerged; i++)
+		for (int j = 0; j < w->merged[i].nregions; j++)
+		{
+			WinRegion  *r = &w->merged[i].regions[j];
+			int			k;
+
+			if (!d->refresh && !r->touched)
+				continue;
+			for (k = 0; k < n; k++)
+				if (bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+					break;
+			if (k < n)
+				continue;
+			if (n == cap)
+			{
+				cap *= 2;
+				tops = repalloc(tops, cap * sizeof(WinTop));
+			}
+			tops[n].region = r->name;
+			tops[n].len = r->len;
+			tops[n].n = 0;
+			tops[n].tracks = palloc(top_n * sizeof(WinTrack *));
+			tops[n].entries = palloc(top_n * sizeof(WinRegion *));
+			n++;
+		}
+	*ntops = n;
+	return tops;
+}
+
+/* The touched regions of w get new rankings. */
+static void
+derive_trending(KpiDelta *d, Win *w, WinOutput *out)
+{
+	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
+	Datum		start = TimestampTzGetDatum(w->start);
+	int			top_n = d->sizes[w->size].top_n;
+	int			ntops;
+	WinTop	   *tops = touched_regions(d, w, &ntops);
+
+	for (int i = 0; i < w->nmerged; i++)
+		for (int j = 0; j < w->merged[i].nregions; j++)
+		{
+			WinRegion  *r = &w->merged[i].regions[j];
+
+			if (r->plays == 0)
+				continue;
+			for (int k = 0; k < ntops; k++)
+				if (bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+				{
+					top_offer(&tops[k], top_n, &w->merged[i], r);
+					break;
+				}
+		}
+	for (int k = 0; k < ntops; k++)
+	{
+		Datum		region = bytes_text(tops[k].region, tops[k].len);
+
+		kpi_array_add(&out->region_keys[0], size);
+		kpi_array_add(&out->region_keys[1], start);
+		kpi_array_add(&out->region_keys[2], region);
+		for (int rank = 0; rank < tops[k].n; rank++)
+		{
+			kpi_array_add(&out->trending[0], size);
+			kpi_array_add(&out->trending[1], start);
+			kpi_array_add(&out->trending[2], region);
+			kpi_array_add(&out->trending[3], Int32GetDatum(rank + 1));
+			kpi_array_add(&out->trending[4], bytes_text(tops[k].tracks[rank]->name,
+														tops[k].tracks[rank]->len));
+			kpi_array_add(&out->trending[5], Int64GetDatum(tops[k].entries[rank]->plays));
+			kpi_array_add(&out->trending[6], Int64GetDatum(tops[k].entries[rank]->skips));
+			kpi_array_add(&out->trending[7], Int64GetDatum(tops[k].entries[rank]->likes));
+		}
+	}
+}
+
+/*
+ * One track_windows row.  Its distinct users are counted here while the
+ * sketch holds them exactly, else hll_cardinality() counts them from the
+ * sketch (beyond about 1,280 users).
+ */
+static void
+add_track_row(KpiArray *rows, Datum size, Datum start, WinTrack *t,
+			  int64 plays, int64 listen_ms)
+{
+	SketchHll  *users = track_users(t);
+	int64		exact = users != NULL ? sketch_hll_exact_count(users) : 0;
+
+	kpi_array_add(&rows[0], size);
+	kpi_array_add(&rows[1], start);
+	kpi_array_add(&rows[2], bytes_text(t->name, t->len));
+	kpi_array_add(&rows[3], Int64GetDatum(plays));
+	kpi_array_add(&rows[4], Int64GetDatum(listen_ms));
+	if (exact >= 0)
+	{
+		kpi_array_add(&rows[5], Int64GetDatum(exact));
+		kpi_array_add_null(&rows[6]);
+	}
+	else
+	{
+		kpi_array_add_null(&rows[5]);
+		kpi_array_add(&rows[6], PointerGetDatum(sketch_hll_pack(users)));
+	}
+}
+
+/* The touched tracks of w (every track in a refresh) get new rows. */
+static void
+derive_track_windows(KpiDelta *d, Win *w, WinOutput *out)
+{
+	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
+	Datum		start = TimestampTzGetDatum(w->start);
+
+	for (int i = 0; i < w->nmerged; i++)
+	{
+		WinTrack   *t = &w->merged[i];
+		int64		plays = 0;
+		int64		listen_ms = 0;
+
+		if (!d->refresh && !t->touched)
+			continue;
+		for (int j = 0; j < t->nregions; j++)
+		{
+			plays += t->regions[j].plays;
+			listen_ms += t->regions[j].listen_ms;
+		}
+		if (plays > 0)
+			add_track_row(t->existed && !d->refresh ? out->changed : out->added,
+						  size, start, t, plays, listen_ms);
+	}
+}
+
+/* ---- the step ---- */
+
+typedef struct WinSortArg
+{
+	uint32	   *rank;			/* of each interned string */
+} WinSortArg;
+
+/* window start, size, track, region: the delta in merge order */
+static int
+delta_order(const void *a, const void *b, void *arg)
+{
+	const KpiEntry *x = *(KpiEntry *const *) a;
+	const KpiEntry *y = *(KpiEntry *const *) b;
+	uint32	   *rank = ((WinSortArg *) arg)->rank;
+	uint32		xt = rank[x->key.c & 0xffffffff];
+	uint32		yt = rank[y->key.c & 0xffffffff];
+	uint32		xr = rank[(uint64) x->key.c >> 32];
+	uint32		yr = rank[(uint64) y->key.c >> 32];
+
+	if (x->key.a != y->key.a)
+		return x->key.a < y->key.a ? -1 : 1;
+	if (x->key.b != y->key.b)
+		return x->key.b < y->key.b ? -1 : 1;
+	if (xt != yt)
+		return xt < yt ? -1 : 1;
+	return (xr > yr) - (xr < yr);
+}
+
+static void
+add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
+{
+	uint32		track = e->key.c & 0xffffffff;
+	KpiString  *region = &d->strs[(uint64) e->key.c >> 32];
+	WinTrack   *t;
+	WinRegion  *r;
+
+	if (new_track)
+	{
+		KpiCounts  *users = kpi_table_find(d->window_users, e->key.a, e->key.b, track);
+
+		t = &w->delta[w->ndelta++];
+		memset(t, 0, sizeof(WinTrack));
+		t->name = d->strs[track].data;
+		t->len = d->strs[track].len;
+		t->users = users != NULL ? kpi_counts_users(d, users) : NULL;
+		t->touched = true;
+	}
+	t = &w->delta[w->ndelta - 1];
+	if (t->nregions % 4 == 0)
+		t->regions = t->nregions == 0 ? palloc(4 * sizeof(WinRegion))
+			: repalloc(t->regions, (t->nregions + 4) * sizeof(WinRegion));
+	r = &t->regions[t->nregions++];
+	r->name = region->data;
+	r->len = region->len;
+	r->plays = e->counts.plays;
+	r->skips = e->counts.skips;
+	r->likes = e->counts.likes;
+	r->listen_ms = e->counts.listen_ms;
+	r->touched = true;
+}
+
+/* The touched windows with their delta tracks, sorted. */
+static Win *
+collect_windows(KpiDelta *d, int *nwins)
+{
+	uint32		n;
+	KpiEntry  **es = kpi_table_entries(d->windows, &n);
+	WinSortArg arg = {kpi_string_ranks(d)};
+	Win		   *wins = palloc0((n + 1) * sizeof(Win));
+	int			nw = 0;
+
+	qsort_arg(es, n, sizeof(KpiEntry *), delta_order, &arg);
+	for (uint32 i = 0; i < n; i++)
+	{
+		bool		new_window = i == 0 || es[i]->key.a != es[i - 1]->key.a ||
+			es[i]->key.b != es[i - 1]->key.b;
+		Win		   *w;
+
+		if (new_window)
+		{
+			w = &wins[nw++];
+			w->start = es[i]->key.a;
+			w->size = (int) es[i]->key.b;
+			w->delta = palloc((n - i) * sizeof(WinTrack));
+		}
+		w = &wins[nw - 1];
+		add_delta_region(d, w, es[i], new_window ||
+						 (es[i]->key.c & 0xffffffff) != (es[i - 1]->key.c & 0xffffffff));
+	}
+	*nwins = nw;
+	return wins;
+}
+
+/* Read the stored state rows of the windows, in one statement. */
+static void
+load_windows(KpiDelta *d, Win *wins, int nw)
+{
+	KpiArray	args[3];
+
+	kpi_array_init(&args[0], TIMESTAMPTZOID, nw);
+	kpi_array_init(&args[1], INTERVALOID, nw);
+	kpi_array_init(&args[2], INT4OID, nw);
+	for (int k = 0; k < nw; k++)
+	{
+		kpi_array_add(&args[0], TimestampTzGetDatum(wins[k].start));
+		kpi_array_add(&args[1], IntervalPGetDatum(&d->sizes[wins[k].size].size));
+		kpi_array_add(&args[2], Int32GetDatum(k));
+	}
+	kpi_run("SELECT k.i, w.tracks"
+			" FROM unnest($1, $2, $3) k(st, sz, i)"
+			" JOIN streamkpi.window_state w"
+			" ON w.window_start OPERATOR(pg_catalog.=) k.st"
+			" AND w.window_size OPERATOR(pg_catalog.=) k.sz",
+			3, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int			k = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		bytea	   *b = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc, 2, &isnull));
+
+		wins[k].stored = (const uint8 *) VARDATA_ANY(b);
+		wins[k].stored_len = VARSIZE_ANY_EXHDR(b);
+	}
+}
+
+/* the columns of track_windows rows from the arrays $1..$7 */
+#define TRACK_ROWS_SELECT \
+	" SELECT sz, st, tr, st OPERATOR(pg_catalog.+) sz, p," \
+	" COALESCE(n, pg_catalog.round(%s.hll_cardinality(u::%s.hll))::bigint)," \
+	" pg_catalog.round(ms::numeric OPERATOR(pg_catalog./) NULLIF(p, 0), 3)" \
+	" FROM unnest($1, $2, $3, $4, $5, $6, $7) x(sz, st, tr, p, ms, n, u)"
+
+/*
+ * Run sql in a subtransaction; false when it violated a unique constraint
+ * (then it changed nothing).  Other errors propagate.
+ */
+static bool
+kpi_run_unless_duplicate(const char *sql, int nargs, KpiArray *args, int expected)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		kpi_run(sql, nargs, args, expected);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+static void
+write_track_windows(WinOutput *out, const char *hll)
+{
+	const char *upsert = psprintf("INSERT INTO streamkpi.track_windows AS t (window_size,"
+								  " window_start, track_id, window_end, total_listens,"
+								  " unique_users, avg_listen_ms)" TRACK_ROWS_SELECT
+								  " ON CONFLICT (window_start, window_size, track_id) DO UPDATE"
+								  " SET total_listens = excluded.total_listens,"
+								  " unique_users = excluded.unique_users,"
+								  " avg_listen_ms = excluded.avg_listen_ms", hll, hll);
+
+	/* rows of tracks that played before in the window exist: update them */
+	if (out->changed[0].n > 0)
+	{
+		kpi_run(psprintf("UPDATE streamkpi.track_windows t"
+						 " SET total_listens = x.p, unique_users = x.n, avg_listen_ms = x.a"
+						 " FROM (SELECT tr, sz, st, p,"
+						 " COALESCE(n, pg_catalog.round(%s.hll_cardinality(u::%s.hll))::bigint) n,"
+						 " pg_catalog.round(ms::numeric OPERATOR(pg_catalog./) NULLIF(p, 0), 3) a"
+						 " FROM unnest($1, $2, $3, $4, $5, $6, $7) x(sz, st, tr, p, ms, n, u)) x"
+						 " WHERE t.window_start OPERATOR(pg_catalog.=) x.st"
+						 " AND t.window_size OPERATOR(pg_catalog.=) x.sz"
+						 " AND t.track_id OPERATOR(pg_catalog.=) x.tr", hll, hll),
+				7, out->changed, SPI_OK_UPDATE);
+		/* someone removed rows: put them back */
+		if (SPI_processed != (uint64) out->changed[0].n)
+			kpi_run(upsert, 7, out->changed, SPI_OK_INSERT);
+	}
+	/*
+	 * The others are new, unless someone wrote rows behind the engine's
+	 * back: a plain insert (no conflict checks), and the upsert if not.
+	 */
+	if (out->added[0].n > 0 &&
+		!kpi_run_unless_duplicate(psprintf("INSERT INTO streamkpi.track_windows (window_size,"
+										   " window_start, track_id, window_end, total_listens,"
+										   " unique_users, avg_listen_ms)" TRACK_ROWS_SELECT,
+										   hll, hll),
+								  7, out->added, SPI_OK_INSERT))
+		kpi_run(upsert, 7, out->added, SPI_OK_INSERT);
+}
+
+static void
+write_windows(WinOutput *out, const char *hll)
+{
+	kpi_run("INSERT INTO streamkpi.window_state AS s (window_start, window_size, tracks)"
+			" SELECT * FROM unnest($1, $2, $3)"
+			" ON CONFLICT (window_start, window_size) DO UPDATE SET tracks = excluded.tracks",
+			3, out->state, SPI_OK_INSERT);
+	if (out->region_keys[0].n > 0)
+		kpi_run("DELETE FROM streamkpi.trending t"
+				" USING unnest($1, $2, $3) k(sz, st, r)"
+				" WHERE t.window_size OPERATOR(pg_catalog.=) k.sz"
+				" AND t.window_start OPERATOR(pg_catalog.=) k.st"
+				" AND t.region OPERATOR(pg_catalog.=) k.r",
+				3, out->region_keys, SPI_OK_DELETE);
+	if (out->trending[0].n > 0)
+		kpi_run("INSERT INTO streamkpi.trending (window_size, window_start, region, rank,"
+				" window_end, track_id, plays, skips, likes)"
+				" SELECT sz, st, r, rk, st OPERATOR(pg_catalog.+) sz, tr, p, sk, lk"
+				" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
+				" x(sz, st, r, rk, tr, p, sk, lk)",
+				8, out->trending, SPI_OK_INSERT);
+	write_track_windows(out, hll);
+}
+
+static void
+init_output(WinOutput *out, int nw)
+{
+	Oid			trending_types[8] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, INT4OID,
+	TEXTOID, INT8OID, INT8OID, INT8OID};
+	Oid			track_types[7] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, INT8OID,
+	INT8OID, INT8OID, BYTEAOID};
+
+	kpi_array_init(&out->state[0], TIMESTAMPTZOID, nw);
+	kpi_array_init(&out->state[1], INTERVALOID, nw);
+	kpi_array_init(&out->state[2], BYTEAOID, nw);
+	kpi_array_init(&out->region_keys[0], INTERVALOID, nw);
+	kpi_array_init(&out->region_keys[1], TIMESTAMPTZOID, nw);
+	kpi_array_init(&out->region_keys[2], TEXTOID, nw);
+	for (int i = 0; i < 8; i++)
+		kpi_array_init(&out->trending[i], trending_types[i], nw * 4);
+	for (int i = 0; i < 7; i++)
+	{
+		kpi_array_init(&out->added[i], track_types[i], nw * 16);
+		kpi_array_init(&out->changed[i], track_types[i], nw * 16);
+	}
+}
+
+/*
+ * Merge the window deltas into streamkpi.window_state and derive the
+ * trending and track_windows rows they change.
+ */
+void
+kpi_merge_windows(KpiDelta *d)
+{
+	int			nw;
+	Win		   *wins;
+	WinOutput	out;
+
+	if (kpi_table_count(d->windows) == 0)
+		return;
+	wins = collect_windows(d, &nw);
+	load_windows(d, wins, nw);
+	init_output(&out, nw);
+	for (int k = 0; k < nw; k++)
+	{
+		Win		   *w = &wins[k];
+
+		window_merge(w);
+		kpi_array_add(&out.state[0], TimestampTzGetDatum(w->start));
+		kpi_array_add(&out.state[1], IntervalPGetDatum(&d->sizes[w->size].size));
+		kpi_array_add(&out.state[2], PointerGetDatum(window_pack(w->merged, w->nmerged)));
+		derive_trending(d, w, &out);
+		derive_track_windows(d, w, &out);
+	}
+	write_windows(&out, d->hll);
+}
+
+/* ---- streamkpi._window_state_entries(bytea) ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_state_entries);
+
+/*
+ * The entries of a window_state row as rows (region, track_id, plays,
+ * skips, likes, listen_ms, users), for streamkpi.window_track_state.
+ */
+Datum
+streamkpi_window_state_entries(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+	WinTrack   *ts;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	ts = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &n);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < ts[i].nregions; j++)
+		{
+			WinRegion  *r = &ts[i].regions[j];
+			Datum		values[7];
+			bool		nulls[7] = {0};
+
+			values[0] = bytes_text(r->name, r->len);
+			values[1] = bytes_text(ts[i].name, ts[i].len);
+			values[2] = Int64GetDatum(r->plays);
+			values[3] = Int64GetDatum(r->skips);
+			values[4] = Int64GetDatum(r->likes);
+			values[5] = Int64GetDatum(r->listen_ms);
+			if (ts[i].packed == NULL)
+				nulls[6] = true;
+			else
+			{
+				bytea	   *u = palloc(VARHDRSZ + ts[i].packed_len);
+
+				SET_VARSIZE(u, VARHDRSZ + ts[i].packed_len);
+				memcpy(VARDATA(u), ts[i].packed, ts[i].packed_len);
+				values[6] = PointerGetDatum(u);
+			}
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	PG_RETURN_VOID();
+}
