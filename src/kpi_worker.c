@@ -265,6 +265,8 @@ StreamkpiKpiMain(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
+					PGC_S_SESSION);
 	pgstat_report_appname("streamkpi kpi");
 
 	if (!kpi_attach())

@@ -4,7 +4,7 @@
  *	  Backend functions that the fuzzed files call only on paths the
  *	  harnesses do not take (encoding messages, topn's JSON text input,
  *	  set-returning and row-returning functions).  Those paths are
- *	  exercised through a real backend instead (test/t/400_hostile_input.pl).
+ *	  exercised through a real backend instead (test/t/410_hostile_input.pl).
  *	  Each aborts if reached, so a harness that strays is noticed.
  *
  *-------------------------------------------------------------------------
