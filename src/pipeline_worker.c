@@ -280,11 +280,12 @@ static bool
 still_wanted_starting(void *arg)
 {
 	StartingWorker *w = (StartingWorker *) arg;
-	const char *kafka_error = pipeline_consumer_error(w->consumer);
+	int			sqlstate;
+	const char *kafka_error = pipeline_consumer_error(w->consumer, &sqlstate);
 
 	if (kafka_error)
 	{
-		pipeline_slot_set_error(my_slot, kafka_error);
+		pipeline_slot_set_error(my_slot, sqlstate, kafka_error);
 		slot_set_state(PIPELINE_ERROR);
 	}
 	return still_wanted((void *) w->def);
