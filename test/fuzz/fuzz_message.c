@@ -21,8 +21,9 @@
 
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
+#include "utils/builtins.h"
 
-#include "fdw.h"
+#include "message.h"
 #include "shim.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -93,9 +94,9 @@ make_table(bool error_column)
 	t->relname = "fuzz";
 	t->topic = "fuzz";
 #ifdef FUZZ_CSV
-	t->format = KAFKA_FORMAT_CSV;
+	t->codec = &kafka_csv_codec;
 #else
-	t->format = KAFKA_FORMAT_JSON;
+	t->codec = &kafka_json_codec;
 #endif
 	t->header = WITH_HEADER;
 	t->delimiter = ',';
@@ -112,9 +113,10 @@ make_table(bool error_column)
 		c->name = (char *) columns[i].name;
 		c->typid = columns[i].typid;
 		c->typmod = -1;
+		c->typname = format_type_be(c->typid);
 		c->field = (char *) (columns[i].field ? columns[i].field : columns[i].name);
 		c->field_len = strlen(c->field);
-		c->csv_position = t->header ? -1 : i;
+		c->csv_position = -1;
 		c->required = columns[i].required;
 		c->time_unit = columns[i].time_unit ? columns[i].time_unit : USECS_PER_SEC;
 		c->time_unit_set = columns[i].time_unit != 0;
@@ -123,6 +125,8 @@ make_table(bool error_column)
 		c->ioparam = c->typid;
 		t->data[t->ndata++] = c;
 	}
+	if (t->codec->prepare)
+		t->codec->prepare(t);
 	t->cols[NDATA].attnum = NDATA + 1;
 	t->cols[NDATA].name = "kerror";
 	t->cols[NDATA].meta = KAFKA_META_ERROR;
@@ -183,7 +187,7 @@ set_header(PG_FUNCTION_ARGS)
 {
 	DecodeArgs *a = (DecodeArgs *) PG_GETARG_POINTER(0);
 
-	kafka_csv_set_header(a->decoder, a->bytes, a->len);
+	a->decoder->table->codec->read_header(a->decoder, a->bytes, a->len);
 	PG_RETURN_VOID();
 }
 
