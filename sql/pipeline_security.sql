@@ -48,6 +48,21 @@ SELECT streamkpi.drop_pipeline('su_pipe');
 SELECT streamkpi._alter_pipeline('su_pipe', 'INSERT INTO sec_out SELECT 1 FROM ksec_in',
 	NULL, NULL, NULL, NULL, 'public');
 \echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT streamkpi._note_caller();	-- notes regress_admin, nobody else
+SELECT streamkpi._alter_pipeline('su_pipe', 'INSERT INTO sec_out SELECT 1 FROM ksec_in',
+	NULL, NULL, NULL, NULL, 'public');
+ROLLBACK;
+\echo :LAST_ERROR_SQLSTATE
+-- an admin's SECURITY DEFINER function acts with the admin's rights, also
+-- when a superuser calls it
+RESET ROLE;
+CREATE FUNCTION sec_definer() RETURNS void SECURITY DEFINER LANGUAGE sql
+	AS $$ SELECT streamkpi.alter_pipeline('su_pipe', batch_size => 3) $$;
+ALTER FUNCTION sec_definer() OWNER TO regress_admin;
+SET ROLE regress_super;
+SELECT sec_definer();
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SELECT name, owner, statement, source, batch_size FROM streamkpi.pipelines ORDER BY name;
 
@@ -118,5 +133,5 @@ SELECT streamkpi.drop_pipeline(name) FROM streamkpi.pipelines ORDER BY name;
 DROP FOREIGN TABLE ksec_in, ksec_other;
 DROP SERVER ksec;
 DROP TABLE sec_out;
-DROP FUNCTION sec_flip(int);
+DROP FUNCTION sec_flip(int), sec_definer();
 DROP ROLE regress_member, regress_admin, regress_admin2, regress_super;
