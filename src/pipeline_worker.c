@@ -366,7 +366,7 @@ run_range(BatchRun *run, int first, int last)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	int			nfailures = list_length(batch->decode_failures);
-	ErrorData  *edata;
+	ErrorData  *volatile edata = NULL;
 
 	CHECK_FOR_INTERRUPTS();
 	if (first >= last)
@@ -388,7 +388,11 @@ run_range(BatchRun *run, int first, int last)
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		return;
+
+		/*
+		 * No return here: it would leave PG_exception_stack pointing into
+		 * this frame, and an error in the next range would jump to it.
+		 */
 	}
 	PG_CATCH();
 	{
@@ -400,6 +404,8 @@ run_range(BatchRun *run, int first, int last)
 		CurrentResourceOwner = oldowner;
 	}
 	PG_END_TRY();
+	if (edata == NULL)
+		return;
 
 	/* what the failed attempt decoded is decoded again by the retries */
 	batch->decode_failures = list_truncate(batch->decode_failures, nfailures);
