@@ -146,8 +146,16 @@ streamkpi_pipeline_check(PG_FUNCTION_ARGS)
 	Oid			relid;
 
 	pipeline_require_owner(name, owner);
+
+	/*
+	 * Planning may run the owner's code (immutable functions are folded) in
+	 * the session of whoever asked, a superuser perhaps: as for maintenance
+	 * commands, a security-restricted operation, so that it cannot leave
+	 * temporary objects behind that the session would later use.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, ERROR, false);

@@ -299,6 +299,8 @@ REVOKE ALL ON FUNCTION streamkpi._pipeline_check(text, text, regrole, text) FROM
 REVOKE ALL ON FUNCTION streamkpi._create_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._alter_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._pipeline_for_caller(text, boolean) FROM PUBLIC;
+-- last errors may quote message data: for those who may inspect pipelines
+REVOKE ALL ON FUNCTION streamkpi._pipeline_slots() FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.create_pipeline(text, text, int, int, text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.start_pipeline(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._start_pipeline(text) FROM PUBLIC;
@@ -314,7 +316,7 @@ GRANT EXECUTE ON FUNCTION streamkpi.create_pipeline(text, text, int, int, text, 
 	streamkpi._create_pipeline(text, text, int, int, text, int, text),
 	streamkpi._alter_pipeline(text, text, int, int, text, int, text),
 	streamkpi._start_pipeline(text), streamkpi._stop_pipeline(text),
-	streamkpi._drop_pipeline(text)
+	streamkpi._drop_pipeline(text), streamkpi._pipeline_slots()
 	TO streamkpi_admin;
 GRANT SELECT ON streamkpi.pipelines, streamkpi.pipeline_offsets,
 	streamkpi.dead_letters, streamkpi.pipeline_status TO streamkpi_admin;
