@@ -198,6 +198,8 @@ extern void kpi_merge_windows(KpiDelta *d);
 
 /* in kpi_worker.c */
 extern PGDLLEXPORT void StreamkpiKpiMain(Datum main_arg);
+extern void KpiShmemInit(void);
+extern pid_t kpi_worker_pid(TimestampTz *started_at);
 extern void kpi_worker_ensure_running(void);
 
 #endif							/* STREAMKPI_KPI_H */

@@ -57,6 +57,50 @@
 /* Longest backoff after failed exits. */
 #define KPI_MAX_BACKOFF_S 60
 
+/* Shared memory "streamkpi kpi worker": the worker's pid and backoff. */
+typedef struct KpiShared
+{
+	LWLock	   *lock;			/* protects everything below */
+	pid_t		pid;			/* 0 while no KPI worker runs */
+	TimestampTz started_at;
+	int			failures;		/* consecutive failed exits */
+	TimestampTz retry_at;		/* the launcher waits until then */
+} KpiShared;
+
+static KpiShared *kpi_shared = NULL;
+
+static Size
+kpi_shmem_size(void)
+{
+	return sizeof(KpiShared);
+}
+
+static const StreamkpiShmemPart kpi_shmem = {
+	.name = "streamkpi kpi worker",
+	.size = kpi_shmem_size,
+	.ptr = (void **) &kpi_shared,
+};
+
+/* Register the KPI worker's shared memory; from _PG_init when preloaded. */
+void
+KpiShmemInit(void)
+{
+	streamkpi_shmem_register(&kpi_shmem);
+}
+
+/* The running KPI worker's pid and start, or 0 (for streamkpi.workers()). */
+pid_t
+kpi_worker_pid(TimestampTz *started_at)
+{
+	pid_t		pid;
+
+	LWLockAcquire(kpi_shared->lock, LW_SHARED);
+	pid = kpi_shared->pid;
+	*started_at = kpi_shared->started_at;
+	LWLockRelease(kpi_shared->lock);
+	return pid;
+}
+
 /* ---- launcher side ---- */
 
 static BackgroundWorkerHandle *kpi_handle = NULL;	/* in TopMemoryContext */
@@ -87,9 +131,9 @@ kpi_worker_ensure_running(void)
 	if (!streamkpi_kpi_worker)
 		return;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
-	wait = streamkpi_shared->kpi_pid != 0 || now < streamkpi_shared->kpi_retry_at;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockAcquire(kpi_shared->lock, LW_SHARED);
+	wait = kpi_shared->pid != 0 || now < kpi_shared->retry_at;
+	LWLockRelease(kpi_shared->lock);
 	if (wait)
 		return;
 
@@ -100,16 +144,8 @@ kpi_worker_ensure_running(void)
 	if (!exists)
 		return;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "streamkpi");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "StreamkpiKpiMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "streamkpi kpi");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "streamkpi kpi");
-	worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
-	worker.bgw_notify_pid = MyProcPid;
+	streamkpi_worker_fill(&worker, "StreamkpiKpiMain", "streamkpi kpi",
+						  BGW_NEVER_RESTART, ObjectIdGetDatum(MyDatabaseId));
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (!RegisterDynamicBackgroundWorker(&worker, &kpi_handle))
@@ -137,27 +173,27 @@ kpi_detach(int code, Datum arg)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	if (streamkpi_shared->kpi_pid == MyProcPid)
+	LWLockAcquire(kpi_shared->lock, LW_EXCLUSIVE);
+	if (kpi_shared->pid == MyProcPid)
 	{
-		streamkpi_shared->kpi_pid = 0;
+		kpi_shared->pid = 0;
 		if (kpi_clean_exit)
 		{
-			streamkpi_shared->kpi_failures = 0;
-			streamkpi_shared->kpi_retry_at =
+			kpi_shared->failures = 0;
+			kpi_shared->retry_at =
 				TimestampTzPlusMilliseconds(now, KPI_CLEAN_RESTART_MS);
 		}
 		else
 		{
-			int			failures = ++streamkpi_shared->kpi_failures;
+			int			failures = ++kpi_shared->failures;
 
-			streamkpi_shared->kpi_retry_at =
+			kpi_shared->retry_at =
 				TimestampTzPlusMilliseconds(now,
 											1000 * Min(1 << Min(failures - 1, 6),
 													   KPI_MAX_BACKOFF_S));
 		}
 	}
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(kpi_shared->lock);
 }
 
 /* Claim the single KPI worker slot; false when another worker has it. */
@@ -166,14 +202,14 @@ kpi_attach(void)
 {
 	bool		ok;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	ok = streamkpi_shared->kpi_pid == 0;
+	LWLockAcquire(kpi_shared->lock, LW_EXCLUSIVE);
+	ok = kpi_shared->pid == 0;
 	if (ok)
 	{
-		streamkpi_shared->kpi_pid = MyProcPid;
-		streamkpi_shared->kpi_started_at = GetCurrentTimestamp();
+		kpi_shared->pid = MyProcPid;
+		kpi_shared->started_at = GetCurrentTimestamp();
 	}
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(kpi_shared->lock);
 	if (ok)
 		before_shmem_exit(kpi_detach, (Datum) 0);
 	return ok;
