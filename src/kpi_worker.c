@@ -18,8 +18,10 @@
  *	  once per loop: it starts the worker in streamkpi.database when the
  *	  extension exists there and streamkpi.kpi_worker is on, and starts it
  *	  again after a failed exit with a backoff of 1, 2, 4 ... 60 seconds.
- *	  The worker's pid and backoff live in shared memory so that a restarted
- *	  launcher neither starts a second worker nor forgets the backoff.
+ *	  The worker's pid and backoff live in shared memory of their own
+ *	  ("streamkpi kpi worker", set up by KpiWorkerInit()) so that a
+ *	  restarted launcher neither starts a second worker nor forgets the
+ *	  backoff.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +38,8 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -56,6 +60,69 @@
 
 /* Longest backoff after failed exits. */
 #define KPI_MAX_BACKOFF_S 60
+
+/* ---- shared memory ---- */
+
+#define KPI_SHMEM_NAME "streamkpi kpi worker"
+
+typedef struct KpiWorkerShared
+{
+	slock_t		mutex;			/* protects everything below */
+	pid_t		pid;			/* 0 while no KPI worker runs */
+	TimestampTz started_at;
+	int			failures;		/* consecutive failed exits */
+	TimestampTz retry_at;		/* the launcher waits until then */
+} KpiWorkerShared;
+
+static KpiWorkerShared *kpi_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+kpi_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KpiWorkerShared)));
+}
+
+static void
+kpi_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	kpi_shared = ShmemInitStruct(KPI_SHMEM_NAME, sizeof(KpiWorkerShared), &found);
+	if (!found)
+	{
+		memset(kpi_shared, 0, sizeof(KpiWorkerShared));
+		SpinLockInit(&kpi_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* From _PG_init when preloaded: the worker's shared memory. */
+void
+KpiWorkerInit(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = kpi_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = kpi_shmem_startup;
+}
+
+/* The running KPI worker's pid and start, for streamkpi.workers(). */
+bool
+kpi_worker_status(pid_t *pid, TimestampTz *started_at)
+{
+	SpinLockAcquire(&kpi_shared->mutex);
+	*pid = kpi_shared->pid;
+	*started_at = kpi_shared->started_at;
+	SpinLockRelease(&kpi_shared->mutex);
+	return *pid != 0;
+}
 
 /* ---- launcher side ---- */
 
@@ -87,9 +154,9 @@ kpi_worker_ensure_running(void)
 	if (!streamkpi_kpi_worker)
 		return;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
-	wait = streamkpi_shared->kpi_pid != 0 || now < streamkpi_shared->kpi_retry_at;
-	LWLockRelease(streamkpi_shared->lock);
+	SpinLockAcquire(&kpi_shared->mutex);
+	wait = kpi_shared->pid != 0 || now < kpi_shared->retry_at;
+	SpinLockRelease(&kpi_shared->mutex);
 	if (wait)
 		return;
 
@@ -137,27 +204,20 @@ kpi_detach(int code, Datum arg)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	if (streamkpi_shared->kpi_pid == MyProcPid)
+	SpinLockAcquire(&kpi_shared->mutex);
+	if (kpi_shared->pid == MyProcPid)
 	{
-		streamkpi_shared->kpi_pid = 0;
+		kpi_shared->pid = 0;
 		if (kpi_clean_exit)
-		{
-			streamkpi_shared->kpi_failures = 0;
-			streamkpi_shared->kpi_retry_at =
-				TimestampTzPlusMilliseconds(now, KPI_CLEAN_RESTART_MS);
-		}
+			kpi_shared->failures = 0;
 		else
-		{
-			int			failures = ++streamkpi_shared->kpi_failures;
-
-			streamkpi_shared->kpi_retry_at =
-				TimestampTzPlusMilliseconds(now,
-											1000 * Min(1 << Min(failures - 1, 6),
-													   KPI_MAX_BACKOFF_S));
-		}
+			kpi_shared->failures++;
+		kpi_shared->retry_at = TimestampTzPlusMilliseconds(now,
+														   kpi_clean_exit ? KPI_CLEAN_RESTART_MS
+														   : 1000 * Min(1 << Min(kpi_shared->failures - 1, 6),
+																		KPI_MAX_BACKOFF_S));
 	}
-	LWLockRelease(streamkpi_shared->lock);
+	SpinLockRelease(&kpi_shared->mutex);
 }
 
 /* Claim the single KPI worker slot; false when another worker has it. */
@@ -166,14 +226,14 @@ kpi_attach(void)
 {
 	bool		ok;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	ok = streamkpi_shared->kpi_pid == 0;
+	SpinLockAcquire(&kpi_shared->mutex);
+	ok = kpi_shared->pid == 0;
 	if (ok)
 	{
-		streamkpi_shared->kpi_pid = MyProcPid;
-		streamkpi_shared->kpi_started_at = GetCurrentTimestamp();
+		kpi_shared->pid = MyProcPid;
+		kpi_shared->started_at = GetCurrentTimestamp();
 	}
-	LWLockRelease(streamkpi_shared->lock);
+	SpinLockRelease(&kpi_shared->mutex);
 	if (ok)
 		before_shmem_exit(kpi_detach, (Datum) 0);
 	return ok;
@@ -266,6 +326,8 @@ StreamkpiKpiMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("streamkpi kpi");
+	/* its SQL names every object by schema; nothing resolves elsewhere */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!kpi_attach())
 	{

@@ -310,9 +310,8 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
 	launcher_pid = streamkpi_shared->launcher_pid;
 	launcher_started_at = streamkpi_shared->launcher_started_at;
-	kpi_pid = streamkpi_shared->kpi_pid;
-	kpi_started_at = streamkpi_shared->kpi_started_at;
 	LWLockRelease(streamkpi_shared->lock);
+	(void) kpi_worker_status(&kpi_pid, &kpi_started_at);
 
 	if (launcher_pid != 0)
 	{

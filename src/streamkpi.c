@@ -14,6 +14,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
+#include "kpi.h"
 #include "streamkpi.h"
 
 PG_MODULE_MAGIC;
@@ -35,6 +36,7 @@ _PG_init(void)
 		return;
 
 	StreamkpiShmemInit();
+	KpiWorkerInit();
 	StreamkpiLauncherInit();
 }
 

@@ -39,11 +39,6 @@ typedef struct StreamkpiSharedState
 	pid_t		launcher_pid;	/* 0 while no launcher runs */
 	TimestampTz launcher_started_at;
 	Latch	   *launcher_latch; /* set to wake the launcher */
-	/* the KPI worker, see kpi_worker.c */
-	pid_t		kpi_pid;		/* 0 while no KPI worker runs */
-	TimestampTz kpi_started_at;
-	int			kpi_failures;	/* consecutive failed exits */
-	TimestampTz kpi_retry_at;	/* the launcher waits until then */
 	/* pipeline worker slots follow, see pipeline_status.c */
 } StreamkpiSharedState;
 
