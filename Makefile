@@ -37,7 +37,9 @@ OBJS = \
 	src/kpi_write.o \
 	src/kpi_apply.o \
 	src/kpi_worker.o \
-	src/synthetic.o
+	src/synthetic.o \
+	src/synthetic_common.o \
+	src/synthetic_sparkify.o
 
 # The install script is assembled from one fragment per subsystem, in
 # file-name order, so that subsystems never edit each other's SQL.

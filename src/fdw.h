@@ -104,6 +104,7 @@ typedef struct KafkaDecoder
 	int			next_guess;		/* JSON: the column the next key likely names */
 	char	   *header_line;	/* CSV: header message, skipped as a row */
 	int			header_len;
+	int			header_fields;	/* CSV: fields in the header message */
 	/* the last error */
 	int			errcode;
 	char	   *errmsg;

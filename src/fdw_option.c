@@ -70,6 +70,7 @@ check_librdkafka_property(DefElem *def, bool in_user_mapping)
 
 	if (strcmp(name, "brokers") == 0)
 		name = "bootstrap.servers";
+	kafka_property_check_privilege(name);
 	ok = kafka_property_check(name, value, &canonical, errbuf, sizeof(errbuf), &res);
 	if (res == RD_KAFKA_CONF_UNKNOWN)
 		ereport(ERROR,

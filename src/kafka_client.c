@@ -143,7 +143,9 @@ kafka_report_error(rd_kafka_resp_err_t err, const char *action)
 
 #include <pthread.h>
 
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 #include "streamkpi.h"
@@ -170,6 +172,72 @@ kafka_property_is_secret(const char *name)
 		if (strcmp(name, secret_properties[i]) == 0)
 			return true;
 	return false;
+}
+
+/*
+ * Properties that make librdkafka act as the server's operating-system
+ * user.  Setting one takes the right PostgreSQL asks for the same act
+ * (COPY ... PROGRAM, COPY from or to a file, LOAD); role InvalidOid means
+ * superusers only.
+ */
+typedef struct KafkaPrivilegedProperty
+{
+	const char *name;
+	Oid			role;			/* predefined role that may set it */
+	const char *act;			/* what librdkafka does with the value */
+	const char *instead;		/* what anyone may set instead, or NULL */
+} KafkaPrivilegedProperty;
+
+#define INLINE_PEM "Give certificates and keys inline with ssl.ca.pem, ssl.certificate.pem and ssl.key.pem instead."
+
+static const KafkaPrivilegedProperty privileged_properties[] = {
+	{"sasl.kerberos.kinit.cmd", ROLE_PG_EXECUTE_SERVER_PROGRAM, "runs it as a shell command", NULL},
+	{"plugin.library.paths", InvalidOid, "loads it as a shared library", NULL},
+	{"ssl.engine.location", InvalidOid, "loads it as a shared library", NULL},
+	{"ssl.engine.id", InvalidOid, "loads that OpenSSL engine", NULL},
+	{"ssl.providers", InvalidOid, "loads those OpenSSL providers", NULL},
+	{"ssl.key.location", ROLE_PG_READ_SERVER_FILES, "reads that file", INLINE_PEM},
+	{"ssl.certificate.location", ROLE_PG_READ_SERVER_FILES, "reads that file", INLINE_PEM},
+	{"ssl.ca.location", ROLE_PG_READ_SERVER_FILES, "reads that file", INLINE_PEM},
+	{"ssl.crl.location", ROLE_PG_READ_SERVER_FILES, "reads that file", NULL},
+	{"ssl.keystore.location", ROLE_PG_READ_SERVER_FILES, "reads that file", INLINE_PEM},
+	{"ssl.ca.certificate.stores", ROLE_PG_READ_SERVER_FILES, "reads those certificate stores", INLINE_PEM},
+	{"sasl.kerberos.keytab", ROLE_PG_READ_SERVER_FILES, "reads that file", NULL},
+	{"offset.store.path", ROLE_PG_WRITE_SERVER_FILES, "writes offset files there", NULL},
+	{"offset.store.method", ROLE_PG_WRITE_SERVER_FILES, "may write offset files", NULL},
+	{NULL, InvalidOid, NULL, NULL}
+};
+
+/*
+ * Error unless the current user may set property name (spelt with dots or
+ * underscores).  Called before librdkafka sees the value: it loads
+ * plugin.library.paths as soon as that is set.
+ */
+void
+kafka_property_check_privilege(const char *name)
+{
+	char	   *dotted = pstrdup(name);
+	const KafkaPrivilegedProperty *p;
+
+	for (char *c = dotted; *c; c++)
+		if (*c == '_')
+			*c = '.';
+	for (p = privileged_properties; p->name; p++)
+		if (strcmp(dotted, p->name) == 0)
+			break;
+	if (p->name == NULL || superuser() ||
+		(OidIsValid(p->role) && has_privs_of_role(GetUserId(), p->role)))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to set Kafka property \"%s\"", name),
+			 errdetail("librdkafka %s, as the database server's operating-system user.",
+					   p->act),
+			 OidIsValid(p->role) ?
+			 errhint("Only superusers and members of %s may set it.%s%s",
+					 GetUserNameFromId(p->role, false),
+					 p->instead ? " " : "", p->instead ? p->instead : "") :
+			 errhint("Only superusers may set it.")));
 }
 
 /*
@@ -261,6 +329,27 @@ conf_set_or_error(rd_kafka_conf_t *conf, const char *name, const char *value,
 }
 
 /*
+ * Route a client's log lines through kafka_log_cb in the backend thread:
+ * call this on its configuration, and kafka_serve_logs() on the client
+ * made from it.  Without it librdkafka prints raw "%N|..." lines to
+ * stderr, past log_min_messages.
+ */
+void
+kafka_conf_set_logger(rd_kafka_conf_t *conf)
+{
+	backend_thread = pthread_self();
+	conf_set_or_error(conf, "log.queue", "true", false);
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+}
+
+/* Log lines go to the main queue, served by rd_kafka_poll (or a consumer's poll). */
+void
+kafka_serve_logs(rd_kafka_t *rk)
+{
+	rd_kafka_set_log_queue(rk, NULL);
+}
+
+/*
  * Create a consumer or producer for one topic.  props is a list of
  * KafkaProperty from the server and user mapping; they override our
  * defaults, except the properties the scan's correctness depends on.
@@ -314,7 +403,6 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	char		qkb[32];
 	ListCell   *lc;
 
-	backend_thread = pthread_self();
 	h = MemoryContextAllocZero(cxt, sizeof(KafkaHandle));
 	h->type = type;
 	h->topic = MemoryContextStrdup(cxt, topic ? topic : "");
@@ -356,7 +444,7 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	}
 
 	/* what correctness depends on: not overridable */
-	conf_set_or_error(conf, "log.queue", "true", false);
+	kafka_conf_set_logger(conf);
 	if (type == RD_KAFKA_CONSUMER)
 	{
 		conf_set_or_error(conf, "enable.partition.eof", "true", false);
@@ -365,7 +453,6 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	}
 	else
 		rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
-	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
 	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
 	rd_kafka_conf_set_opaque(conf, h);
 
@@ -383,7 +470,7 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	h->cb.arg = h;
 	MemoryContextRegisterResetCallback(cxt, &h->cb);
 
-	rd_kafka_set_log_queue(h->rk, NULL);
+	kafka_serve_logs(h->rk);
 	if (topic)
 	{
 		h->rkt = rd_kafka_topic_new(h->rk, topic, NULL);

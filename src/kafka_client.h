@@ -63,9 +63,12 @@ extern void kafka_report_error(rd_kafka_resp_err_t err, const char *action)
 			pg_attribute_noreturn();
 
 extern bool kafka_property_is_secret(const char *name);
+extern void kafka_property_check_privilege(const char *name);
 extern bool kafka_property_check(const char *name, const char *value,
 								 char **canonical, char *errbuf, size_t errlen,
 								 rd_kafka_conf_res_t *res);
+extern void kafka_conf_set_logger(rd_kafka_conf_t *conf);
+extern void kafka_serve_logs(rd_kafka_t *rk);
 extern KafkaHandle *kafka_handle_create(rd_kafka_type_t type, List *props,
 										const char *topic, MemoryContext cxt);
 extern KafkaHandle *kafka_handle_create_ex(rd_kafka_type_t type, List *props,

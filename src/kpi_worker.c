@@ -325,6 +325,8 @@ StreamkpiKpiMain(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
+					PGC_S_SESSION);
 	pgstat_report_appname("streamkpi kpi");
 	/* its SQL names every object by schema; nothing resolves elsewhere */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);

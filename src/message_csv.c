@@ -14,7 +14,15 @@
 
 #include "message.h"
 
+/* fields of a header record */
 #define MAX_CSV_FIELDS 1024
+
+/*
+ * Fields a data record may have: what its table names (the header's fields,
+ * or its columns' positions), and at least CSV_MIN_FIELDS, so that producers
+ * may append fields the table does not read.  Records with more are bad.
+ */
+#define CSV_MIN_FIELDS 64
 
 typedef struct CsvField
 {
@@ -24,13 +32,13 @@ typedef struct CsvField
 } CsvField;
 
 /*
- * Split one record.  Unescaped quoted fields point into the payload; those
- * with doubled quotes are copied into out.  Returns the number of fields or
- * -1 with the decoder's error set.
+ * Split one record into fields[0 .. capacity).  Unescaped quoted fields
+ * point into the payload; those with doubled quotes are copied into out.
+ * Returns the number of fields or -1 with the decoder's error set.
  */
 static int
 csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
-		  StringInfo out)
+		  int capacity, StringInfo out)
 {
 	KafkaTable *t = d->table;
 	const char *end = p + len;
@@ -49,10 +57,10 @@ csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
 	{
 		CsvField   *f;
 
-		if (n >= MAX_CSV_FIELDS)
+		if (n >= capacity)
 		{
 			kafka_decode_error(d, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-							   "CSV record has more than %d fields", MAX_CSV_FIELDS);
+							   "CSV record has more than %d fields", capacity);
 			return -1;
 		}
 		f = &fields[n++];
@@ -124,22 +132,39 @@ csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
 	return n;
 }
 
+/* How many fields a data record of this decoder's table may have. */
+static int
+csv_capacity(KafkaDecoder *d)
+{
+	KafkaTable *t = d->table;
+	int			capacity = Max(CSV_MIN_FIELDS, d->header_fields);
+
+	for (int i = 0; i < t->ndata; i++)
+		capacity = Max(capacity, t->data[i]->csv_position + 1);
+	return Min(capacity, MAX_CSV_FIELDS);
+}
+
 bool
 kafka_decode_csv(KafkaDecoder *d, const char *p, size_t len,
 				 Datum *values, bool *nulls)
 {
 	KafkaTable *t = d->table;
-	CsvField	fields[64];
+	CsvField	fields[CSV_MIN_FIELDS];
 	CsvField   *f = fields;
+	int			capacity = csv_capacity(d);
 	int			n;
 	int			nulllen = strlen(t->null_string);
 	bool		ok = true;
 
-	if (t->ndata > 64 || len > 64 * 1024)
-		f = palloc(sizeof(CsvField) * MAX_CSV_FIELDS);
-	n = csv_split(d, p, len, f, &d->buf);
+	if (capacity > lengthof(fields))
+		f = palloc(sizeof(CsvField) * capacity);
+	n = csv_split(d, p, len, f, capacity, &d->buf);
 	if (n < 0)
+	{
+		if (f != fields)
+			pfree(f);
 		return false;
+	}
 	for (int i = 0; i < t->ndata && ok; i++)
 	{
 		KafkaColumn *c = t->data[i];
@@ -186,7 +211,7 @@ kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
 
 	initStringInfo(&buf);
 	initStringInfo(&missing);
-	n = csv_split(d, p, len, f, &buf);
+	n = csv_split(d, p, len, f, MAX_CSV_FIELDS, &buf);
 	if (n < 0)
 		ereport(ERROR,
 				(errcode(d->errcode),
@@ -220,6 +245,7 @@ kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
 	d->header_line = palloc(len + 1);
 	memcpy(d->header_line, p, len);
 	d->header_len = len;
+	d->header_fields = n;
 }
 
 /* ----------------------------------------------------------------

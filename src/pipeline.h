@@ -79,6 +79,9 @@ extern void pipeline_slot_record_batch(PipelineSlot *slot, int64 rows,
 									   int64 dead_letters, int32 batch_ms,
 									   int32 latency_ms);
 
+/* in pipeline_admin.c */
+extern void pipeline_require_owner(const char *name, Oid owner);
+
 /* in pipeline_launcher.c */
 extern void pipeline_launcher_wake(void);
 

@@ -22,6 +22,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "pipeline.h"
 #include "streamkpi.h"
@@ -105,11 +106,29 @@ pipeline_check_statement(const char *sql)
 	return linitial_oid(relids);
 }
 
+/*
+ * A pipeline runs with its owner's rights, so it cannot run once that role
+ * is dropped.  Roles have no dependency on our rows (pg_shdepend holds only
+ * catalog objects), so DROP ROLE succeeds, and this is where it shows: at
+ * the worker's start and batches, and when the statement is redefined.
+ */
+void
+pipeline_require_owner(const char *name, Oid owner)
+{
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the owner role of pipeline \"%s\" was dropped", name),
+				 errdetail("A pipeline runs with its owner's rights; role %u no longer exists.",
+						   owner),
+				 errhint("Drop the pipeline with streamkpi.drop_pipeline() and create it again as another role.")));
+}
+
 PG_FUNCTION_INFO_V1(streamkpi_pipeline_check);
 
 /*
- * streamkpi._pipeline_check(statement text, owner regrole, search_path text)
- *	-> regclass
+ * streamkpi._pipeline_check(name text, statement text, owner regrole,
+ *							 search_path text) -> regclass
  *
  * Checked as the owner, who is the role the worker will run it as, with
  * the search_path the worker will use.
@@ -117,21 +136,24 @@ PG_FUNCTION_INFO_V1(streamkpi_pipeline_check);
 Datum
 streamkpi_pipeline_check(PG_FUNCTION_ARGS)
 {
-	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			owner = PG_GETARG_OID(1);
-	char	   *search_path = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			owner = PG_GETARG_OID(2);
+	char	   *search_path = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	Oid			relid;
 
+	pipeline_require_owner(name, owner);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, ERROR, false);
 	relid = pipeline_check_statement(sql);
-	AtEOXact_GUC(true, save_nestlevel);
+	/* planning may run the owner's functions: undo any setting they made */
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	PG_RETURN_OID(relid);

@@ -59,7 +59,12 @@ extern PipelineConsumer *pipeline_consumer_create(const char *pipeline,
 												  MemoryContext cxt);
 extern void pipeline_consumer_set_offset(PipelineConsumer *c, int32 partition,
 										 int64 next_offset);
-extern void pipeline_consumer_start(PipelineConsumer *c);
+/* asked between attempts while waiting for the broker */
+typedef bool (*PipelineStillWanted) (void *arg);
+
+extern bool pipeline_consumer_start(PipelineConsumer *c,
+									PipelineStillWanted still_wanted,
+									void *arg);
 extern int	pipeline_consumer_fill(PipelineConsumer *c, PipelineBatch *batch,
 								   int batch_size, int batch_ms);
 extern void pipeline_consumer_release(PipelineConsumer *c, PipelineBatch *batch);

@@ -37,6 +37,10 @@
 /* How long assignment may wait for the group's committed offsets. */
 #define COMMITTED_TIMEOUT_MS 5000
 
+/* Longest wait for the topic's metadata, and the pause between attempts. */
+#define METADATA_WAIT_MS 1000
+#define METADATA_RETRY_MS 500
+
 struct PipelineConsumer
 {
 	rd_kafka_t *rk;
@@ -243,6 +247,7 @@ pipeline_consumer_create(const char *pipeline, const char *topic, List *props,
 	conf_set(conf, "heartbeat.interval.ms", "1000", false);
 	rd_kafka_conf_set_opaque(conf, c);
 	rd_kafka_conf_set_error_cb(conf, error_cb);
+	kafka_conf_set_logger(conf);
 	if (c->group_mode)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 
@@ -255,6 +260,7 @@ pipeline_consumer_create(const char *pipeline, const char *topic, List *props,
 	c->cb.func = consumer_destroy;
 	c->cb.arg = c;
 	MemoryContextRegisterResetCallback(cxt, &c->cb);
+	kafka_serve_logs(c->rk);
 	rd_kafka_poll_set_consumer(c->rk);
 	return c;
 }
@@ -268,9 +274,24 @@ pipeline_consumer_set_offset(PipelineConsumer *c, int32 partition,
 	c->next_offset[partition] = next_offset;
 }
 
-/* The topic's partition count, waiting for the broker as long as needed. */
+/* Serve callbacks (logs, errors) while nothing is assigned yet. */
+static void
+serve_events(PipelineConsumer *c)
+{
+	rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+
+	if (m != NULL)
+		rd_kafka_message_destroy(m);
+}
+
+/*
+ * The topic's partition count, waiting for the broker as long as needed and
+ * still_wanted(arg) says so; -1 when it no longer does.  Each round takes
+ * at most METADATA_WAIT_MS + METADATA_RETRY_MS, so a stop is seen promptly.
+ */
 static int
-topic_partition_count(PipelineConsumer *c)
+topic_partition_count(PipelineConsumer *c, PipelineStillWanted still_wanted,
+					  void *arg)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, c->topic, NULL);
 
@@ -280,7 +301,13 @@ topic_partition_count(PipelineConsumer *c)
 		rd_kafka_resp_err_t err;
 
 		CHECK_FOR_INTERRUPTS();
-		err = rd_kafka_metadata(c->rk, 0, rkt, &md, 1000);
+		if (!still_wanted(arg))
+		{
+			rd_kafka_topic_destroy(rkt);
+			return -1;
+		}
+		err = rd_kafka_metadata(c->rk, 0, rkt, &md,
+								Min(METADATA_WAIT_MS, streamkpi_kafka_timeout_ms));
 		if (!err)
 		{
 			int			n = -1;
@@ -298,15 +325,22 @@ topic_partition_count(PipelineConsumer *c)
 		}
 		else
 			set_error(c, "could not read the topic's metadata", err);
+		serve_events(c);
 		/* a missing topic or an absent broker: wait and ask again */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
+						 METADATA_RETRY_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }
 
-void
-pipeline_consumer_start(PipelineConsumer *c)
+/*
+ * Start consuming.  Without a group this waits for the topic's metadata;
+ * false when still_wanted(arg) turned false meanwhile (the pipeline was
+ * stopped, dropped or altered).
+ */
+bool
+pipeline_consumer_start(PipelineConsumer *c, PipelineStillWanted still_wanted,
+						void *arg)
 {
 	rd_kafka_resp_err_t err;
 
@@ -322,9 +356,12 @@ pipeline_consumer_start(PipelineConsumer *c)
 	}
 	else
 	{
-		int			npart = topic_partition_count(c);
-		rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(npart);
+		int			npart = topic_partition_count(c, still_wanted, arg);
+		rd_kafka_topic_partition_list_t *parts;
 
+		if (npart < 0)
+			return false;
+		parts = rd_kafka_topic_partition_list_new(npart);
 		if (!ensure_capacity(c, npart - 1))
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 		for (int p = 0; p < npart; p++)
@@ -341,6 +378,7 @@ pipeline_consumer_start(PipelineConsumer *c)
 			kafka_report_error(err, "assign partitions");
 	}
 	c->started = true;
+	return true;
 }
 
 /*

@@ -27,6 +27,7 @@
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -263,6 +264,8 @@ StreamkpiLauncherMain(Datum main_arg)
 
 	/* a missing database is an error exit; the postmaster retries in 5 s */
 	BackgroundWorkerInitializeConnection(streamkpi_database, NULL, 0);
+	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
+					PGC_S_SESSION);
 	pgstat_report_appname("streamkpi launcher");
 
 	launcher_attach();

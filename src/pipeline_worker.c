@@ -190,10 +190,10 @@ read_definition(const char *name, PipelineDef *def, bool lock,
 	rc = SPI_execute_with_args(lock ?
 							   "SELECT owner, statement, source, batch_size, batch_ms, group_id, "
 							   "parallelism, updated_at, search_path FROM streamkpi.pipelines "
-							   "WHERE name = $1 AND enabled FOR SHARE" :
+							   "WHERE name OPERATOR(pg_catalog.=) $1 AND enabled FOR SHARE" :
 							   "SELECT owner, statement, source, batch_size, batch_ms, group_id, "
 							   "parallelism, updated_at, search_path FROM streamkpi.pipelines "
-							   "WHERE name = $1 AND enabled",
+							   "WHERE name OPERATOR(pg_catalog.=) $1 AND enabled",
 							   1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read pipeline \"%s\": SPI result %d", name, rc);
@@ -240,7 +240,10 @@ end_transaction(bool commit)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Is the definition the worker runs still the current, enabled one? */
+/*
+ * Is the definition the worker runs still the current, enabled one?  Its
+ * owner dropped is an error: the worker stops and says so.
+ */
 static bool
 definition_current(const PipelineDef *def, bool lock)
 {
@@ -248,7 +251,79 @@ definition_current(const PipelineDef *def, bool lock)
 
 	if (!read_definition(def->name, &now, lock, CurrentMemoryContext))
 		return false;
+	pipeline_require_owner(def->name, def->owner);
 	return now.updated_at == def->updated_at;
+}
+
+/* In a transaction of its own: is the definition still the current one? */
+static bool
+still_wanted(void *arg)
+{
+	const PipelineDef *def = (const PipelineDef *) arg;
+	bool		current;
+
+	begin_transaction();
+	current = definition_current(def, false);
+	end_transaction(true);
+	return current;
+}
+
+/* While the consumer waits for the broker: show why, and notice a stop. */
+typedef struct StartingWorker
+{
+	const PipelineDef *def;
+	PipelineConsumer *consumer;
+} StartingWorker;
+
+static bool
+still_wanted_starting(void *arg)
+{
+	StartingWorker *w = (StartingWorker *) arg;
+	const char *kafka_error = pipeline_consumer_error(w->consumer);
+
+	if (kafka_error)
+	{
+		pipeline_slot_set_error(my_slot, kafka_error);
+		slot_set_state(PIPELINE_ERROR);
+	}
+	return still_wanted((void *) w->def);
+}
+
+/* ---- where user-defined code runs ---- */
+
+/*
+ * Everything user-defined (the statement's functions, the foreign table's
+ * types and server options, planning) runs as the pipeline's owner, under
+ * the search_path stored with the statement, in a GUC nest level: settings
+ * the statement changes, even with set_config(..., false), are rolled back
+ * when the scope is left.  SECURITY_LOCAL_USERID_CHANGE keeps the owner's
+ * code from SET ROLE or SET SESSION AUTHORIZATION back to the worker's
+ * superuser, as for a SECURITY DEFINER function.  An error inside needs no
+ * leaving: the (sub)transaction's abort restores user and settings.
+ */
+typedef struct OwnerScope
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} OwnerScope;
+
+static void
+owner_scope_enter(const PipelineDef *def, OwnerScope *scope)
+{
+	GetUserIdAndSecContext(&scope->save_userid, &scope->save_sec_context);
+	SetUserIdAndSecContext(def->owner,
+						   scope->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	scope->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", def->search_path, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+owner_scope_leave(OwnerScope *scope)
+{
+	AtEOXact_GUC(false, scope->save_nestlevel);
+	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
 }
 
 /* ---- running the statement over a batch ---- */
@@ -275,7 +350,6 @@ typedef struct BatchRun
 {
 	PipelineBatch *batch;
 	SPIPlanPtr	plan;
-	Oid			owner;
 	int64		rows;
 	List	   *row_failures;	/* PipelineFailure *, statement errors */
 } BatchRun;
@@ -292,16 +366,12 @@ run_range(BatchRun *run, int first, int last)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	int			nfailures = list_length(batch->decode_failures);
-	Oid			save_userid;
-	int			save_sec_context;
-	ErrorData  *edata;
+	ErrorData  *volatile edata = NULL;
 
 	CHECK_FOR_INTERRUPTS();
 	if (first >= last)
 		return;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(run->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 
@@ -318,8 +388,11 @@ run_range(BatchRun *run, int first, int last)
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		return;
+
+		/*
+		 * No return here: it would leave PG_exception_stack pointing into
+		 * this frame, and an error in the next range would jump to it.
+		 */
 	}
 	PG_CATCH();
 	{
@@ -329,9 +402,10 @@ run_range(BatchRun *run, int first, int last)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
+	if (edata == NULL)
+		return;
 
 	/* what the failed attempt decoded is decoded again by the retries */
 	batch->decode_failures = list_truncate(batch->decode_failures, nfailures);
@@ -414,7 +488,9 @@ store_dead_letters(const PipelineDef *def, const char *topic,
 
 	if (SPI_execute_with_args("INSERT INTO streamkpi.dead_letters "
 							  "(pipeline, topic, partition, \"offset\", key, payload, error, sqlstate) "
-							  "SELECT $1, $2, u.* FROM unnest($3, $4, $5, $6, $7, $8) AS u",
+							  "SELECT $1, $2, u.* FROM ROWS FROM (pg_catalog.unnest($3), "
+							  "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+							  "pg_catalog.unnest($7), pg_catalog.unnest($8)) AS u",
 							  8, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store dead letters");
 }
@@ -451,9 +527,10 @@ store_offsets(const PipelineDef *def, const char *topic, PipelineBatch *batch)
 	args[3] = PointerGetDatum(construct_array(next, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args("INSERT INTO streamkpi.pipeline_offsets AS o "
 							  "(pipeline, topic, partition, next_offset) "
-							  "SELECT $1, $2, u.p, u.n FROM unnest($3, $4) AS u(p, n) "
+							  "SELECT $1, $2, u.p, u.n "
+							  "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS u(p, n) "
 							  "ON CONFLICT (pipeline, topic, partition) DO UPDATE "
-							  "SET next_offset = excluded.next_offset, updated_at = now()",
+							  "SET next_offset = excluded.next_offset, updated_at = pg_catalog.now()",
 							  4, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store pipeline offsets");
 }
@@ -485,6 +562,7 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 {
 	TimestampTz started = GetCurrentTimestamp();
 	BatchRun	run = {0};
+	OwnerScope	scope;
 	List	   *failures;
 	int			nfailures;
 	int64		oldest_ms;
@@ -502,9 +580,9 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 
 	run.batch = batch;
 	run.plan = plan;
-	run.owner = def->owner;
 	batch->decode_failures = NIL;
 	pipeline_current_batch = batch;
+	owner_scope_enter(def, &scope);
 	PG_TRY();
 	{
 		run_range(&run, 0, batch->nmsgs);
@@ -514,6 +592,7 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 		pipeline_current_batch = NULL;
 	}
 	PG_END_TRY();
+	owner_scope_leave(&scope);
 
 	failures = list_concat_copy(batch->decode_failures, run.row_failures);
 	nfailures = list_length(failures);
@@ -546,7 +625,8 @@ load_offsets(const PipelineDef *def, const char *topic,
 	Datum		args[2] = {CStringGetTextDatum(def->name), CStringGetTextDatum(topic)};
 
 	if (SPI_execute_with_args("SELECT partition, next_offset FROM streamkpi.pipeline_offsets "
-							  "WHERE pipeline = $1 AND topic = $2",
+							  "WHERE pipeline OPERATOR(pg_catalog.=) $1 "
+							  "AND topic OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pipeline offsets");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -573,8 +653,8 @@ run_pipeline(const PipelineWorkerArgs *args)
 	PipelineBatch batch = {0};
 	SPIPlanPtr	plan;
 	char	   *topic;
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerScope	scope;
+	StartingWorker starting;
 	TimestampTz last_check = GetCurrentTimestamp();
 
 	begin_transaction();
@@ -585,13 +665,10 @@ run_pipeline(const PipelineWorkerArgs *args)
 		return;
 	}
 
-	/* names in the statement resolve as they did for its creator */
-	(void) set_config_option("search_path", def.search_path, PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	pipeline_require_owner(def.name, def.owner);
 
-	/* the table and its server's properties, as the owner sees them */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(def.owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* the table, its server's properties and the plan, as the owner sees them */
+	owner_scope_enter(&def, &scope);
 	{
 		MemoryContext old = MemoryContextSwitchTo(worker_cxt);
 
@@ -604,7 +681,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 		elog(ERROR, "could not prepare the statement of pipeline \"%s\": %s",
 			 def.name, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	owner_scope_leave(&scope);
 
 	consumer = pipeline_consumer_create(def.name, topic, table->props,
 										def.group_id, args->worker_index,
@@ -612,7 +689,14 @@ run_pipeline(const PipelineWorkerArgs *args)
 	load_offsets(&def, topic, consumer);
 	end_transaction(true);
 
-	pipeline_consumer_start(consumer);
+	starting.def = &def;
+	starting.consumer = consumer;
+	if (!pipeline_consumer_start(consumer, still_wanted_starting, &starting))
+	{
+		clean_exit = true;
+		MemoryContextDelete(worker_cxt);
+		return;
+	}
 	slot_set_state(PIPELINE_RUNNING);
 	slot_publish_partitions(consumer);
 
@@ -652,12 +736,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 		/* idle: notice a stop, drop or alter without waiting for data */
 		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), IDLE_CHECK_MS))
 		{
-			bool		current;
-
-			begin_transaction();
-			current = definition_current(&def, false);
-			end_transaction(true);
-			if (!current)
+			if (!still_wanted(&def))
 				break;
 			last_check = GetCurrentTimestamp();
 		}
@@ -679,7 +758,15 @@ StreamkpiPipelineMain(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	/*
+	 * As the bootstrap superuser, to read the pipeline whatever its owner;
+	 * the owner may be a role that cannot log in.  User-defined code runs
+	 * only in an owner scope; the worker's own queries (definition, offsets,
+	 * dead letters) are schema-qualified and run under the worker's path.
+	 */
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
+	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
+					PGC_S_SESSION);
 	pgstat_report_appname(psprintf("streamkpi pipeline %s", args.name));
 
 	if (!slot_attach(&args))

@@ -17,6 +17,13 @@
 
 #define STREAMKPI_VERSION "0.1"
 
+/*
+ * The search_path of our background workers' sessions: their own queries
+ * never resolve a name in a schema a user chose (ALTER DATABASE ... SET
+ * search_path included).
+ */
+#define STREAMKPI_WORKER_SEARCH_PATH "pg_catalog, pg_temp"
+
 /* in streamkpi.c */
 extern bool streamkpi_preloaded;
 extern void streamkpi_require_preload(const char *feature);

@@ -49,145 +49,14 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "synthetic.h"
+
 PG_FUNCTION_INFO_V1(streamkpi_synthetic_listens);
 PG_FUNCTION_INFO_V1(streamkpi_synthetic_listen_lines);
 PG_FUNCTION_INFO_V1(streamkpi_synthetic_tracks);
 PG_FUNCTION_INFO_V1(streamkpi_synthetic_users);
 
-/* ---------------------------------------------------------------------
- * Random numbers
- */
 
-static inline uint64
-mix64(uint64 z)
-{
-	z = (z ^ (z >> 30)) * UINT64CONST(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64CONST(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
-typedef struct Rng
-{
-	uint64		state;
-} Rng;
-
-/* the stream of row "row" in stream family "kind" of seed "seed" */
-static inline void
-rng_init(Rng *r, int32 seed, uint32 kind, uint64 row)
-{
-	r->state = mix64(mix64(((uint64) (uint32) seed << 8) ^ kind) + row);
-}
-
-static inline uint64
-rng_next(Rng *r)
-{
-	r->state += UINT64CONST(0x9e3779b97f4a7c15);
-	return mix64(r->state);
-}
-
-/* uniform in [0, 1) with 53 bits */
-static inline double
-rng_unit(Rng *r)
-{
-	return (rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* uniform integer in [0, n) */
-static inline uint64
-rng_below(Rng *r, uint64 n)
-{
-	return (uint64) (rng_unit(r) * (double) n);
-}
-
-/* index drawn from cumulative weights cum[0..n-1] (cum[n-1] = total) */
-static inline int
-pick_cum(const double *cum, int n, double u)
-{
-	double		x = u * cum[n - 1];
-	int			i;
-
-	for (i = 0; i < n - 1; i++)
-		if (x < cum[i])
-			return i;
-	return n - 1;
-}
-
-/* ---------------------------------------------------------------------
- * Zipf sampling by rejection-inversion (Hörmann and Derflinger 1996), as in
- * Apache Commons RNG: expected O(1) per sample, no table.
- */
-typedef struct Zipf
-{
-	double		n;
-	double		s;
-	double		h_x1;
-	double		h_n;
-	double		cut;
-} Zipf;
-
-static double
-zipf_helper1(double x)
-{
-	return fabs(x) > 1e-8 ? log1p(x) / x : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
-}
-
-static double
-zipf_helper2(double x)
-{
-	return fabs(x) > 1e-8 ? expm1(x) / x : 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x));
-}
-
-static double
-zipf_hint(const Zipf *z, double x)
-{
-	double		lx = log(x);
-
-	return zipf_helper2((1.0 - z->s) * lx) * lx;
-}
-
-static double
-zipf_h(const Zipf *z, double x)
-{
-	return exp(-z->s * log(x));
-}
-
-static double
-zipf_hinv(const Zipf *z, double x)
-{
-	double		t = x * (1.0 - z->s);
-
-	if (t < -1.0)
-		t = -1.0;
-	return exp(zipf_helper1(t) * x);
-}
-
-static void
-zipf_init(Zipf *z, int64 n, double s)
-{
-	z->n = (double) n;
-	z->s = s;
-	z->h_x1 = zipf_hint(z, 1.5) - 1.0;
-	z->h_n = zipf_hint(z, z->n + 0.5);
-	z->cut = 2.0 - zipf_hinv(z, zipf_hint(z, 2.5) - zipf_h(z, 2.0));
-}
-
-static int64
-zipf_sample(const Zipf *z, Rng *r)
-{
-	for (;;)
-	{
-		double		u = z->h_n + rng_unit(r) * (z->h_x1 - z->h_n);
-		double		x = zipf_hinv(z, u);
-		int64		k = (int64) (x + 0.5);
-
-		if (k < 1)
-			k = 1;
-		else if (k > (int64) z->n)
-			k = (int64) z->n;
-		if (k - x <= z->cut || u >= zipf_hint(z, k + 0.5) - zipf_h(z, (double) k))
-			return k;
-	}
-}
 
 /* ---------------------------------------------------------------------
  * The model's constants
@@ -259,14 +128,6 @@ static const CountryMix region_countries[NREGIONS] = {
 	{6, apac_codes, apac_cum}, {5, latam_codes, latam_cum}
 };
 
-/* stream families, so that each attribute has its own random numbers */
-#define KIND_LISTEN		1
-#define KIND_MALFORMED	2
-#define KIND_TRACK		3
-#define KIND_USER		4
-#define KIND_TRACK_FIXED 5
-#define KIND_USER_FIXED	6
-#define KIND_ARTIST		7
 
 /* duration of track k: 2-6 minutes, triangular around 4; no seed */
 static int32
@@ -328,29 +189,6 @@ region_user(int reg, int64 j, int64 nusers)
 	}
 }
 
-/* ---------------------------------------------------------------------
- * Argument checks
- */
-
-static void
-check_share(double v, const char *name)
-{
-	if (isnan(v) || v < 0.0 || v > 1.0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be between 0 and 1", name),
-				 errdetail("The value given was %g.", v)));
-}
-
-static void
-check_count(int64 v, const char *name, int64 min)
-{
-	if (v < min)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be at least " INT64_FORMAT, name, min),
-				 errdetail("The value given was " INT64_FORMAT ".", v)));
-}
 
 /* ---------------------------------------------------------------------
  * Listen events
@@ -419,22 +257,7 @@ listen_gen_init(ListenGen *g, int32 seed, int64 n, TimestampTz start,
 	check_count(ntracks, "tracks", 1);
 	check_count(nusers, "users", 1);
 	check_share(late_share, "late_share");
-	if (TIMESTAMP_NOT_FINITE(start))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("start must be a finite timestamp")));
-	if (duration->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("duration must not contain months or years"),
-				 errdetail("A month has no fixed length."),
-				 errhint("Give the duration in days, for example '30 days'.")));
-	g->duration = (int64) duration->day * USECS_PER_DAY + duration->time;
-	if (duration->day < 0 || duration->time < 0 || g->duration <= 0 ||
-		duration->day > 3660)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("duration must be positive and at most 3660 days")));
+	g->duration = check_window(start, duration);
 
 	g->seed = seed;
 	g->n = n;
@@ -577,71 +400,6 @@ listen_gen_event(const ListenGen *g, int64 i, ListenEvent *ev)
 	}
 }
 
-/* ---------------------------------------------------------------------
- * Text without palloc: fixed buffers reused for every row
- */
-
-typedef struct TextBuf
-{
-	char		data[VARHDRSZ + 256];
-	int			len;
-} TextBuf;
-
-static inline void
-tb_reset(TextBuf *b)
-{
-	b->len = 0;
-}
-
-static inline void
-tb_str(TextBuf *b, const char *s)
-{
-	while (*s && b->len < 256)
-		b->data[VARHDRSZ + b->len++] = *s++;
-}
-
-static inline void
-tb_char(TextBuf *b, char c)
-{
-	if (b->len < 256)
-		b->data[VARHDRSZ + b->len++] = c;
-}
-
-static inline void
-tb_uint(TextBuf *b, uint64 v, int width)
-{
-	char		tmp[24];
-	int			n = 0;
-
-	do
-	{
-		tmp[n++] = '0' + (char) (v % 10);
-		v /= 10;
-	} while (v > 0);
-	while (n < width)
-		tmp[n++] = '0';
-	while (n > 0)
-		tb_char(b, tmp[--n]);
-}
-
-static inline void
-tb_int(TextBuf *b, int64 v)
-{
-	if (v < 0)
-	{
-		tb_char(b, '-');
-		tb_uint(b, (uint64) (-(v + 1)) + 1, 0);
-	}
-	else
-		tb_uint(b, (uint64) v, 0);
-}
-
-static inline Datum
-tb_datum(TextBuf *b)
-{
-	SET_VARSIZE(b->data, VARHDRSZ + b->len);
-	return PointerGetDatum(b->data);
-}
 
 /* ISO 8601 in UTC with microseconds: 2026-11-22T01:02:03.456789Z */
 static void
@@ -685,27 +443,7 @@ tb_event_id(TextBuf *b, int32 seed, int64 i)
 	tb_uint(b, (uint64) i, 0);
 }
 
-static void
-tb_id(TextBuf *b, char prefix, int64 k)
-{
-	tb_reset(b);
-	tb_char(b, prefix);
-	tb_uint(b, (uint64) k, 0);
-}
 
-/* constant text datums, made once per call */
-static Datum *
-text_datums(const char *const *names, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * n);
-	int			i;
-
-	for (i = 0; i < n; i++)
-		d[i] = CStringGetTextDatum(names[i]);
-	return d;
-}
-
-#define INTERRUPT_EVERY	65536
 
 static void
 listen_gen_from_args(FunctionCallInfo fcinfo, ListenGen *g)
@@ -901,59 +639,6 @@ streamkpi_synthetic_listen_lines(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* ---------------------------------------------------------------------
- * Dimensions
- */
-
-static const char *const title_a[32] = {
-	"Midnight", "Golden", "Electric", "Silent", "Broken", "Neon", "Wild",
-	"Lonely", "Crystal", "Velvet", "Burning", "Falling", "Endless", "Summer",
-	"Paper", "Hollow", "Sweet", "Restless", "Crimson", "Distant", "Frozen",
-	"Little", "Secret", "Shining", "Blue", "Northern", "Dancing", "Faded",
-	"Sacred", "Runaway", "Dusty", "Cosmic"
-};
-static const char *const title_b[32] = {
-	"Hearts", "Highway", "Dreams", "River", "Lights", "City", "Ocean", "Fire",
-	"Rain", "Roses", "Sky", "Shadows", "Echoes", "Stars", "Waves", "Thunder",
-	"Garden", "Mirror", "Horizon", "Satellite", "Letters", "Streets", "Moon",
-	"Signals", "Wolves", "Paradise", "Memories", "Island", "Machine", "Harbor",
-	"Canyon", "Parade"
-};
-static const char *const first_names[32] = {
-	"Ava", "Liam", "Sofia", "Noah", "Mia", "Lucas", "Yuki", "Mateo", "Emma",
-	"Kenji", "Lea", "Diego", "Chloe", "Arjun", "Isabella", "Min-jun", "Olivia",
-	"Hugo", "Camila", "Finn", "Hana", "Leon", "Valentina", "Omar", "Nora",
-	"Ravi", "Elena", "Jonas", "Lucia", "Ethan", "Sakura", "Gabriel"
-};
-static const char *const last_names[32] = {
-	"Smith", "Garcia", "Müller", "Tanaka", "Silva", "Rossi", "Kim", "Martin",
-	"Nowak", "Johnson", "Santos", "Dubois", "Schmidt", "Lopez", "Sato", "Brown",
-	"Fernandez", "Jensen", "Patel", "Costa", "Novak", "Wilson", "Park",
-	"Moreau", "Lee", "Hernandez", "Wagner", "Gomez", "Nakamura", "Taylor",
-	"Oliveira", "Berg"
-};
-
-/* artist j of a catalog of a given seed: "Ava Garcia" or "The Neon Wolves" */
-static void
-tb_artist(TextBuf *b, int32 seed, int64 j)
-{
-	Rng			r;
-
-	rng_init(&r, seed, KIND_ARTIST, (uint64) j);
-	if (rng_unit(&r) < 0.6)
-	{
-		tb_str(b, first_names[rng_below(&r, 32)]);
-		tb_char(b, ' ');
-		tb_str(b, last_names[rng_below(&r, 32)]);
-	}
-	else
-	{
-		tb_str(b, "The ");
-		tb_str(b, title_a[rng_below(&r, 32)]);
-		tb_char(b, ' ');
-		tb_str(b, title_b[rng_below(&r, 32)]);
-	}
-}
 
 /*
  * synthetic_tracks(n, seed) → (track_id, track_name, artists, album, genre,

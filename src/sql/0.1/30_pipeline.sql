@@ -56,7 +56,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamkpi.pipeline_offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.dead_letters_id_seq', '');
 
-CREATE FUNCTION streamkpi._pipeline_check(statement text, owner regrole, search_path text)
+CREATE FUNCTION streamkpi._pipeline_check(name text, statement text, owner regrole, search_path text)
 	RETURNS regclass
 	AS 'MODULE_PATHNAME', 'streamkpi_pipeline_check'
 	LANGUAGE C STRICT VOLATILE;
@@ -80,8 +80,13 @@ CREATE FUNCTION streamkpi._pipeline_slots(
 	AS 'MODULE_PATHNAME', 'streamkpi_pipeline_slots'
 	LANGUAGE C STRICT VOLATILE;
 
--- The pipeline row the caller may manage: its owner or a streamkpi_admin.
-CREATE FUNCTION streamkpi._pipeline_for_caller(pipeline_name text)
+-- The pipeline row the caller may act on, locked.  Its owner's members
+-- may do anything with it; streamkpi_admin may start and stop any pipeline
+-- but redefine (alter, drop) only its own, as with ALTER TABLE: the worker
+-- runs the statement with its owner's rights, so whoever changes it must
+-- hold them.  A pipeline whose owner role was dropped cannot run again;
+-- streamkpi_admin may drop it.
+CREATE FUNCTION streamkpi._pipeline_for_caller(pipeline_name text, redefine boolean)
 	RETURNS streamkpi.pipelines
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
@@ -89,19 +94,33 @@ AS $$
 DECLARE
 	p streamkpi.pipelines;
 	caller regrole := streamkpi._caller();
+	is_admin boolean := pg_catalog.pg_has_role(caller, 'streamkpi_admin', 'MEMBER');
+	owner_gone boolean;
 BEGIN
 	SELECT * INTO p FROM streamkpi.pipelines WHERE name = pipeline_name FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pipeline "%" does not exist', pipeline_name
 			USING ERRCODE = 'undefined_object';
 	END IF;
-	IF NOT (pg_catalog.pg_has_role(caller, p.owner, 'MEMBER')
-			OR pg_catalog.pg_has_role(caller, 'streamkpi_admin', 'MEMBER')) THEN
-		RAISE EXCEPTION 'permission denied for pipeline "%"', pipeline_name
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = format('Only its owner %s or a member of streamkpi_admin may manage it.', p.owner);
+	IF pg_catalog.pg_has_role(caller, p.owner, 'USAGE') THEN
+		RETURN p;
 	END IF;
-	RETURN p;
+	owner_gone := NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = p.owner);
+	IF is_admin AND (NOT redefine OR owner_gone) THEN
+		RETURN p;
+	END IF;
+	IF is_admin THEN
+		RAISE EXCEPTION 'permission denied to redefine pipeline "%"', pipeline_name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('Pipeline "%s" is owned by role %s, and its statement runs with that role''s rights.',
+											 pipeline_name, p.owner),
+				  HINT = pg_catalog.format('Only members of role %s may alter or drop it; streamkpi_admin may start and stop it.',
+										   p.owner);
+	END IF;
+	RAISE EXCEPTION 'permission denied for pipeline "%"', pipeline_name
+		USING ERRCODE = 'insufficient_privilege',
+			  DETAIL = pg_catalog.format('Only members of its owner %s may manage it; members of streamkpi_admin may start and stop it.',
+										 p.owner);
 END
 $$;
 
@@ -125,7 +144,7 @@ BEGIN
 		RAISE EXCEPTION 'pipeline "%" already exists', name
 			USING ERRCODE = 'duplicate_object';
 	END IF;
-	source := streamkpi._pipeline_check(statement, caller, search_path);
+	source := streamkpi._pipeline_check(name, statement, caller, search_path);
 	INSERT INTO streamkpi.pipelines
 		(name, owner, statement, search_path, source, batch_size, batch_ms,
 		 group_id, parallelism)
@@ -157,7 +176,7 @@ CREATE FUNCTION streamkpi.start_pipeline(name text) RETURNS void
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM streamkpi._pipeline_for_caller(name);
+	PERFORM streamkpi._pipeline_for_caller(name, false);
 	-- checked before enabling, so a server without preloading says so
 	PERFORM streamkpi._wake_launcher();
 	UPDATE streamkpi.pipelines p SET enabled = true, updated_at = now()
@@ -172,7 +191,7 @@ CREATE FUNCTION streamkpi.stop_pipeline(name text) RETURNS void
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM streamkpi._pipeline_for_caller(name);
+	PERFORM streamkpi._pipeline_for_caller(name, false);
 	UPDATE streamkpi.pipelines p SET enabled = false, updated_at = now()
 	 WHERE p.name = stop_pipeline.name;
 END
@@ -183,7 +202,7 @@ CREATE FUNCTION streamkpi.drop_pipeline(name text) RETURNS void
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM streamkpi._pipeline_for_caller(name);
+	PERFORM streamkpi._pipeline_for_caller(name, true);
 	DELETE FROM streamkpi.pipelines p WHERE p.name = drop_pipeline.name;
 END
 $$;
@@ -196,11 +215,11 @@ CREATE FUNCTION streamkpi._alter_pipeline(
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	p streamkpi.pipelines := streamkpi._pipeline_for_caller(name);
+	p streamkpi.pipelines := streamkpi._pipeline_for_caller(name, true);
 	new_source regclass := p.source;
 BEGIN
 	IF statement IS NOT NULL THEN
-		new_source := streamkpi._pipeline_check(statement, p.owner, search_path);
+		new_source := streamkpi._pipeline_check(name, statement, p.owner, search_path);
 	END IF;
 	UPDATE streamkpi.pipelines q
 	   SET statement = coalesce(_alter_pipeline.statement, q.statement),
@@ -246,10 +265,10 @@ SELECT p.name AS pipeline,
 COMMENT ON VIEW streamkpi.pipeline_status IS
 	'per pipeline, worker and partition: state, committed offset, lag, rates, last error';
 
-REVOKE ALL ON FUNCTION streamkpi._pipeline_check(text, regrole, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._pipeline_check(text, text, regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._create_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._alter_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION streamkpi._pipeline_for_caller(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._pipeline_for_caller(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.create_pipeline(text, text, int, int, text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.start_pipeline(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.stop_pipeline(text) FROM PUBLIC;
