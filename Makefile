@@ -14,21 +14,28 @@ MODULE_big = streamkpi
 OBJS = \
 	src/streamkpi.o \
 	src/guc.o \
+	src/preload.o \
 	src/shmem.o \
 	src/pipeline_launcher.o \
 	src/kafka_client.o \
 	src/pipeline_admin.o \
 	src/pipeline_consumer.o \
 	src/pipeline_status.o \
+	src/pipeline_batch.o \
 	src/pipeline_worker.o \
 	src/fdw_option.o \
 	src/fdw_plan.o \
+	src/fdw_pushdown.o \
 	src/fdw_scan.o \
 	src/fdw_modify.o \
+	src/message.o \
 	src/message_json.o \
 	src/message_csv.o \
 	src/sketch_hll.o \
+	src/sketch_hll_format.o \
 	src/sketch_topn.o \
+	src/sketch_topn_state.o \
+	src/sketch_topn_merge.o \
 	src/sketch_topn_format.o \
 	src/window.o \
 	src/kpi_accumulate.o \

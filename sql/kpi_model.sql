@@ -89,9 +89,12 @@ EXPLAIN (COSTS OFF) SELECT count(*) FROM streamkpi.listens
  WHERE listened_at >= '2025-01-08 00:00+00' AND listened_at < '2025-01-09 00:00+00';
 
 -- Bad input.
+-- errors without their PL/pgSQL line numbers, so the function can be laid out freely
+\set SHOW_CONTEXT never
 SELECT streamkpi.ensure_listens_partitions(NULL, now());
 SELECT streamkpi.ensure_listens_partitions('2025-01-02', '2025-01-01');
 SELECT streamkpi.ensure_listens_partitions('1970-01-01', '2025-01-01');
+\set SHOW_CONTEXT errors
 \set VERBOSITY terse
 INSERT INTO streamkpi.listens (user_id, track_id, listened_at, action)
 VALUES ('u1', 't1', '2025-01-05 10:00+00', 'pause');

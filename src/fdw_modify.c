@@ -20,8 +20,6 @@
 
 #include "fdw.h"
 
-#define UNIX_TO_PG_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
-
 typedef struct KafkaModifyState
 {
 	KafkaTable *table;
@@ -118,10 +116,7 @@ kafkaExecForeignInsert(EState *estate, ResultRelInfo *rinfo,
 	else
 	{
 		resetStringInfo(&ms->buf);
-		if (t->format == KAFKA_FORMAT_JSON)
-			kafka_encode_json(t, values, nulls, &ms->buf);
-		else
-			kafka_encode_csv(t, values, nulls, &ms->buf);
+		kafka_encode_message(t, values, nulls, &ms->buf);
 		payload = ms->buf.data;
 		len = ms->buf.len;
 	}
@@ -129,9 +124,7 @@ kafkaExecForeignInsert(EState *estate, ResultRelInfo *rinfo,
 		datum_bytes(&t->cols[a - 1], values[a - 1], &key, &keylen);
 	if ((a = t->meta_attno[KAFKA_META_PARTITION]) != 0 && !nulls[a - 1])
 	{
-		Oid			typ = t->cols[a - 1].typid;
-		int64		p = typ == INT2OID ? DatumGetInt16(values[a - 1]) :
-		typ == INT4OID ? DatumGetInt32(values[a - 1]) : DatumGetInt64(values[a - 1]);
+		int64		p = datum_to_int64(values[a - 1], t->cols[a - 1].typid);
 
 		if (p < 0 || p > PG_INT32_MAX)
 			ereport(ERROR,

@@ -93,6 +93,132 @@ check_librdkafka_property(DefElem *def, bool in_user_mapping)
 				 errdetail("librdkafka: %s.", errbuf)));
 }
 
+/* the message formats, by the value of the table option format */
+static const KafkaCodec *const kafka_codecs[] = {
+	&kafka_json_codec,
+	&kafka_csv_codec,
+};
+
+static const KafkaCodec *
+codec_find(const char *name)
+{
+	for (int i = 0; i < lengthof(kafka_codecs); i++)
+		if (strcmp(kafka_codecs[i]->name, name) == 0)
+			return kafka_codecs[i];
+	return NULL;
+}
+
+/* "json" and "csv" */
+static char *
+codec_names(void)
+{
+	StringInfoData names;
+
+	initStringInfo(&names);
+	for (int i = 0; i < lengthof(kafka_codecs); i++)
+		appendStringInfo(&names, "%s\"%s\"",
+						 i == 0 ? "" : i == lengthof(kafka_codecs) - 1 ? " and " : ", ",
+						 kafka_codecs[i]->name);
+	return names.data;
+}
+
+/* what the options of one object said so far, for the checks across them */
+typedef struct OptionCheck
+{
+	bool		have_topic;
+	const char *format;
+	List	   *csv_only;		/* options only valid with format 'csv' */
+	KafkaMeta	meta;
+	List	   *data_only;		/* column options that exclude meta */
+} OptionCheck;
+
+static void
+check_table_option(DefElem *def, OptionCheck *oc)
+{
+	const char *name = def->defname;
+
+	if (strcmp(name, "topic") == 0)
+	{
+		if (defGetString(def)[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("option \"topic\" must not be empty")));
+		oc->have_topic = true;
+	}
+	else if (strcmp(name, "format") == 0)
+	{
+		oc->format = defGetString(def);
+		if (codec_find(oc->format) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("invalid value for option \"format\": \"%s\"", oc->format),
+					 errhint("Valid formats are %s.", codec_names())));
+	}
+	else if (strcmp(name, "delimiter") == 0 || strcmp(name, "quote") == 0)
+	{
+		check_single_char(def);
+		oc->csv_only = lappend(oc->csv_only, def);
+	}
+	else if (strcmp(name, "null") == 0)
+		oc->csv_only = lappend(oc->csv_only, def);
+	else if (strcmp(name, "header") == 0)
+	{
+		(void) defGetBoolean(def);
+		oc->csv_only = lappend(oc->csv_only, def);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("invalid option \"%s\"", name),
+				 errhint("Valid foreign table options are \"topic\", \"format\", \"delimiter\", \"quote\", \"null\" and \"header\".")));
+}
+
+static void
+check_column_option(DefElem *def, OptionCheck *oc)
+{
+	const char *name = def->defname;
+
+	if (strcmp(name, "meta") == 0)
+	{
+		oc->meta = meta_from_name(defGetString(def));
+		if (oc->meta == KAFKA_META_NONE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("invalid value for option \"meta\": \"%s\"",
+							defGetString(def)),
+					 errhint("Valid values are \"partition\", \"offset\", \"timestamp\", \"key\", \"error\" and \"payload\".")));
+	}
+	else if (strcmp(name, "field") == 0)
+	{
+		if (defGetString(def)[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("option \"field\" must not be empty")));
+		oc->data_only = lappend(oc->data_only, def);
+	}
+	else if (strcmp(name, "required") == 0)
+	{
+		(void) defGetBoolean(def);
+		oc->data_only = lappend(oc->data_only, def);
+	}
+	else if (strcmp(name, "time_unit") == 0)
+	{
+		char	   *u = defGetString(def);
+
+		if (strcmp(u, "s") != 0 && strcmp(u, "ms") != 0 && strcmp(u, "us") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("invalid value for option \"time_unit\": \"%s\"", u),
+					 errhint("Valid units are \"s\", \"ms\" and \"us\".")));
+		oc->data_only = lappend(oc->data_only, def);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("invalid option \"%s\"", name),
+				 errhint("Valid column options are \"meta\", \"field\", \"required\" and \"time_unit\".")));
+}
+
 /*
  * streamkpi_kafka_validator(options text[], catalog oid)
  */
@@ -102,124 +228,45 @@ streamkpi_kafka_validator(PG_FUNCTION_ARGS)
 	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
 	Oid			catalog = PG_GETARG_OID(1);
 	ListCell   *lc;
-	bool		have_topic = false;
-	char	   *format = "json";
-	List	   *csv_only = NIL;
-	KafkaMeta	meta = KAFKA_META_NONE;
-	List	   *data_only = NIL;
+	OptionCheck oc = {.format = "json"};
 
 	foreach(lc, options)
 	{
 		DefElem    *def = (DefElem *) lfirst(lc);
-		const char *name = def->defname;
 
 		if (catalog == ForeignServerRelationId)
 			check_librdkafka_property(def, false);
 		else if (catalog == UserMappingRelationId)
 			check_librdkafka_property(def, true);
 		else if (catalog == ForeignTableRelationId)
-		{
-			if (strcmp(name, "topic") == 0)
-			{
-				if (defGetString(def)[0] == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-							 errmsg("option \"topic\" must not be empty")));
-				have_topic = true;
-			}
-			else if (strcmp(name, "format") == 0)
-			{
-				format = defGetString(def);
-				if (strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-							 errmsg("invalid value for option \"format\": \"%s\"", format),
-							 errhint("Valid formats are \"json\" and \"csv\".")));
-			}
-			else if (strcmp(name, "delimiter") == 0 || strcmp(name, "quote") == 0)
-			{
-				check_single_char(def);
-				csv_only = lappend(csv_only, def);
-			}
-			else if (strcmp(name, "null") == 0)
-				csv_only = lappend(csv_only, def);
-			else if (strcmp(name, "header") == 0)
-			{
-				(void) defGetBoolean(def);
-				csv_only = lappend(csv_only, def);
-			}
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-						 errmsg("invalid option \"%s\"", name),
-						 errhint("Valid foreign table options are \"topic\", \"format\", \"delimiter\", \"quote\", \"null\" and \"header\".")));
-		}
+			check_table_option(def, &oc);
 		else if (catalog == AttributeRelationId)
-		{
-			if (strcmp(name, "meta") == 0)
-			{
-				meta = meta_from_name(defGetString(def));
-				if (meta == KAFKA_META_NONE)
-					ereport(ERROR,
-							(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-							 errmsg("invalid value for option \"meta\": \"%s\"",
-									defGetString(def)),
-							 errhint("Valid values are \"partition\", \"offset\", \"timestamp\", \"key\", \"error\" and \"payload\".")));
-			}
-			else if (strcmp(name, "field") == 0)
-			{
-				if (defGetString(def)[0] == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-							 errmsg("option \"field\" must not be empty")));
-				data_only = lappend(data_only, def);
-			}
-			else if (strcmp(name, "required") == 0)
-			{
-				(void) defGetBoolean(def);
-				data_only = lappend(data_only, def);
-			}
-			else if (strcmp(name, "time_unit") == 0)
-			{
-				char	   *u = defGetString(def);
-
-				if (strcmp(u, "s") != 0 && strcmp(u, "ms") != 0 && strcmp(u, "us") != 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-							 errmsg("invalid value for option \"time_unit\": \"%s\"", u),
-							 errhint("Valid units are \"s\", \"ms\" and \"us\".")));
-				data_only = lappend(data_only, def);
-			}
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-						 errmsg("invalid option \"%s\"", name),
-						 errhint("Valid column options are \"meta\", \"field\", \"required\" and \"time_unit\".")));
-		}
+			check_column_option(def, &oc);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-					 errmsg("invalid option \"%s\"", name),
+					 errmsg("invalid option \"%s\"", def->defname),
 					 errhint("The foreign data wrapper streamkpi_kafka itself takes no options.")));
 	}
 
 	if (catalog == ForeignTableRelationId)
 	{
-		if (!have_topic)
+		if (!oc.have_topic)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
 					 errmsg("option \"topic\" is required for a Kafka foreign table")));
-		if (strcmp(format, "csv") != 0 && csv_only != NIL)
+		if (strcmp(oc.format, "csv") != 0 && oc.csv_only != NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("option \"%s\" is only valid with format 'csv'",
-							((DefElem *) linitial(csv_only))->defname)));
+							((DefElem *) linitial(oc.csv_only))->defname)));
 	}
-	if (catalog == AttributeRelationId && meta != KAFKA_META_NONE && data_only != NIL)
+	if (catalog == AttributeRelationId && oc.meta != KAFKA_META_NONE &&
+		oc.data_only != NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 				 errmsg("option \"%s\" cannot be combined with option \"meta\"",
-						((DefElem *) linitial(data_only))->defname)));
+						((DefElem *) linitial(oc.data_only))->defname)));
 
 	PG_RETURN_VOID();
 }
@@ -359,7 +406,7 @@ kafka_table_load(Oid relid, bool for_scan)
 	t->relid = relid;
 	t->relname = get_rel_name(relid);
 	t->serverid = ft->serverid;
-	t->format = KAFKA_FORMAT_JSON;
+	t->codec = &kafka_json_codec;
 	t->delimiter = ',';
 	t->quote = '"';
 	t->null_string = "";
@@ -370,8 +417,7 @@ kafka_table_load(Oid relid, bool for_scan)
 		if (strcmp(def->defname, "topic") == 0)
 			t->topic = defGetString(def);
 		else if (strcmp(def->defname, "format") == 0)
-			t->format = strcmp(defGetString(def), "csv") == 0 ?
-				KAFKA_FORMAT_CSV : KAFKA_FORMAT_JSON;
+			t->codec = codec_find(defGetString(def));
 		else if (strcmp(def->defname, "delimiter") == 0)
 			t->delimiter = defGetString(def)[0];
 		else if (strcmp(def->defname, "quote") == 0)
@@ -400,6 +446,7 @@ kafka_table_load(Oid relid, bool for_scan)
 		c->name = pstrdup(NameStr(att->attname));
 		c->typid = att->atttypid;
 		c->typmod = att->atttypmod;
+		c->typname = format_type_be(c->typid);
 		c->time_unit = USECS_PER_SEC;
 		foreach(lc, GetForeignColumnOptions(relid, i + 1))
 		{
@@ -434,9 +481,6 @@ kafka_table_load(Oid relid, bool for_scan)
 		if (c->field == NULL)
 			c->field = c->name;
 		c->field_len = strlen(c->field);
-		/* a numeric field option is a 1-based CSV position */
-		if (t->format == KAFKA_FORMAT_CSV && strspn(c->field, "0123456789") == c->field_len)
-			c->csv_position = atoi(c->field) - 1;
 		c->conv = conv_for_type(c->typid, c->typmod);
 		getTypeInputInfo(c->typid, &c->infunc.fn_oid, &c->ioparam);
 		fmgr_info(c->infunc.fn_oid, &c->infunc);
@@ -447,11 +491,8 @@ kafka_table_load(Oid relid, bool for_scan)
 	}
 	table_close(rel, AccessShareLock);
 
-	/* CSV without header: fields in column order unless numbered */
-	if (t->format == KAFKA_FORMAT_CSV && !t->header)
-		for (int i = 0; i < t->ndata; i++)
-			if (t->data[i]->csv_position < 0)
-				t->data[i]->csv_position = i;
+	if (t->codec->prepare)
+		t->codec->prepare(t);
 
 	if (t->meta_attno[KAFKA_META_ERROR] != 0)
 		for (int i = 0; i < t->ndata; i++)

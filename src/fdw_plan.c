@@ -124,30 +124,6 @@ topic_size(KafkaTable *t, int32 *npartitions, int64 *messages)
 	return e->sized;
 }
 
-static bool
-is_integer_type(Oid t)
-{
-	return t == INT2OID || t == INT4OID || t == INT8OID;
-}
-
-static int
-commute_strategy(int s)
-{
-	switch (s)
-	{
-		case BTLessStrategyNumber:
-			return BTGreaterStrategyNumber;
-		case BTLessEqualStrategyNumber:
-			return BTGreaterEqualStrategyNumber;
-		case BTGreaterStrategyNumber:
-			return BTLessStrategyNumber;
-		case BTGreaterEqualStrategyNumber:
-			return BTLessEqualStrategyNumber;
-		default:
-			return s;
-	}
-}
-
 static const char *const strategy_ops[] = {"", "<", "<=", "=", ">=", ">"};
 
 /* an expression we can evaluate once when the scan starts */
@@ -174,6 +150,122 @@ push(KafkaPlanInfo *pi, KafkaPushKind kind, int strategy, Node *expr,
 	pi->descs = lappend(pi->descs, makeString(desc));
 }
 
+/* the kind of pushdown a restriction on column attno could be, or 0 */
+static KafkaPushKind
+push_kind(KafkaPlanInfo *pi, AttrNumber attno)
+{
+	if (attno == pi->meta_attno[KAFKA_META_PARTITION])
+		return KAFKA_PUSH_PARTITION;
+	if (attno == pi->meta_attno[KAFKA_META_OFFSET])
+		return KAFKA_PUSH_OFFSET;
+	if (attno == pi->meta_attno[KAFKA_META_TIMESTAMP] && pi->ts_pushable)
+		return KAFKA_PUSH_TIMESTAMP;
+	return 0;
+}
+
+/*
+ * column op value or value op column: partition =, offset comparisons,
+ * timestamp > and >=.
+ */
+static bool
+classify_opexpr(RelOptInfo *baserel, KafkaPlanInfo *pi, OpExpr *op,
+				List *dpcxt)
+{
+	Node	   *l = linitial(op->args);
+	Node	   *r = lsecond(op->args);
+	Var		   *var;
+	Node	   *other;
+	bool		commuted = false;
+	Oid			family;
+	int			strategy;
+	KafkaPushKind kind;
+
+	if (IsA(l, RelabelType))
+		l = (Node *) ((RelabelType *) l)->arg;
+	if (IsA(r, RelabelType))
+		r = (Node *) ((RelabelType *) r)->arg;
+	if ((var = kafka_base_var(l, baserel->relid)) != NULL)
+		other = r;
+	else if ((var = kafka_base_var(r, baserel->relid)) != NULL)
+	{
+		other = l;
+		commuted = true;
+	}
+	else
+		return false;
+	if (!is_scan_constant(other) || (kind = push_kind(pi, var->varattno)) == 0)
+		return false;
+
+	if (kind == KAFKA_PUSH_TIMESTAMP)
+	{
+		if (exprType(other) != TIMESTAMPTZOID)
+			return false;
+		family = get_opclass_family(TIMESTAMPTZ_BTREE_OPS_OID);
+	}
+	else
+	{
+		if (!kafka_is_integer_type(exprType(other)))
+			return false;
+		family = INTEGER_BTREE_FAM_OID;
+	}
+	strategy = get_op_opfamily_strategy(op->opno, family);
+	if (strategy == 0)
+		return false;
+	if (commuted)
+		strategy = kafka_commute_strategy(strategy);
+	if (kind == KAFKA_PUSH_PARTITION && strategy != BTEqualStrategyNumber)
+		return false;
+	if (kind == KAFKA_PUSH_TIMESTAMP &&
+		strategy != BTGreaterStrategyNumber &&
+		strategy != BTGreaterEqualStrategyNumber)
+		return false;
+	push(pi, kind, strategy, other,
+		 psprintf("%s %s", strategy_ops[strategy], describe_value(other, dpcxt)));
+	return true;
+}
+
+/* "IN (1, 2)" for EXPLAIN, from a constant integer array */
+static char *
+describe_int_array(Const *c)
+{
+	int64	   *values;
+	bool	   *nulls;
+	int			n = kafka_int_array_elements(c->constvalue, &values, &nulls);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "IN (",
+						 nulls[i] ? "NULL" : psprintf(INT64_FORMAT, values[i]));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/* partition = ANY (array) and partition IN (...) */
+static bool
+classify_in(RelOptInfo *baserel, KafkaPlanInfo *pi, ScalarArrayOpExpr *sa,
+			List *dpcxt)
+{
+	Var		   *var = kafka_base_var(linitial(sa->args), baserel->relid);
+	Node	   *r = lsecond(sa->args);
+
+	if (!sa->useOr || var == NULL ||
+		var->varattno != pi->meta_attno[KAFKA_META_PARTITION])
+		return false;
+	if (!is_scan_constant(r) ||
+		!kafka_is_integer_type(get_element_type(exprType(r))))
+		return false;
+	if (get_op_opfamily_strategy(sa->opno, INTEGER_BTREE_FAM_OID) !=
+		BTEqualStrategyNumber)
+		return false;
+	if (IsA(r, Const) && !((Const *) r)->constisnull)
+		push(pi, KAFKA_PUSH_PARTITION, 0, r, describe_int_array((Const *) r));
+	else
+		push(pi, KAFKA_PUSH_PARTITION, 0, r,
+			 psprintf("IN %s", describe_value(r, dpcxt)));
+	return true;
+}
+
 /*
  * Try one restriction clause; true when it narrows the scan.
  */
@@ -182,129 +274,9 @@ classify_clause(PlannerInfo *root, RelOptInfo *baserel, KafkaPlanInfo *pi,
 				Expr *clause, List *dpcxt)
 {
 	if (IsA(clause, OpExpr) && list_length(((OpExpr *) clause)->args) == 2)
-	{
-		OpExpr	   *op = (OpExpr *) clause;
-		Node	   *l = linitial(op->args);
-		Node	   *r = lsecond(op->args);
-		Var		   *var;
-		Node	   *other;
-		bool		commuted = false;
-		Oid			family;
-		int			strategy;
-		KafkaPushKind kind;
-
-		if (IsA(l, RelabelType))
-			l = (Node *) ((RelabelType *) l)->arg;
-		if (IsA(r, RelabelType))
-			r = (Node *) ((RelabelType *) r)->arg;
-		if (IsA(l, Var) && ((Var *) l)->varno == baserel->relid &&
-			((Var *) l)->varlevelsup == 0)
-		{
-			var = (Var *) l;
-			other = r;
-		}
-		else if (IsA(r, Var) && ((Var *) r)->varno == baserel->relid &&
-				 ((Var *) r)->varlevelsup == 0)
-		{
-			var = (Var *) r;
-			other = l;
-			commuted = true;
-		}
-		else
-			return false;
-		if (!is_scan_constant(other))
-			return false;
-
-		if (var->varattno == pi->meta_attno[KAFKA_META_PARTITION] && var->varattno > 0)
-			kind = KAFKA_PUSH_PARTITION;
-		else if (var->varattno == pi->meta_attno[KAFKA_META_OFFSET] && var->varattno > 0)
-			kind = KAFKA_PUSH_OFFSET;
-		else if (var->varattno == pi->meta_attno[KAFKA_META_TIMESTAMP] &&
-				 var->varattno > 0 && pi->ts_pushable)
-			kind = KAFKA_PUSH_TIMESTAMP;
-		else
-			return false;
-
-		if (kind == KAFKA_PUSH_TIMESTAMP)
-		{
-			if (exprType(other) != TIMESTAMPTZOID)
-				return false;
-			family = get_opclass_family(TIMESTAMPTZ_BTREE_OPS_OID);
-		}
-		else
-		{
-			if (!is_integer_type(exprType(other)))
-				return false;
-			family = INTEGER_BTREE_FAM_OID;
-		}
-		strategy = get_op_opfamily_strategy(op->opno, family);
-		if (strategy == 0)
-			return false;
-		if (commuted)
-			strategy = commute_strategy(strategy);
-		if (kind == KAFKA_PUSH_PARTITION && strategy != BTEqualStrategyNumber)
-			return false;
-		if (kind == KAFKA_PUSH_TIMESTAMP &&
-			strategy != BTGreaterStrategyNumber &&
-			strategy != BTGreaterEqualStrategyNumber)
-			return false;
-		push(pi, kind, strategy, other,
-			 psprintf("%s %s", strategy_ops[strategy], describe_value(other, dpcxt)));
-		return true;
-	}
-
+		return classify_opexpr(baserel, pi, (OpExpr *) clause, dpcxt);
 	if (IsA(clause, ScalarArrayOpExpr))
-	{
-		ScalarArrayOpExpr *sa = (ScalarArrayOpExpr *) clause;
-		Node	   *l = linitial(sa->args);
-		Node	   *r = lsecond(sa->args);
-
-		if (!sa->useOr)
-			return false;
-		if (IsA(l, RelabelType))
-			l = (Node *) ((RelabelType *) l)->arg;
-		if (!IsA(l, Var) || ((Var *) l)->varno != baserel->relid ||
-			((Var *) l)->varlevelsup != 0 ||
-			((Var *) l)->varattno != pi->meta_attno[KAFKA_META_PARTITION] ||
-			((Var *) l)->varattno <= 0)
-			return false;
-		if (!is_scan_constant(r) ||
-			!is_integer_type(get_element_type(exprType(r))))
-			return false;
-		if (get_op_opfamily_strategy(sa->opno, INTEGER_BTREE_FAM_OID) !=
-			BTEqualStrategyNumber)
-			return false;
-		if (IsA(r, Const) && !((Const *) r)->constisnull)
-		{
-			Const	   *c = (Const *) r;
-			Oid			et = get_element_type(c->consttype);
-			int16		elen;
-			bool		ebyval;
-			char		ealign;
-			Datum	   *elems;
-			bool	   *enulls;
-			int			n;
-			StringInfoData buf;
-
-			get_typlenbyvalalign(et, &elen, &ebyval, &ealign);
-			deconstruct_array(DatumGetArrayTypeP(c->constvalue), et, elen, ebyval,
-							  ealign, &elems, &enulls, &n);
-			initStringInfo(&buf);
-			for (int i = 0; i < n; i++)
-				appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "IN (",
-								 enulls[i] ? "NULL" :
-								 psprintf(INT64_FORMAT,
-										  et == INT2OID ? (int64) DatumGetInt16(elems[i]) :
-										  et == INT4OID ? (int64) DatumGetInt32(elems[i]) :
-										  DatumGetInt64(elems[i])));
-			appendStringInfoChar(&buf, ')');
-			push(pi, KAFKA_PUSH_PARTITION, 0, r, buf.data);
-		}
-		else
-			push(pi, KAFKA_PUSH_PARTITION, 0, r,
-				 psprintf("IN %s", describe_value(r, dpcxt)));
-		return true;
-	}
+		return classify_in(baserel, pi, (ScalarArrayOpExpr *) clause, dpcxt);
 	return false;
 }
 

@@ -41,8 +41,6 @@
 #include "fdw.h"
 #include "pipeline_batch.h"
 
-#define UNIX_TO_PG_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
-
 /* shared by the participants of a parallel scan, in its DSM segment */
 typedef struct KafkaParallelScan
 {
@@ -210,29 +208,6 @@ kafkaBeginForeignScan(ForeignScanState *node, int eflags)
 	MemoryContextSwitchTo(old);
 }
 
-/* evaluate a pushed-down value as int64, or for IN a list of them */
-static bool
-eval_int(KafkaScanState *st, ExprState *es, Oid type, int64 *out)
-{
-	bool		isnull;
-	Datum		d = ExecEvalExpr(es, st->econtext, &isnull);
-
-	if (isnull)
-		return false;
-	switch (type)
-	{
-		case INT2OID:
-			*out = DatumGetInt16(d);
-			break;
-		case INT4OID:
-			*out = DatumGetInt32(d);
-			break;
-		default:
-			*out = DatumGetInt64(d);
-	}
-	return true;
-}
-
 /* pipeline mode: a pipeline worker chooses what the scan reads */
 static bool
 pipeline_mode(void)
@@ -281,6 +256,104 @@ fit_handle(KafkaScanState *st, int queue_kb)
 	st->queue_kb = queue_kb;
 }
 
+/* the pipeline worker's ranges, the empty ones left out */
+static int
+override_ranges_copy(KafkaScanState *st)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	st->ranges = palloc0(sizeof(KafkaRange) * Max(list_length(override_ranges), 1));
+	foreach(lc, override_ranges)
+	{
+		KafkaRange *r = lfirst(lc);
+
+		if (r->start < r->end)
+			st->ranges[n++] = *r;
+	}
+	return n;
+}
+
+/* the topic's partitions and their watermarks, at the first start only */
+static void
+read_watermarks(KafkaScanState *st)
+{
+	int32	   *all;
+	int64	   *stamps;
+
+	if (st->npartitions != 0)
+		return;
+	st->npartitions = kafka_partition_count(st->h);
+	all = palloc(sizeof(int32) * st->npartitions);
+	stamps = palloc(sizeof(int64) * st->npartitions);
+	st->low = palloc(sizeof(int64) * st->npartitions);
+	st->high = palloc(sizeof(int64) * st->npartitions);
+	for (int i = 0; i < st->npartitions; i++)
+	{
+		all[i] = i;
+		stamps[i] = RD_KAFKA_OFFSET_BEGINNING;
+	}
+	kafka_get_offsets(st->h, st->npartitions, all, stamps, st->low);
+	for (int i = 0; i < st->npartitions; i++)
+		stamps[i] = RD_KAFKA_OFFSET_END;
+	kafka_get_offsets(st->h, st->npartitions, all, stamps, st->high);
+}
+
+/* evaluate the pushed-down values and what they allow */
+static void
+evaluate_pushdown(KafkaScanState *st, ForeignScan *plan, KafkaPushdown *pd)
+{
+	ListCell   *lk,
+			   *ls,
+			   *le,
+			   *lx;
+
+	kafka_pushdown_init(pd, st->npartitions);
+	lx = list_head(plan->fdw_exprs);
+	forthree(lk, st->kinds, ls, st->strategies, le, st->exprstates)
+	{
+		Oid			type = exprType(lfirst(lx));
+		bool		isnull;
+		Datum		value = ExecEvalExpr(lfirst(le), st->econtext, &isnull);
+
+		lx = lnext(plan->fdw_exprs, lx);
+		kafka_pushdown_apply(pd, lfirst_int(lk), lfirst_int(ls), type, value, isnull);
+	}
+}
+
+/*
+ * The ranges the pushdown allows: the wanted partitions between their
+ * watermarks, and from the first offset at the timestamp asked for.
+ */
+static int
+pushdown_ranges(KafkaScanState *st, KafkaPushdown *pd)
+{
+	int32	   *parts = palloc(sizeof(int32) * Max(st->npartitions, 1));
+	int			nparts = kafka_pushdown_partitions(pd, parts);
+	int64	   *ts_off = NULL;
+	int			n = 0;
+
+	if (pd->first_ms != PG_INT64_MIN && nparts > 0)
+	{
+		int64	   *stamps = palloc(sizeof(int64) * nparts);
+
+		ts_off = palloc(sizeof(int64) * nparts);
+		for (int i = 0; i < nparts; i++)
+			stamps[i] = pd->first_ms;
+		kafka_get_offsets(st->h, nparts, parts, stamps, ts_off);
+	}
+	st->ranges = palloc0(sizeof(KafkaRange) * Max(nparts, 1));
+	for (int i = 0; i < nparts; i++)
+	{
+		int32		p = parts[i];
+
+		if (kafka_pushdown_range(pd, p, st->low[p], st->high[p],
+								 ts_off ? ts_off[i] : -1, &st->ranges[n]))
+			n++;
+	}
+	return n;
+}
+
 /*
  * The ranges of the whole scan, from the pipeline worker's choice or from
  * pushed-down values and the topic's watermarks (asked at the first start
@@ -290,212 +363,35 @@ static void
 compute_ranges(ForeignScanState *node)
 {
 	KafkaScanState *st = node->fdw_state;
-	KafkaTable *t = st->table;
-	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
 	MemoryContext old = MemoryContextSwitchTo(st->scan_cxt);
-	bool		use_override = OidIsValid(override_relid) && override_relid == t->relid;
-	int32	   *parts;
-	int			n = 0;
 
 	ensure_handle(st, kafka_queue_kbytes(1));
-	if (use_override)
-	{
-		ListCell   *lc;
-
-		st->ranges = palloc0(sizeof(KafkaRange) * Max(list_length(override_ranges), 1));
-		foreach(lc, override_ranges)
-		{
-			KafkaRange *r = lfirst(lc);
-
-			if (r->start < r->end)
-				st->ranges[n++] = *r;
-		}
-	}
+	if (OidIsValid(override_relid) && override_relid == st->table->relid)
+		st->nranges = override_ranges_copy(st);
 	else
 	{
-		bool	   *want;
-		int64		lo = 0,
-					hi = PG_INT64_MAX,
-					ts = PG_INT64_MIN;
-		bool		impossible = false;
-		int64	   *ts_off = NULL;
-		ListCell   *lk,
-				   *ls,
-				   *le,
-				   *lx;
+		KafkaPushdown pd;
 
-		if (st->npartitions == 0)
-		{
-			int32	   *all;
-			int64	   *stamps;
-
-			st->npartitions = kafka_partition_count(st->h);
-			all = palloc(sizeof(int32) * st->npartitions);
-			stamps = palloc(sizeof(int64) * st->npartitions);
-			st->low = palloc(sizeof(int64) * st->npartitions);
-			st->high = palloc(sizeof(int64) * st->npartitions);
-			for (int i = 0; i < st->npartitions; i++)
-			{
-				all[i] = i;
-				stamps[i] = RD_KAFKA_OFFSET_BEGINNING;
-			}
-			kafka_get_offsets(st->h, st->npartitions, all, stamps, st->low);
-			for (int i = 0; i < st->npartitions; i++)
-				stamps[i] = RD_KAFKA_OFFSET_END;
-			kafka_get_offsets(st->h, st->npartitions, all, stamps, st->high);
-		}
-
-		want = palloc(sizeof(bool) * st->npartitions);
-		memset(want, true, st->npartitions);
-		lx = list_head(plan->fdw_exprs);
-		forthree(lk, st->kinds, ls, st->strategies, le, st->exprstates)
-		{
-			ExprState  *es = lfirst(le);
-			Oid			type = exprType(lfirst(lx));
-			int			strategy = lfirst_int(ls);
-			int64		v;
-
-			lx = lnext(plan->fdw_exprs, lx);
-			if (lfirst_int(lk) == KAFKA_PUSH_PARTITION && strategy == 0)
-			{
-				bool		isnull;
-				Datum		d = ExecEvalExpr(es, st->econtext, &isnull);
-				bool	   *in = palloc0(sizeof(bool) * st->npartitions);
-				Datum	   *elems;
-				bool	   *enulls;
-				int			nelems;
-				Oid			et = get_element_type(type);
-				int16		elen;
-				bool		ebyval;
-				char		ealign;
-
-				if (isnull)
-				{
-					impossible = true;
-					continue;
-				}
-				get_typlenbyvalalign(et, &elen, &ebyval, &ealign);
-				deconstruct_array(DatumGetArrayTypeP(d), et, elen, ebyval, ealign,
-								  &elems, &enulls, &nelems);
-				for (int i = 0; i < nelems; i++)
-				{
-					int64		p = et == INT2OID ? DatumGetInt16(elems[i]) :
-					et == INT4OID ? DatumGetInt32(elems[i]) : DatumGetInt64(elems[i]);
-
-					if (!enulls[i] && p >= 0 && p < st->npartitions)
-						in[p] = true;
-				}
-				for (int i = 0; i < st->npartitions; i++)
-					want[i] = want[i] && in[i];
-				continue;
-			}
-			if (lfirst_int(lk) == KAFKA_PUSH_TIMESTAMP)
-			{
-				bool		isnull;
-				TimestampTz t_us = DatumGetTimestampTz(ExecEvalExpr(es, st->econtext, &isnull));
-				int64		ms;
-
-				if (isnull)
-				{
-					impossible = true;
-					continue;
-				}
-				if (TIMESTAMP_IS_NOBEGIN(t_us))
-					continue;
-				if (TIMESTAMP_IS_NOEND(t_us))
-				{
-					impossible = true;
-					continue;
-				}
-				t_us += UNIX_TO_PG_USECS;
-				/* Kafka stamps are milliseconds: first ms that qualifies */
-				if (strategy == BTGreaterStrategyNumber)
-					ms = (t_us >= 0 ? t_us / 1000 : -((-t_us + 999) / 1000)) + 1;
-				else
-					ms = t_us >= 0 ? (t_us + 999) / 1000 : -((-t_us) / 1000);
-				ts = Max(ts, Max(ms, 0));
-				continue;
-			}
-			if (!eval_int(st, es, type, &v))
-			{
-				impossible = true;
-				continue;
-			}
-			if (lfirst_int(lk) == KAFKA_PUSH_PARTITION)
-			{
-				for (int i = 0; i < st->npartitions; i++)
-					want[i] = want[i] && i == v;
-				continue;
-			}
-			switch (strategy)
-			{
-				case BTEqualStrategyNumber:
-					lo = Max(lo, v);
-					hi = Min(hi, v == PG_INT64_MAX ? v : v + 1);
-					break;
-				case BTGreaterEqualStrategyNumber:
-					lo = Max(lo, v);
-					break;
-				case BTGreaterStrategyNumber:
-					lo = Max(lo, v == PG_INT64_MAX ? v : v + 1);
-					break;
-				case BTLessStrategyNumber:
-					hi = Min(hi, v);
-					break;
-				case BTLessEqualStrategyNumber:
-					hi = Min(hi, v == PG_INT64_MAX ? v : v + 1);
-					break;
-			}
-		}
-
-		parts = palloc(sizeof(int32) * st->npartitions);
-		for (int i = 0; i < st->npartitions; i++)
-			if (want[i] && !impossible)
-				parts[n++] = i;
-		if (ts != PG_INT64_MIN && n > 0)
-		{
-			int64	   *stamps = palloc(sizeof(int64) * n);
-
-			ts_off = palloc(sizeof(int64) * n);
-			for (int i = 0; i < n; i++)
-				stamps[i] = ts;
-			kafka_get_offsets(st->h, n, parts, stamps, ts_off);
-		}
-		st->ranges = palloc0(sizeof(KafkaRange) * Max(n, 1));
-		{
-			int			m = 0;
-
-			for (int i = 0; i < n; i++)
-			{
-				int32		p = parts[i];
-				KafkaRange *r = &st->ranges[m];
-
-				r->partition = p;
-				r->start = Max(st->low[p], lo);
-				r->end = Min(st->high[p], hi);
-				if (ts_off)
-					r->start = Max(r->start, ts_off[i] < 0 ? st->high[p] : ts_off[i]);
-				if (r->start < r->end)
-					m++;
-			}
-			n = m;
-		}
+		read_watermarks(st);
+		evaluate_pushdown(st, (ForeignScan *) node->ss.ps.plan, &pd);
+		st->nranges = pushdown_ranges(st, &pd);
 	}
-
-	st->nranges = n;
 	remember_ranges(st);
 	MemoryContextSwitchTo(old);
 }
 
-/* CSV with header 'true': the first message of partition 0 names fields */
+/*
+ * A format with a header message (CSV with header 'true'): the first
+ * message of partition 0 names the fields.
+ */
 static void
-read_csv_header(KafkaScanState *st)
+read_header(KafkaScanState *st)
 {
 	KafkaTable *t = st->table;
 	int32		p0 = 0;
 	int64		b = RD_KAFKA_OFFSET_BEGINNING;
 
-	if (t->format != KAFKA_FORMAT_CSV || !t->header || st->header_done)
+	if (t->codec->read_header == NULL || !t->header || st->header_done)
 		return;
 	kafka_consume_start(st->h, 1, &p0, &b);
 	for (;;)
@@ -509,7 +405,7 @@ read_csv_header(KafkaScanState *st)
 					 errdetail("With header 'true' the first message of partition 0 names the fields.")));
 		if (m->err)
 			kafka_report_error(m->err, "read the CSV header");
-		kafka_csv_set_header(st->dec, m->payload, m->len);
+		t->codec->read_header(st->dec, m->payload, m->len);
 		break;
 	}
 	kafka_consume_stop(st->h);
@@ -555,7 +451,7 @@ start_scan(ForeignScanState *node)
 	if (st->nranges > 0)
 	{
 		fit_handle(st, kafka_queue_kbytes(st->nranges));
-		read_csv_header(st);
+		read_header(st);
 	}
 	begin_consuming(st, st->ranges, st->nranges);
 	st->started = true;
@@ -706,7 +602,7 @@ start_parallel(KafkaScanState *st)
 	ensure_handle(st, ps->queue_kb);
 	fit_handle(st, ps->queue_kb);
 	if (ps->nranges > 0)
-		read_csv_header(st);
+		read_header(st);
 	st->nremaining = 0;			/* the first claim follows */
 	st->started = true;
 }
@@ -795,8 +691,7 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		if (m->offset + 1 >= st->act[idx].end)
 			range_done(st, idx);
 
-		if (st->dec->header_line && (int) m->len == st->dec->header_len &&
-			memcmp(m->payload, st->dec->header_line, m->len) == 0)
+		if (kafka_is_header_message(st->dec, m->payload, m->len))
 			continue;
 
 		MemoryContextReset(st->tuple_cxt);

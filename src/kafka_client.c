@@ -489,20 +489,7 @@ kafka_handle_destroy(KafkaHandle *h)
 {
 	if (h->rk == NULL)
 		return;
-	if (h->current)
-		rd_kafka_message_destroy(h->current);
-	h->current = NULL;
-	for (int i = h->pending_pos; i < h->npending; i++)
-		rd_kafka_message_destroy(h->pending[i]);
-	h->npending = h->pending_pos = 0;
-	if (h->queue)
-	{
-		for (int i = 0; i < h->nstarted; i++)
-			rd_kafka_consume_stop(h->rkt, h->started[i]);
-		h->nstarted = 0;
-		rd_kafka_queue_destroy(h->queue);
-		h->queue = NULL;
-	}
+	kafka_consume_stop(h);
 	if (h->type == RD_KAFKA_PRODUCER)
 		rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 	if (h->rkt)

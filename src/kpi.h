@@ -215,9 +215,9 @@ extern bool kpi_unless_duplicate(bool (*write) (void *arg), void *arg);
 extern void kpi_merge_windows(KpiDelta *d);
 
 /* in kpi_worker.c */
-extern void KpiWorkerInit(void);
 extern PGDLLEXPORT void StreamkpiKpiMain(Datum main_arg);
+extern void KpiShmemInit(void);
+extern pid_t kpi_worker_pid(TimestampTz *started_at);
 extern void kpi_worker_ensure_running(void);
-extern bool kpi_worker_status(pid_t *pid, TimestampTz *started_at);
 
 #endif							/* STREAMKPI_KPI_H */

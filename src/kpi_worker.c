@@ -18,10 +18,8 @@
  *	  once per loop: it starts the worker in streamkpi.database when the
  *	  extension exists there and streamkpi.kpi_worker is on, and starts it
  *	  again after a failed exit with a backoff of 1, 2, 4 ... 60 seconds.
- *	  The worker's pid and backoff live in shared memory of their own
- *	  ("streamkpi kpi worker", set up by KpiWorkerInit()) so that a
- *	  restarted launcher neither starts a second worker nor forgets the
- *	  backoff.
+ *	  The worker's pid and backoff live in shared memory so that a restarted
+ *	  launcher neither starts a second worker nor forgets the backoff.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,8 +36,6 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -61,67 +57,48 @@
 /* Longest backoff after failed exits. */
 #define KPI_MAX_BACKOFF_S 60
 
-/* ---- shared memory ---- */
-
-#define KPI_SHMEM_NAME "streamkpi kpi worker"
-
-typedef struct KpiWorkerShared
+/* Shared memory "streamkpi kpi worker": the worker's pid and backoff. */
+typedef struct KpiShared
 {
-	slock_t		mutex;			/* protects everything below */
+	LWLock	   *lock;			/* protects everything below */
 	pid_t		pid;			/* 0 while no KPI worker runs */
 	TimestampTz started_at;
 	int			failures;		/* consecutive failed exits */
 	TimestampTz retry_at;		/* the launcher waits until then */
-} KpiWorkerShared;
+} KpiShared;
 
-static KpiWorkerShared *kpi_shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static KpiShared *kpi_shared = NULL;
 
-static void
-kpi_shmem_request(void)
+static Size
+kpi_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(KpiWorkerShared)));
+	return sizeof(KpiShared);
 }
 
-static void
-kpi_shmem_startup(void)
-{
-	bool		found;
+static const StreamkpiShmemPart kpi_shmem = {
+	.name = "streamkpi kpi worker",
+	.size = kpi_shmem_size,
+	.ptr = (void **) &kpi_shared,
+};
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	kpi_shared = ShmemInitStruct(KPI_SHMEM_NAME, sizeof(KpiWorkerShared), &found);
-	if (!found)
-	{
-		memset(kpi_shared, 0, sizeof(KpiWorkerShared));
-		SpinLockInit(&kpi_shared->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* From _PG_init when preloaded: the worker's shared memory. */
+/* Register the KPI worker's shared memory; from _PG_init when preloaded. */
 void
-KpiWorkerInit(void)
+KpiShmemInit(void)
 {
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = kpi_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = kpi_shmem_startup;
+	streamkpi_shmem_register(&kpi_shmem);
 }
 
-/* The running KPI worker's pid and start, for streamkpi.workers(). */
-bool
-kpi_worker_status(pid_t *pid, TimestampTz *started_at)
+/* The running KPI worker's pid and start, or 0 (for streamkpi.workers()). */
+pid_t
+kpi_worker_pid(TimestampTz *started_at)
 {
-	SpinLockAcquire(&kpi_shared->mutex);
-	*pid = kpi_shared->pid;
+	pid_t		pid;
+
+	LWLockAcquire(kpi_shared->lock, LW_SHARED);
+	pid = kpi_shared->pid;
 	*started_at = kpi_shared->started_at;
-	SpinLockRelease(&kpi_shared->mutex);
-	return *pid != 0;
+	LWLockRelease(kpi_shared->lock);
+	return pid;
 }
 
 /* ---- launcher side ---- */
@@ -154,9 +131,9 @@ kpi_worker_ensure_running(void)
 	if (!streamkpi_kpi_worker)
 		return;
 
-	SpinLockAcquire(&kpi_shared->mutex);
+	LWLockAcquire(kpi_shared->lock, LW_SHARED);
 	wait = kpi_shared->pid != 0 || now < kpi_shared->retry_at;
-	SpinLockRelease(&kpi_shared->mutex);
+	LWLockRelease(kpi_shared->lock);
 	if (wait)
 		return;
 
@@ -167,16 +144,8 @@ kpi_worker_ensure_running(void)
 	if (!exists)
 		return;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "streamkpi");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "StreamkpiKpiMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "streamkpi kpi");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "streamkpi kpi");
-	worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
-	worker.bgw_notify_pid = MyProcPid;
+	streamkpi_worker_fill(&worker, "StreamkpiKpiMain", "streamkpi kpi",
+						  BGW_NEVER_RESTART, ObjectIdGetDatum(MyDatabaseId));
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (!RegisterDynamicBackgroundWorker(&worker, &kpi_handle))
@@ -204,20 +173,27 @@ kpi_detach(int code, Datum arg)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	SpinLockAcquire(&kpi_shared->mutex);
+	LWLockAcquire(kpi_shared->lock, LW_EXCLUSIVE);
 	if (kpi_shared->pid == MyProcPid)
 	{
 		kpi_shared->pid = 0;
 		if (kpi_clean_exit)
+		{
 			kpi_shared->failures = 0;
+			kpi_shared->retry_at =
+				TimestampTzPlusMilliseconds(now, KPI_CLEAN_RESTART_MS);
+		}
 		else
-			kpi_shared->failures++;
-		kpi_shared->retry_at = TimestampTzPlusMilliseconds(now,
-														   kpi_clean_exit ? KPI_CLEAN_RESTART_MS
-														   : 1000 * Min(1 << Min(kpi_shared->failures - 1, 6),
-																		KPI_MAX_BACKOFF_S));
+		{
+			int			failures = ++kpi_shared->failures;
+
+			kpi_shared->retry_at =
+				TimestampTzPlusMilliseconds(now,
+											1000 * Min(1 << Min(failures - 1, 6),
+													   KPI_MAX_BACKOFF_S));
+		}
 	}
-	SpinLockRelease(&kpi_shared->mutex);
+	LWLockRelease(kpi_shared->lock);
 }
 
 /* Claim the single KPI worker slot; false when another worker has it. */
@@ -226,14 +202,14 @@ kpi_attach(void)
 {
 	bool		ok;
 
-	SpinLockAcquire(&kpi_shared->mutex);
+	LWLockAcquire(kpi_shared->lock, LW_EXCLUSIVE);
 	ok = kpi_shared->pid == 0;
 	if (ok)
 	{
 		kpi_shared->pid = MyProcPid;
 		kpi_shared->started_at = GetCurrentTimestamp();
 	}
-	SpinLockRelease(&kpi_shared->mutex);
+	LWLockRelease(kpi_shared->lock);
 	if (ok)
 		before_shmem_exit(kpi_detach, (Datum) 0);
 	return ok;
@@ -328,8 +304,6 @@ StreamkpiKpiMain(Datum main_arg)
 	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
 					PGC_S_SESSION);
 	pgstat_report_appname("streamkpi kpi");
-	/* its SQL names every object by schema; nothing resolves elsewhere */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!kpi_attach())
 	{

@@ -9,8 +9,8 @@
  */
 #include "postgres.h"
 
-#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "message.h"
 
@@ -132,6 +132,24 @@ csv_split(KafkaDecoder *d, const char *p, size_t len, CsvField *fields,
 	return n;
 }
 
+/*
+ * A numeric field option is a 1-based position; without a header, the
+ * other fields are taken in column order.
+ */
+static void
+prepare_csv(KafkaTable *t)
+{
+	for (int i = 0; i < t->ndata; i++)
+	{
+		KafkaColumn *c = t->data[i];
+
+		if (strspn(c->field, "0123456789") == c->field_len)
+			c->csv_position = atoi(c->field) - 1;
+		if (!t->header && c->csv_position < 0)
+			c->csv_position = i;
+	}
+}
+
 /* How many fields a data record of this decoder's table may have. */
 static int
 csv_capacity(KafkaDecoder *d)
@@ -144,9 +162,9 @@ csv_capacity(KafkaDecoder *d)
 	return Min(capacity, MAX_CSV_FIELDS);
 }
 
-bool
-kafka_decode_csv(KafkaDecoder *d, const char *p, size_t len,
-				 Datum *values, bool *nulls)
+static bool
+decode_csv(KafkaDecoder *d, const char *p, size_t len,
+		   Datum *values, bool *nulls)
 {
 	KafkaTable *t = d->table;
 	CsvField	fields[CSV_MIN_FIELDS];
@@ -186,21 +204,13 @@ kafka_decode_csv(KafkaDecoder *d, const char *p, size_t len,
 	return ok;
 }
 
-static char *
-excerpt_header(const char *p, size_t len)
-{
-	int			n = pg_mbcliplen(p, len, Min(len, 200));
-
-	return psprintf("%.*s%s", n, p, len > n ? "..." : "");
-}
-
 /*
  * Resolve column positions from a header record.  Required columns that
  * are missing are an ERROR naming all of them; other missing columns
  * read as NULL.
  */
-void
-kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
+static void
+read_header(KafkaDecoder *d, const char *p, size_t len)
 {
 	KafkaTable *t = d->table;
 	CsvField   *f = palloc(sizeof(CsvField) * MAX_CSV_FIELDS);
@@ -241,7 +251,7 @@ kafka_csv_set_header(KafkaDecoder *d, const char *p, size_t len)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("CSV header of Kafka topic \"%s\" lacks required %s %s",
 						t->topic, nmissing == 1 ? "column" : "columns", missing.data),
-				 errdetail("The header is: %s", excerpt_header(p, len))));
+				 errdetail("The header is: %s", kafka_excerpt(p, len, 200))));
 	d->header_line = palloc(len + 1);
 	memcpy(d->header_line, p, len);
 	d->header_len = len;
@@ -277,8 +287,8 @@ append_csv_field(KafkaTable *t, StringInfo out, const char *s, int len)
 	appendStringInfoChar(out, t->quote);
 }
 
-void
-kafka_encode_csv(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
+static void
+encode_csv(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
 {
 	for (int i = 0; i < t->ndata; i++)
 	{
@@ -317,3 +327,11 @@ kafka_encode_csv(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
 		}
 	}
 }
+
+const KafkaCodec kafka_csv_codec = {
+	.name = "csv",
+	.prepare = prepare_csv,
+	.decode = decode_csv,
+	.encode = encode_csv,
+	.read_header = read_header,
+};

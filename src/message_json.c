@@ -1,442 +1,24 @@
 /*-------------------------------------------------------------------------
  *
  * message_json.c
- *	  Kafka message payloads to tuples and back: a hand-written JSON
- *	  parser that converts the fields a table wants straight into Datums,
- *	  the value conversions shared with the CSV codec, and the JSON
- *	  encoder used when producing.
- *
- *	  Decoding never throws for bad data: it returns false and leaves the
- *	  SQLSTATE and text of the problem in the decoder, so that the caller
- *	  decides between an error row and an ERROR.  Only a type's own input
- *	  function can throw; with an error column it runs in a subtransaction.
+ *	  The JSON codec: one object per message.  A hand-written parser that
+ *	  converts the fields a table wants straight into Datums (through the
+ *	  shared conversions of message.c) and validates and skips the others,
+ *	  and the encoder that writes one object per row when producing.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <float.h>
-#include <math.h>
-
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/datetime.h"
-#include "utils/jsonb.h"
-#include "utils/lsyscache.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "message.h"
 
 #define MAX_DEPTH 256
-
-KafkaDecoder *
-kafka_decoder_create(KafkaTable *t)
-{
-	KafkaDecoder *d = palloc0(sizeof(KafkaDecoder));
-
-	d->table = t;
-	initStringInfo(&d->buf);
-	initStringInfo(&d->buf2);
-	return d;
-}
-
-bool
-kafka_decode_error(KafkaDecoder *d, int sqlstate, const char *fmt,...)
-{
-	va_list		args;
-	char		msg[512];
-
-	va_start(args, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, args);
-	va_end(args);
-	d->errcode = sqlstate;
-	d->errmsg = pstrdup(msg);
-	return false;
-}
-
-/* a short, printable excerpt of a bad value for messages */
-static char *
-excerpt(const char *s, int len)
-{
-	int			n = Min(len, 40);
-
-	n = pg_mbcliplen(s, len, n);
-	return psprintf("%.*s%s", n, s, len > n ? "..." : "");
-}
-
-/*
- * Call a type's input function.  With an error column, in a subtransaction
- * so that a rejected value becomes an error row.
- */
-static bool
-call_input(KafkaDecoder *d, KafkaColumn *c, char *str, Datum *value)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	if (d->table->meta_attno[KAFKA_META_ERROR] == 0)
-	{
-		*value = InputFunctionCall(&c->infunc, str, c->ioparam, c->typmod);
-		return true;
-	}
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		*value = InputFunctionCall(&c->infunc, str, c->ioparam, c->typmod);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		kafka_decode_error(d, edata->sqlerrcode, "column \"%s\": %s",
-						   c->name, edata->message);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
-}
-
-static bool
-input_from_span(KafkaDecoder *d, KafkaColumn *c, const char *s, int len,
-				Datum *value)
-{
-	char	   *str = palloc(len + 1);
-
-	memcpy(str, s, len);
-	str[len] = '\0';
-	return call_input(d, c, str, value);
-}
-
-static bool
-parse_int64(const char *s, int len, int64 *out, bool *overflow)
-{
-	const char *end = s + len;
-	bool		neg = false;
-	uint64		v = 0;
-
-	*overflow = false;
-	if (s < end && (*s == '-' || *s == '+'))
-		neg = (*s++ == '-');
-	if (s == end)
-		return false;
-	for (; s < end; s++)
-	{
-		if (*s < '0' || *s > '9')
-			return false;
-		if (v > (PG_UINT64_MAX - 9) / 10)
-			*overflow = true;
-		v = v * 10 + (*s - '0');
-	}
-	if (*overflow || v > (uint64) PG_INT64_MAX + (neg ? 1 : 0))
-	{
-		*overflow = true;
-		return false;
-	}
-	*out = neg ? (int64) (0 - v) : (int64) v;
-	return true;
-}
-
-static int
-digits(const char *s, int n)
-{
-	int			v = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
-
-/* YYYY-MM-DD, validated */
-static bool
-parse_iso_date(const char *s, int len, int *y, int *m, int *dd)
-{
-	if (len < 10 || s[4] != '-' || s[7] != '-')
-		return false;
-	*y = digits(s, 4);
-	*m = digits(s + 5, 2);
-	*dd = digits(s + 8, 2);
-	if (*y < 1 || *m < 1 || *m > 12 || *dd < 1 ||
-		*dd > day_tab[isleap(*y)][*m - 1])
-		return false;
-	return true;
-}
-
-/*
- * ISO 8601 with an explicit zone: YYYY-MM-DD[T ]HH:MM[:SS[.f]](Z|+HH[:MM]).
- * Anything else is left to timestamptz's input function.
- */
-static bool
-parse_iso_timestamptz(const char *s, int len, TimestampTz *out)
-{
-	int			y,
-				m,
-				dd,
-				hh,
-				mi,
-				ss = 0;
-	int64		frac = 0;
-	int			i = 16;
-	int			off = 0;
-
-	if (len < 17 || !parse_iso_date(s, len, &y, &m, &dd) ||
-		(s[10] != 'T' && s[10] != ' ') || s[13] != ':')
-		return false;
-	hh = digits(s + 11, 2);
-	mi = digits(s + 14, 2);
-	if (hh < 0 || hh > 23 || mi < 0 || mi > 59)
-		return false;
-	if (i < len && s[i] == ':')
-	{
-		if (i + 3 > len || (ss = digits(s + i + 1, 2)) < 0 || ss > 59)
-			return false;
-		i += 3;
-		if (i < len && s[i] == '.')
-		{
-			int			nd = 0;
-
-			i++;
-			while (i < len && s[i] >= '0' && s[i] <= '9')
-			{
-				if (nd < 6)
-				{
-					frac = frac * 10 + (s[i] - '0');
-					nd++;
-				}
-				i++;
-			}
-			if (nd == 0)
-				return false;
-			while (nd++ < 6)
-				frac *= 10;
-		}
-	}
-	if (i == len)
-		return false;			/* no zone: session time zone, input function */
-	if (s[i] == 'Z' || s[i] == 'z')
-		i++;
-	else if (s[i] == '+' || s[i] == '-')
-	{
-		int			sign = s[i] == '-' ? -1 : 1;
-		int			oh,
-					om = 0;
-
-		if (i + 3 > len || (oh = digits(s + i + 1, 2)) < 0)
-			return false;
-		i += 3;
-		if (i < len && s[i] == ':')
-			i++;
-		if (i + 2 <= len)
-		{
-			if ((om = digits(s + i, 2)) < 0)
-				return false;
-			i += 2;
-		}
-		if (oh > 15 || om > 59)
-			return false;
-		off = sign * (oh * 3600 + om * 60);
-	}
-	else
-		return false;
-	if (i != len)
-		return false;
-	*out = (int64) (date2j(y, m, dd) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY +
-		((int64) ((hh * 60 + mi) * 60 + ss - off)) * USECS_PER_SEC + frac;
-	return IS_VALID_TIMESTAMP(*out);
-}
-
-static bool
-looks_numeric(const char *s, int len)
-{
-	if (len == 0)
-		return false;
-	for (int i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '+' ||
-			  s[i] == '.' || s[i] == 'e' || s[i] == 'E'))
-			return false;
-	return true;
-}
-
-static bool
-to_double(KafkaDecoder *d, KafkaColumn *c, const char *s, int len, double *out)
-{
-	char	   *end;
-
-	resetStringInfo(&d->buf2);
-	appendBinaryStringInfo(&d->buf2, s, len);
-	errno = 0;
-	*out = strtod(d->buf2.data, &end);
-	if (len == 0 || end != d->buf2.data + len || isnan(*out) || isinf(*out))
-		return kafka_decode_error(d, ERRCODE_INVALID_TEXT_REPRESENTATION,
-								  "column \"%s\": invalid number \"%s\"",
-								  c->name, excerpt(s, len));
-	if (errno == ERANGE && *out != 0)
-		return kafka_decode_error(d, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-								  "column \"%s\": value \"%s\" is out of range for type %s",
-								  c->name, excerpt(s, len), format_type_be(c->typid));
-	return true;
-}
-
-/*
- * Convert one scalar (a JSON string's content, a JSON number or literal,
- * or a CSV field) to the column's type.  quoted is true for JSON strings.
- */
-bool
-kafka_convert_value(KafkaDecoder *d, KafkaColumn *c, const char *s, int len,
-					bool quoted, Datum *value)
-{
-	int64		i64;
-	bool		overflow;
-	double		f;
-
-	switch (c->conv)
-	{
-		case KAFKA_CONV_TEXT:
-			*value = PointerGetDatum(cstring_to_text_with_len(s, len));
-			return true;
-
-		case KAFKA_CONV_INT2:
-		case KAFKA_CONV_INT4:
-		case KAFKA_CONV_INT8:
-			if (!parse_int64(s, len, &i64, &overflow))
-			{
-				if (overflow)
-					goto out_of_range;
-				return kafka_decode_error(d, ERRCODE_INVALID_TEXT_REPRESENTATION,
-										  "column \"%s\": invalid integer \"%s\"",
-										  c->name, excerpt(s, len));
-			}
-			if (c->conv == KAFKA_CONV_INT2)
-			{
-				if (i64 < PG_INT16_MIN || i64 > PG_INT16_MAX)
-					goto out_of_range;
-				*value = Int16GetDatum((int16) i64);
-			}
-			else if (c->conv == KAFKA_CONV_INT4)
-			{
-				if (i64 < PG_INT32_MIN || i64 > PG_INT32_MAX)
-					goto out_of_range;
-				*value = Int32GetDatum((int32) i64);
-			}
-			else
-				*value = Int64GetDatum(i64);
-			return true;
-
-		case KAFKA_CONV_FLOAT4:
-			if (!to_double(d, c, s, len, &f))
-				return false;
-			if (fabs(f) > FLT_MAX)
-				goto out_of_range;
-			*value = Float4GetDatum((float4) f);
-			return true;
-
-		case KAFKA_CONV_FLOAT8:
-			if (!to_double(d, c, s, len, &f))
-				return false;
-			*value = Float8GetDatum(f);
-			return true;
-
-		case KAFKA_CONV_BOOL:
-			{
-				bool		b;
-
-				if (!parse_bool_with_len(s, len, &b))
-					return kafka_decode_error(d, ERRCODE_INVALID_TEXT_REPRESENTATION,
-											  "column \"%s\": invalid boolean \"%s\"",
-											  c->name, excerpt(s, len));
-				*value = BoolGetDatum(b);
-				return true;
-			}
-
-		case KAFKA_CONV_TIMESTAMPTZ:
-			{
-				TimestampTz ts;
-
-				if (looks_numeric(s, len))
-				{
-					/* an epoch in time_unit */
-					if (parse_int64(s, len, &i64, &overflow))
-					{
-						if (pg_mul_s64_overflow(i64, c->time_unit, &ts))
-							goto out_of_range;
-					}
-					else
-					{
-						if (!to_double(d, c, s, len, &f))
-							return false;
-						f *= c->time_unit;
-						if (!(f > (double) PG_INT64_MIN && f < (double) PG_INT64_MAX))
-							goto out_of_range;
-						ts = (int64) rint(f);
-					}
-					ts -= (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-					if (!IS_VALID_TIMESTAMP(ts))
-						goto out_of_range;
-					*value = TimestampTzGetDatum(ts);
-					return true;
-				}
-				if (parse_iso_timestamptz(s, len, &ts))
-				{
-					*value = TimestampTzGetDatum(ts);
-					return true;
-				}
-				return input_from_span(d, c, s, len, value);
-			}
-
-		case KAFKA_CONV_DATE:
-			{
-				int			y,
-							m,
-							dd;
-
-				if (len == 10 && parse_iso_date(s, len, &y, &m, &dd))
-				{
-					*value = DateADTGetDatum(date2j(y, m, dd) - POSTGRES_EPOCH_JDATE);
-					return true;
-				}
-				return input_from_span(d, c, s, len, value);
-			}
-
-		case KAFKA_CONV_JSONB:
-			if (quoted)
-			{
-				/* a CSV field or a JSON string's content: a JSON string */
-				resetStringInfo(&d->buf2);
-				kafka_append_json_string(&d->buf2, s, len);
-				return input_from_span(d, c, d->buf2.data, d->buf2.len, value);
-			}
-			return input_from_span(d, c, s, len, value);
-
-		case KAFKA_CONV_TEXTARRAY:
-		case KAFKA_CONV_INPUT:
-			return input_from_span(d, c, s, len, value);
-	}
-	return false;
-
-out_of_range:
-	return kafka_decode_error(d, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-							  "column \"%s\": value \"%s\" is out of range for type %s",
-							  c->name, excerpt(s, len), format_type_be(c->typid));
-}
 
 /* ----------------------------------------------------------------
  * JSON parsing
@@ -883,13 +465,95 @@ find_column(KafkaDecoder *d, const char *key, int len)
 	return NULL;
 }
 
+/* a string, number or true/false for column c */
+static bool
+decode_scalar(JsonParser *jp, KafkaColumn *c, Datum *value)
+{
+	KafkaDecoder *d = jp->d;
+	const char *s;
+	int			slen;
+	bool		quoted = *jp->p == '"';
+
+	if (quoted)
+	{
+		if (!parse_string(jp, &d->buf, &s, &slen))
+			return false;
+	}
+	else
+	{
+		s = jp->p;
+		if (*jp->p == 't' || *jp->p == 'f')
+		{
+			if (!parse_literal(jp, *jp->p == 't' ? "true" : "false",
+							   *jp->p == 't' ? 4 : 5))
+				return false;
+			if (c->conv != KAFKA_CONV_BOOL && c->conv != KAFKA_CONV_TEXT &&
+				c->conv != KAFKA_CONV_INPUT)
+				return kafka_decode_error(d, ERRCODE_FDW_INVALID_DATA_TYPE,
+										  "column \"%s\": expected a value of type %s, found a boolean",
+										  c->name, c->typname);
+		}
+		else if (!parse_number(jp))
+			return false;
+		slen = jp->p - s;
+	}
+	if (c->conv == KAFKA_CONV_TEXTARRAY)
+		return kafka_decode_error(d, ERRCODE_FDW_INVALID_DATA_TYPE,
+								  "column \"%s\": expected an array, found %s",
+								  c->name, json_kind(quoted ? '"' : *s));
+	return kafka_convert_value(d, c, s, slen, quoted, value);
+}
+
+/* the value of a key that names column c, into values/nulls */
+static bool
+decode_field(JsonParser *jp, KafkaColumn *c, Datum *values, bool *nulls)
+{
+	Datum	   *value = &values[c->attnum - 1];
+	const char *vstart = jp->p;
+
+	if (*jp->p == 'n')
+	{
+		if (!parse_literal(jp, "null", 4))
+			return false;
+		nulls[c->attnum - 1] = true;
+		return true;
+	}
+	if (c->conv == KAFKA_CONV_JSONB)
+	{
+		/* the value's JSON text, whatever its kind */
+		if (!skip_value(jp, 1) ||
+			!kafka_convert_value(jp->d, c, vstart, jp->p - vstart, false, value))
+			return false;
+	}
+	else if (*jp->p == '[' && c->conv == KAFKA_CONV_TEXTARRAY)
+	{
+		if (!parse_text_array(jp, c, value))
+			return false;
+	}
+	else if (*jp->p == '{' || *jp->p == '[')
+	{
+		/* an object or array only fits a text column, as its JSON text */
+		if (!skip_value(jp, 1))
+			return false;
+		if (c->conv != KAFKA_CONV_TEXT)
+			return kafka_decode_error(jp->d, ERRCODE_FDW_INVALID_DATA_TYPE,
+									  "column \"%s\": expected a value of type %s, found %s",
+									  c->name, c->typname, json_kind(*vstart));
+		*value = PointerGetDatum(cstring_to_text_with_len(vstart, jp->p - vstart));
+	}
+	else if (!decode_scalar(jp, c, value))
+		return false;
+	nulls[c->attnum - 1] = false;
+	return true;
+}
+
 /*
  * One JSON object into values/nulls of the table's data columns (indexed
  * by attnum - 1).  Fields that are not columns are validated and skipped.
  */
-bool
-kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
-				  Datum *values, bool *nulls)
+static bool
+decode_json(KafkaDecoder *d, const char *payload, size_t len,
+			Datum *values, bool *nulls)
 {
 	JsonParser	jp;
 
@@ -932,86 +596,9 @@ kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
 			if (jp.p >= jp.end)
 				return json_fail(&jp, "expected a value");
 
-			if (c == NULL)
-			{
-				if (!skip_value(&jp, 1))
-					return false;
-			}
-			else if (*jp.p == 'n')
-			{
-				if (!parse_literal(&jp, "null", 4))
-					return false;
-				nulls[c->attnum - 1] = true;
-			}
-			else if (c->conv == KAFKA_CONV_JSONB)
-			{
-				const char *vstart = jp.p;
-
-				if (!skip_value(&jp, 1))
-					return false;
-				if (!kafka_convert_value(d, c, vstart, jp.p - vstart, false,
-										 &values[c->attnum - 1]))
-					return false;
-				nulls[c->attnum - 1] = false;
-			}
-			else if (*jp.p == '[' && c->conv == KAFKA_CONV_TEXTARRAY)
-			{
-				if (!parse_text_array(&jp, c, &values[c->attnum - 1]))
-					return false;
-				nulls[c->attnum - 1] = false;
-			}
-			else if (*jp.p == '{' || *jp.p == '[')
-			{
-				const char *vstart = jp.p;
-
-				if (!skip_value(&jp, 1))
-					return false;
-				if (c->conv != KAFKA_CONV_TEXT)
-					return kafka_decode_error(d, ERRCODE_FDW_INVALID_DATA_TYPE,
-											  "column \"%s\": expected a value of type %s, found %s",
-											  c->name, format_type_be(c->typid),
-											  json_kind(*vstart));
-				values[c->attnum - 1] =
-					PointerGetDatum(cstring_to_text_with_len(vstart, jp.p - vstart));
-				nulls[c->attnum - 1] = false;
-			}
-			else
-			{
-				const char *s;
-				int			slen;
-				bool		quoted = *jp.p == '"';
-
-				if (quoted)
-				{
-					if (!parse_string(&jp, &d->buf, &s, &slen))
-						return false;
-				}
-				else
-				{
-					s = jp.p;
-					if (*jp.p == 't' || *jp.p == 'f')
-					{
-						if (!parse_literal(&jp, *jp.p == 't' ? "true" : "false",
-										   *jp.p == 't' ? 4 : 5))
-							return false;
-						if (c->conv != KAFKA_CONV_BOOL && c->conv != KAFKA_CONV_TEXT &&
-							c->conv != KAFKA_CONV_INPUT)
-							return kafka_decode_error(d, ERRCODE_FDW_INVALID_DATA_TYPE,
-													  "column \"%s\": expected a value of type %s, found a boolean",
-													  c->name, format_type_be(c->typid));
-					}
-					else if (!parse_number(&jp))
-						return false;
-					slen = jp.p - s;
-				}
-				if (c->conv == KAFKA_CONV_TEXTARRAY)
-					return kafka_decode_error(d, ERRCODE_FDW_INVALID_DATA_TYPE,
-											  "column \"%s\": expected an array, found %s",
-											  c->name, json_kind(quoted ? '"' : *s));
-				if (!kafka_convert_value(d, c, s, slen, quoted, &values[c->attnum - 1]))
-					return false;
-				nulls[c->attnum - 1] = false;
-			}
+			if (c == NULL ? !skip_value(&jp, 1) :
+				!decode_field(&jp, c, values, nulls))
+				return false;
 
 			skip_ws(&jp);
 			if (jp.p < jp.end && *jp.p == ',')
@@ -1032,173 +619,10 @@ kafka_decode_json(KafkaDecoder *d, const char *payload, size_t len,
 	return true;
 }
 
-/* true when every byte is ASCII and none is NUL, eight at a time */
-static bool
-is_plain_ascii(const char *p, size_t len)
-{
-	size_t		i = 0;
-
-	for (; i + 8 <= len; i += 8)
-	{
-		uint64		w;
-
-		memcpy(&w, p + i, 8);
-		/* a high bit set, or a zero byte (the classic haszero trick) */
-		if ((w & UINT64CONST(0x8080808080808080)) != 0 ||
-			((w - UINT64CONST(0x0101010101010101)) & ~w &
-			 UINT64CONST(0x8080808080808080)) != 0)
-			return false;
-	}
-	for (; i < len; i++)
-		if ((unsigned char) p[i] >= 0x80 || p[i] == '\0')
-			return false;
-	return true;
-}
-
-/*
- * Decode a payload of the table's format.  values/nulls are indexed by
- * attnum - 1; only data columns are touched.  On false, d->errcode and
- * d->errmsg say why and the data columns are all NULL.
- */
-bool
-kafka_decode_message(KafkaDecoder *d, const char *payload, size_t len,
-					 Datum *values, bool *nulls)
-{
-	KafkaTable *t = d->table;
-	bool		ok;
-
-	for (int i = 0; i < t->ndata; i++)
-		nulls[t->data[i]->attnum - 1] = true;
-
-	if (payload == NULL || len == 0)
-		return kafka_decode_error(d, ERRCODE_INVALID_TEXT_REPRESENTATION,
-								  "empty message");
-	/* valid UTF-8 without NUL bytes: fast path for ASCII */
-	if (!is_plain_ascii(payload, len) &&
-		pg_verify_mbstr_len(PG_UTF8, payload, len, true) < 0)
-		return kafka_decode_error(d, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
-								  "invalid UTF-8 in message");
-
-	if (t->format == KAFKA_FORMAT_JSON)
-		ok = kafka_decode_json(d, payload, len, values, nulls);
-	else
-		ok = kafka_decode_csv(d, payload, len, values, nulls);
-
-	if (ok)
-		for (int i = 0; i < t->ndata; i++)
-		{
-			KafkaColumn *c = t->data[i];
-
-			if (c->required && nulls[c->attnum - 1])
-			{
-				ok = kafka_decode_error(d, ERRCODE_NOT_NULL_VIOLATION,
-										"required field \"%s\" is missing or null",
-										c->field);
-				break;
-			}
-		}
-	if (!ok)
-		for (int i = 0; i < t->ndata; i++)
-			nulls[t->data[i]->attnum - 1] = true;
-	return ok;
-}
-
 /* ----------------------------------------------------------------
  * JSON encoding
  * ----------------------------------------------------------------
  */
-
-void
-kafka_append_json_string(StringInfo out, const char *s, int len)
-{
-	const char *end = s + len;
-
-	enlargeStringInfo(out, len + 2);
-	out->data[out->len++] = '"';
-	while (s < end)
-	{
-		const char *run = s;
-
-		while (s < end && *s != '"' && *s != '\\' && (unsigned char) *s >= 0x20)
-			s++;
-		if (s > run)
-			appendBinaryStringInfo(out, run, s - run);
-		if (s >= end)
-			break;
-		switch (*s)
-		{
-			case '"':
-				appendBinaryStringInfo(out, "\\\"", 2);
-				break;
-			case '\\':
-				appendBinaryStringInfo(out, "\\\\", 2);
-				break;
-			case '\n':
-				appendBinaryStringInfo(out, "\\n", 2);
-				break;
-			case '\r':
-				appendBinaryStringInfo(out, "\\r", 2);
-				break;
-			case '\t':
-				appendBinaryStringInfo(out, "\\t", 2);
-				break;
-			default:
-				appendStringInfo(out, "\\u%04x", (unsigned char) *s);
-		}
-		s++;
-	}
-	appendStringInfoChar(out, '"');
-}
-
-/* a Unix epoch in units of unit microseconds, rounded down */
-void
-kafka_append_epoch(StringInfo out, TimestampTz ts, int64 unit)
-{
-	int64		us = ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-
-	appendStringInfo(out, INT64_FORMAT,
-					 us >= 0 ? us / unit : -((-us + unit - 1) / unit));
-}
-
-/* ISO 8601 in UTC with microseconds when there are any */
-bool
-kafka_emit_iso_timestamp(StringInfo out, TimestampTz ts)
-{
-	struct pg_tm tm;
-	fsec_t		fsec;
-
-	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-		return false;
-	appendStringInfo(out, "%04d-%02d-%02dT%02d:%02d:%02d",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec);
-	if (fsec != 0)
-		appendStringInfo(out, ".%06d", (int) fsec);
-	appendStringInfoChar(out, 'Z');
-	return true;
-}
-
-bool
-kafka_emit_iso_date(StringInfo out, DateADT d)
-{
-	int			y,
-				m,
-				dd;
-
-	if (DATE_NOT_FINITE(d) || d + POSTGRES_EPOCH_JDATE < 0)
-		return false;
-	j2date(d + POSTGRES_EPOCH_JDATE, &y, &m, &dd);
-	if (y <= 0)
-		return false;
-	appendStringInfo(out, "%04d-%02d-%02d", y, m, dd);
-	return true;
-}
-
-char *
-kafka_value_text(KafkaColumn *c, Datum v)
-{
-	return OutputFunctionCall(&c->outfunc, v);
-}
 
 static void
 append_json_value(StringInfo out, KafkaColumn *c, Datum v)
@@ -1229,7 +653,7 @@ append_json_value(StringInfo out, KafkaColumn *c, Datum v)
 		case KAFKA_CONV_FLOAT4:
 		case KAFKA_CONV_FLOAT8:
 			s = kafka_value_text(c, v);
-			if (looks_numeric(s, strlen(s)))
+			if (kafka_looks_numeric(s, strlen(s)))
 				appendStringInfoString(out, s);
 			else
 				kafka_append_json_string(out, s, strlen(s));
@@ -1303,7 +727,7 @@ append_json_value(StringInfo out, KafkaColumn *c, Datum v)
 	if (c->typid == NUMERICOID)
 	{
 		s = kafka_value_text(c, v);
-		if (looks_numeric(s, strlen(s)))
+		if (kafka_looks_numeric(s, strlen(s)))
 		{
 			appendStringInfoString(out, s);
 			return;
@@ -1314,8 +738,8 @@ append_json_value(StringInfo out, KafkaColumn *c, Datum v)
 }
 
 /* One row's data columns as a JSON object; NULLs are written as null. */
-void
-kafka_encode_json(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
+static void
+encode_json(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
 {
 	appendStringInfoChar(out, '{');
 	for (int i = 0; i < t->ndata; i++)
@@ -1333,3 +757,11 @@ kafka_encode_json(KafkaTable *t, Datum *values, bool *nulls, StringInfo out)
 	}
 	appendStringInfoChar(out, '}');
 }
+
+const KafkaCodec kafka_json_codec = {
+	.name = "json",
+	.prepare = NULL,
+	.decode = decode_json,
+	.encode = encode_json,
+	.read_header = NULL,
+};

@@ -4,9 +4,9 @@
  *	  Pipelines: a SQL statement over one Kafka foreign table, run by a
  *	  background worker on each batch of new messages, exactly once.
  *
- *	  Each running worker owns one slot in shared memory where it publishes
- *	  its state for streamkpi.pipeline_status; the launcher reads the slots
- *	  to restart failed workers with backoff.
+ *	  Each running worker owns one slot in shared memory ("streamkpi
+ *	  pipelines") where it publishes its state for streamkpi.pipeline_status;
+ *	  the launcher reads the slots to restart failed workers with backoff.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +18,7 @@
 #include "datatype/timestamp.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 
 #define PIPELINE_NAME_LEN 64
 #define PIPELINE_MAX_PARTITIONS 64
@@ -65,11 +66,22 @@ typedef struct PipelineSlot
 	PipelinePartitionStatus partitions[PIPELINE_MAX_PARTITIONS];
 } PipelineSlot;
 
+/*
+ * Shared memory "streamkpi pipelines": the launcher and the worker slots,
+ * all under one lock.
+ */
+typedef struct PipelineShared
+{
+	LWLock	   *lock;			/* protects everything below */
+	pid_t		launcher_pid;	/* 0 while no launcher runs */
+	TimestampTz launcher_started_at;
+	Latch	   *launcher_latch; /* set to wake the launcher */
+	PipelineSlot slots[FLEXIBLE_ARRAY_MEMBER];	/* max_pipeline_workers */
+} PipelineShared;
+
 /* in pipeline_status.c */
-extern Size PipelineShmemSize(void);
-extern void PipelineShmemInit(void *ptr, bool found);
-extern PipelineSlot *pipeline_slots(void);
-extern int	pipeline_slot_count(void);
+extern PipelineShared *pipeline_shared;
+extern void PipelineShmemInit(void);
 extern PipelineSlot *pipeline_slot_find(const char *name, int worker_index,
 										Oid dboid);
 extern PipelineSlot *pipeline_slot_acquire(const char *name, int worker_index,
@@ -79,13 +91,12 @@ extern void pipeline_slot_record_batch(PipelineSlot *slot, int64 rows,
 									   int64 dead_letters, int32 batch_ms,
 									   int32 latency_ms);
 
-/* in pipeline_admin.c */
-extern void pipeline_require_owner(const char *name, Oid owner);
-
 /* in pipeline_launcher.c */
+extern void StreamkpiLauncherInit(void);
 extern void pipeline_launcher_wake(void);
 
 /* in pipeline_worker.c */
+extern void pipeline_require_owner(const char *name, Oid owner);
 extern PGDLLEXPORT void StreamkpiPipelineMain(Datum main_arg);
 extern void pipeline_worker_prepare(BackgroundWorker *worker, const char *name,
 									int worker_index, Oid dboid);

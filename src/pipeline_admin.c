@@ -106,24 +106,6 @@ pipeline_check_statement(const char *sql)
 	return linitial_oid(relids);
 }
 
-/*
- * A pipeline runs with its owner's rights, so it cannot run once that role
- * is dropped.  Roles have no dependency on our rows (pg_shdepend holds only
- * catalog objects), so DROP ROLE succeeds, and this is where it shows: at
- * the worker's start and batches, and when the statement is redefined.
- */
-void
-pipeline_require_owner(const char *name, Oid owner)
-{
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the owner role of pipeline \"%s\" was dropped", name),
-				 errdetail("A pipeline runs with its owner's rights; role %u no longer exists.",
-						   owner),
-				 errhint("Drop the pipeline with streamkpi.drop_pipeline() and create it again as another role.")));
-}
-
 PG_FUNCTION_INFO_V1(streamkpi_pipeline_check);
 
 /*

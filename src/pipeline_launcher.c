@@ -62,20 +62,14 @@ typedef struct WantedWorker
 static List *launched = NIL;	/* LaunchedWorker *, in TopMemoryContext */
 static bool warned_no_slots = false;
 
+/* Register the launcher; from _PG_init when preloaded. */
 void
 StreamkpiLauncherInit(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = LAUNCHER_RESTART_S;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "streamkpi");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "StreamkpiLauncherMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "streamkpi launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "streamkpi launcher");
+	streamkpi_worker_fill(&worker, "StreamkpiLauncherMain", "streamkpi launcher",
+						  LAUNCHER_RESTART_S, (Datum) 0);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -83,20 +77,20 @@ StreamkpiLauncherInit(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	if (streamkpi_shared->launcher_pid == MyProcPid)
-		streamkpi_shared->launcher_pid = 0;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
+	if (pipeline_shared->launcher_pid == MyProcPid)
+		pipeline_shared->launcher_pid = 0;
+	LWLockRelease(pipeline_shared->lock);
 }
 
 static void
 launcher_attach(void)
 {
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
-	streamkpi_shared->launcher_pid = MyProcPid;
-	streamkpi_shared->launcher_started_at = GetCurrentTimestamp();
-	streamkpi_shared->launcher_latch = MyLatch;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
+	pipeline_shared->launcher_pid = MyProcPid;
+	pipeline_shared->launcher_started_at = GetCurrentTimestamp();
+	pipeline_shared->launcher_latch = MyLatch;
+	LWLockRelease(pipeline_shared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
 }
 
@@ -106,9 +100,9 @@ pipeline_launcher_wake(void)
 {
 	Latch	   *latch;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
-	latch = streamkpi_shared->launcher_pid != 0 ? streamkpi_shared->launcher_latch : NULL;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockAcquire(pipeline_shared->lock, LW_SHARED);
+	latch = pipeline_shared->launcher_pid != 0 ? pipeline_shared->launcher_latch : NULL;
+	LWLockRelease(pipeline_shared->lock);
 	if (latch)
 		SetLatch(latch);
 }
@@ -194,12 +188,12 @@ should_wait(const WantedWorker *w, TimestampTz now)
 	PipelineSlot *slot;
 	bool		wait = false;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
+	LWLockAcquire(pipeline_shared->lock, LW_SHARED);
 	slot = pipeline_slot_find(w->name, w->worker_index, MyDatabaseId);
 	if (slot && (slot->pid != 0 ||
 				 (slot->state == PIPELINE_FAILED && now < slot->retry_at)))
 		wait = true;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 	return wait;
 }
 
@@ -295,6 +289,22 @@ StreamkpiLauncherMain(Datum main_arg)
 
 PG_FUNCTION_INFO_V1(streamkpi_workers);
 
+/* one row of streamkpi.workers(), for a worker that runs (pid not 0) */
+static void
+put_worker_row(ReturnSetInfo *rsinfo, const char *kind, pid_t pid,
+			   TimestampTz started_at)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (pid == 0)
+		return;
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = Int32GetDatum(pid);
+	values[2] = TimestampTzGetDatum(started_at);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
 /*
  * streamkpi.workers() -> setof (kind text, pid int, started_at timestamptz)
  */
@@ -310,32 +320,13 @@ streamkpi_workers(PG_FUNCTION_ARGS)
 	streamkpi_require_preload("streamkpi.workers()");
 	InitMaterializedSRF(fcinfo, 0);
 
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
-	launcher_pid = streamkpi_shared->launcher_pid;
-	launcher_started_at = streamkpi_shared->launcher_started_at;
-	LWLockRelease(streamkpi_shared->lock);
-	(void) kpi_worker_status(&kpi_pid, &kpi_started_at);
+	LWLockAcquire(pipeline_shared->lock, LW_SHARED);
+	launcher_pid = pipeline_shared->launcher_pid;
+	launcher_started_at = pipeline_shared->launcher_started_at;
+	LWLockRelease(pipeline_shared->lock);
+	kpi_pid = kpi_worker_pid(&kpi_started_at);
 
-	if (launcher_pid != 0)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		values[0] = CStringGetTextDatum("launcher");
-		values[1] = Int32GetDatum(launcher_pid);
-		values[2] = TimestampTzGetDatum(launcher_started_at);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	if (kpi_pid != 0)
-	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		values[0] = CStringGetTextDatum("kpi");
-		values[1] = Int32GetDatum(kpi_pid);
-		values[2] = TimestampTzGetDatum(kpi_started_at);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-
+	put_worker_row(rsinfo, "launcher", launcher_pid, launcher_started_at);
+	put_worker_row(rsinfo, "kpi", kpi_pid, kpi_started_at);
 	return (Datum) 0;
 }

@@ -3,7 +3,10 @@
  * pipeline_status.c
  *	  Pipeline worker slots in shared memory, and streamkpi.pipeline_status.
  *
- *	  A worker publishes its state once per batch, under the shared lock;
+ *	  The slots, with the launcher's pid and latch, are the shared memory
+ *	  "streamkpi pipelines", which this file registers and owns.
+ *
+ *	  A worker publishes its state once per batch, under its lock;
  *	  readers copy a slot under the same lock.  A slot outlives its worker
  *	  so that the last error and state stay visible after an exit.
  *
@@ -21,32 +24,26 @@
 #include "pipeline.h"
 #include "streamkpi.h"
 
-static PipelineSlot *slots = NULL;
+PipelineShared *pipeline_shared = NULL;
 
-Size
-PipelineShmemSize(void)
+static Size
+pipeline_shmem_size(void)
 {
-	return mul_size(sizeof(PipelineSlot), streamkpi_max_pipeline_workers);
+	return add_size(offsetof(PipelineShared, slots),
+					mul_size(sizeof(PipelineSlot), streamkpi_max_pipeline_workers));
 }
 
+static const StreamkpiShmemPart pipeline_shmem = {
+	.name = "streamkpi pipelines",
+	.size = pipeline_shmem_size,
+	.ptr = (void **) &pipeline_shared,
+};
+
+/* Register the pipelines' shared memory; from _PG_init when preloaded. */
 void
-PipelineShmemInit(void *ptr, bool found)
+PipelineShmemInit(void)
 {
-	slots = (PipelineSlot *) ptr;
-	if (!found)
-		memset(slots, 0, PipelineShmemSize());
-}
-
-PipelineSlot *
-pipeline_slots(void)
-{
-	return slots;
-}
-
-int
-pipeline_slot_count(void)
-{
-	return streamkpi_max_pipeline_workers;
+	streamkpi_shmem_register(&pipeline_shmem);
 }
 
 /* Caller holds the shared lock. */
@@ -55,7 +52,7 @@ pipeline_slot_find(const char *name, int worker_index, Oid dboid)
 {
 	for (int i = 0; i < streamkpi_max_pipeline_workers; i++)
 	{
-		PipelineSlot *slot = &slots[i];
+		PipelineSlot *slot = &pipeline_shared->slots[i];
 
 		if (slot->state != PIPELINE_FREE && slot->dboid == dboid &&
 			slot->worker_index == worker_index &&
@@ -81,14 +78,14 @@ pipeline_slot_acquire(const char *name, int worker_index, Oid dboid)
 	/* a free slot, else the slot of a pipeline that is not running */
 	for (int i = 0; i < streamkpi_max_pipeline_workers; i++)
 	{
-		if (slots[i].state == PIPELINE_FREE)
+		if (pipeline_shared->slots[i].state == PIPELINE_FREE)
 		{
-			reusable = &slots[i];
+			reusable = &pipeline_shared->slots[i];
 			break;
 		}
-		if (reusable == NULL && slots[i].pid == 0 &&
-			slots[i].state == PIPELINE_STOPPED)
-			reusable = &slots[i];
+		if (reusable == NULL && pipeline_shared->slots[i].pid == 0 &&
+			pipeline_shared->slots[i].state == PIPELINE_STOPPED)
+			reusable = &pipeline_shared->slots[i];
 	}
 	if (reusable == NULL)
 		return NULL;
@@ -104,10 +101,10 @@ pipeline_slot_acquire(const char *name, int worker_index, Oid dboid)
 void
 pipeline_slot_set_error(PipelineSlot *slot, const char *message)
 {
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	strlcpy(slot->last_error, message, PIPELINE_ERROR_LEN);
 	slot->last_error_at = GetCurrentTimestamp();
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 }
 
 /* Account one committed batch; the rate ring is indexed by epoch second. */
@@ -118,7 +115,7 @@ pipeline_slot_record_batch(PipelineSlot *slot, int64 rows, int64 dead_letters,
 	int64		second = (int64) (GetCurrentTimestamp() / USECS_PER_SEC);
 	int			bucket = (int) (second % PIPELINE_RATE_SECONDS);
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	slot->rows += rows;
 	slot->batches++;
 	slot->dead_letters += dead_letters;
@@ -132,7 +129,7 @@ pipeline_slot_record_batch(PipelineSlot *slot, int64 rows, int64 dead_letters,
 	slot->rate_rows[bucket] += rows;
 	if (slot->state == PIPELINE_ERROR)
 		slot->state = PIPELINE_RUNNING;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 }
 
 static const char *
@@ -238,11 +235,15 @@ streamkpi_pipeline_slots(PG_FUNCTION_ARGS)
 
 	/* copy under the lock, build rows outside it */
 	copy = palloc(sizeof(PipelineSlot) * streamkpi_max_pipeline_workers);
-	LWLockAcquire(streamkpi_shared->lock, LW_SHARED);
+	LWLockAcquire(pipeline_shared->lock, LW_SHARED);
 	for (int i = 0; i < streamkpi_max_pipeline_workers; i++)
-		if (slots[i].state != PIPELINE_FREE && slots[i].dboid == MyDatabaseId)
-			copy[ncopied++] = slots[i];
-	LWLockRelease(streamkpi_shared->lock);
+	{
+		PipelineSlot *slot = &pipeline_shared->slots[i];
+
+		if (slot->state != PIPELINE_FREE && slot->dboid == MyDatabaseId)
+			copy[ncopied++] = *slot;
+	}
+	LWLockRelease(pipeline_shared->lock);
 
 	for (int i = 0; i < ncopied; i++)
 		put_slot_rows(rsinfo, &copy[i], now);

@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "fdw.h"
@@ -47,8 +48,6 @@
 
 /* How often an idle worker checks whether it was stopped or altered. */
 #define IDLE_CHECK_MS 1000
-
-PipelineBatch *pipeline_current_batch = NULL;
 
 typedef struct PipelineDef
 {
@@ -75,18 +74,22 @@ typedef struct PipelineWorkerArgs
 static PipelineSlot *my_slot = NULL;
 static bool clean_exit = false;
 
+/*
+ * A pipeline runs with its owner's rights, so it cannot run once that role
+ * is dropped.  Roles have no dependency on our rows (pg_shdepend holds only
+ * catalog objects), so DROP ROLE succeeds, and this is where it shows: at
+ * the worker's start and batches, and when the statement is redefined.
+ */
 void
-pipeline_batch_add_failure(PipelineBatch *batch, int msg_index, int sqlstate,
-						   const char *message)
+pipeline_require_owner(const char *name, Oid owner)
 {
-	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
-	PipelineFailure *f = palloc(sizeof(PipelineFailure));
-
-	f->msg_index = msg_index;
-	f->sqlstate = sqlstate;
-	f->message = pstrdup(message);
-	batch->decode_failures = lappend(batch->decode_failures, f);
-	MemoryContextSwitchTo(old);
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the owner role of pipeline \"%s\" was dropped", name),
+				 errdetail("A pipeline runs with its owner's rights; role %u no longer exists.",
+						   owner),
+				 errhint("Drop the pipeline with streamkpi.drop_pipeline() and create it again as another role.")));
 }
 
 /* ---- the slot ---- */
@@ -96,7 +99,7 @@ slot_detach(int code, Datum arg)
 {
 	if (my_slot == NULL)
 		return;
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	if (my_slot->pid == MyProcPid)
 	{
 		my_slot->pid = 0;
@@ -114,7 +117,7 @@ slot_detach(int code, Datum arg)
 															1000 * Min(1 << Min(my_slot->failures - 1, 6), 60));
 		}
 	}
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 }
 
 static bool
@@ -122,11 +125,11 @@ slot_attach(const PipelineWorkerArgs *args)
 {
 	PipelineSlot *slot;
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	slot = pipeline_slot_acquire(args->name, args->worker_index, args->dboid);
 	if (slot == NULL || (slot->pid != 0 && slot->pid != MyProcPid))
 	{
-		LWLockRelease(streamkpi_shared->lock);
+		LWLockRelease(pipeline_shared->lock);
 		return false;
 	}
 	slot->pid = MyProcPid;
@@ -135,7 +138,7 @@ slot_attach(const PipelineWorkerArgs *args)
 	slot->rows = slot->batches = slot->dead_letters = 0;
 	memset(slot->rate_rows, 0, sizeof(slot->rate_rows));
 	memset(slot->rate_second, 0, sizeof(slot->rate_second));
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 	my_slot = slot;
 	before_shmem_exit(slot_detach, (Datum) 0);
 	return true;
@@ -144,9 +147,9 @@ slot_attach(const PipelineWorkerArgs *args)
 static void
 slot_set_state(PipelineState state)
 {
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	my_slot->state = state;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 }
 
 static void
@@ -158,7 +161,7 @@ slot_publish_partitions(PipelineConsumer *consumer)
 	int			n = pipeline_consumer_partitions(consumer, parts, next, high,
 												 PIPELINE_MAX_PARTITIONS);
 
-	LWLockAcquire(streamkpi_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
 		my_slot->partitions[i].partition = parts[i];
@@ -166,7 +169,7 @@ slot_publish_partitions(PipelineConsumer *consumer)
 		my_slot->partitions[i].high = high[i];
 	}
 	my_slot->npartitions = n;
-	LWLockRelease(streamkpi_shared->lock);
+	LWLockRelease(pipeline_shared->lock);
 }
 
 /* ---- the definition ---- */
@@ -808,19 +811,13 @@ pipeline_worker_prepare(BackgroundWorker *worker, const char *name,
 {
 	PipelineWorkerArgs args;
 
-	memset(worker, 0, sizeof(*worker));
 	memset(&args, 0, sizeof(args));
 	args.dboid = dboid;
 	args.worker_index = worker_index;
 	strlcpy(args.name, name, PIPELINE_NAME_LEN);
 
-	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker->bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker->bgw_library_name, BGW_MAXLEN, "streamkpi");
-	snprintf(worker->bgw_function_name, BGW_MAXLEN, "StreamkpiPipelineMain");
+	streamkpi_worker_fill(worker, "StreamkpiPipelineMain", "streamkpi pipeline",
+						  BGW_NEVER_RESTART, (Datum) 0);
 	snprintf(worker->bgw_name, BGW_MAXLEN, "streamkpi pipeline %s/%d", name, worker_index);
-	snprintf(worker->bgw_type, BGW_MAXLEN, "streamkpi pipeline");
-	worker->bgw_notify_pid = MyProcPid;
 	memcpy(worker->bgw_extra, &args, sizeof(args));
 }

@@ -14,7 +14,9 @@
 
 #include "postgres.h"
 
+#include "common/int.h"
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "port/pg_bswap.h"
 
 /* in sketch_hll.c */
@@ -54,6 +56,51 @@ typedef struct WindowClock
 
 extern void window_clock_init(WindowClock *c, const char *zone);
 extern Timestamp window_clock_local(WindowClock *c, TimestampTz ts);
+
+/*
+ * in sketch_hll_format.c: postgresql-hll's storage format, version 1
+ */
+#define HLL_VERSION			1
+#define HLL_HEADER_SIZE		3
+#define HLL_T_UNDEFINED		0
+#define HLL_T_EMPTY			1
+#define HLL_T_EXPLICIT		2
+#define HLL_T_SPARSE		3
+#define HLL_T_FULL			4
+
+/* parameter limits, as postgresql-hll enforces them */
+#define HLL_MAX_LOG2M		17
+#define HLL_MAX_REGWIDTH	7
+#define HLL_MAX_EXPTHRESH	16383
+
+typedef struct HllParams
+{
+	int32		log2m;
+	int32		regwidth;
+	int64		expthresh;		/* -1 = automatic */
+	int32		sparseon;
+} HllParams;
+
+/* A parsed, validated hll value (points into the datum). */
+typedef struct HllValue
+{
+	int			type;
+	HllParams	p;
+	const uint8 *data;			/* after the header */
+	size_t		len;			/* bytes after the header */
+	size_t		count;			/* explicit elements or sparse entries */
+} HllValue;
+
+extern bytea *sketch_hll_pack_empty(const HllParams *p);
+extern bytea *sketch_hll_pack_explicit(const HllParams *p, const int64 *elems,
+									   int32 n);
+extern bytea *sketch_hll_pack_registers(const HllParams *p, const uint8 *regs);
+extern void sketch_hll_bad(const char *detail);
+extern void sketch_hll_parse(const uint8 *in, size_t len, HllValue *v);
+extern uint64 sketch_hll_explicit_element(const HllValue *v, size_t i);
+extern void sketch_hll_value_registers(const HllValue *v, uint8 *regs);
+extern double sketch_hll_estimate_registers(const uint8 *regs, int log2m,
+											int regwidth);
 
 /*
  * in sketch_topn_format.c: the stored forms of streamkpi.topn (format
@@ -231,6 +278,178 @@ topn_cursor2_next(TopnCursor2 *c)
 	if (c->error > c->count || c->error > c->floor)
 		sketch_topn_bad("An item error is not between 0 and both its count and the floor.");
 	return true;
+}
+
+/*
+ * The aggregate state of streamkpi.topn (sketch_topn_state.c, merged in
+ * sketch_topn_merge.c).
+ */
+/* merges keep up to this many times the capacity before trimming */
+#define TOPN_SLACK			2
+/* item bytes of merged states live in blocks of at least this size */
+#define TOPN_ARENA_BLOCK	65536
+/* trims find their cut with a histogram of this many counts */
+#define TOPN_HIST_BUCKETS	2048
+
+typedef struct TopnItem
+{
+	int64		count;
+	int64		error;
+	uint32		hash;
+	uint32		len;
+	uint32		alloc;
+	int32		heappos;		/* -1 when the heap is not valid */
+	char	   *data;
+	/* merge form: the first 16 bytes, big-endian, zero-padded (topn_key) */
+	uint64		key0;
+	uint64		key1;
+} TopnItem;
+
+/* A heap entry carries its count so that sifting stays in one array. */
+typedef struct TopnHeapEntry
+{
+	int64		count;
+	int32		idx;
+} TopnHeapEntry;
+
+/* Aggregate state; everything lives in cxt (the aggregate context). */
+typedef struct TopnState
+{
+	int32		capacity;
+	int32		nitems;
+	int32		maxitems;		/* allocated entries of items[] */
+	int64		floor;
+	int64		total;
+	TopnItem   *items;
+	uint64	   *table;			/* open addressing, see SLOT_MAKE */
+	uint32		tmask;
+	TopnHeapEntry *heap;		/* min-heap by count, for evictions */
+	bool		heap_valid;
+	MemoryContext cxt;
+
+	/*
+	 * Merging: items[] sorted by bytes, no hash table, heap or per-item
+	 * allocations (items' hash, alloc and heappos are unused); item bytes
+	 * live in arena blocks, compacted after trims.
+	 */
+	bool		sorted;
+	TopnItem   *items2;			/* output of the next merge */
+	int64	   *scratch;		/* counts, for trims */
+	uint32	   *hist;			/* TOPN_HIST_BUCKETS, for trims */
+	char	  **blocks;
+	int32		nblocks;
+	int32		maxblocks;
+	size_t		block_used;		/* in the last block */
+	size_t		block_size;
+	size_t		arena_bytes;	/* all blocks */
+	size_t		first_size;		/* of blocks[0] */
+	char	   *spare;			/* the next compaction's target */
+	size_t		spare_size;
+	int32		max2;			/* entries of items2[] and scratch[] */
+} TopnState;
+
+/* in sketch_topn_state.c */
+extern void sketch_topn_check_capacity(int64 capacity);
+extern void sketch_topn_count_out_of_range(void) pg_attribute_noreturn();
+extern int	sketch_topn_item_order_cmp(const void *x, const void *y);
+extern void sketch_topn_table_alloc(TopnState *st, int32 capacity);
+extern void sketch_topn_table_rebuild(TopnState *st);
+extern TopnState *sketch_topn_state_create(MemoryContext cxt, int32 capacity);
+extern int64 sketch_select_kth_largest(int64 *a, int32 n, int32 k);
+extern void sketch_topn_state_trim(TopnState *st, int32 keep);
+extern void sketch_topn_arena_new_block(TopnState *st, uint32 len);
+extern void sketch_topn_arena_free(TopnState *st);
+extern void sketch_topn_state_to_hashed(TopnState *st);
+
+/* in sketch_topn_merge.c */
+extern bytea *sketch_topn_state_pack(TopnState *st);
+extern void sketch_topn_state_merge_view(TopnState *st, const TopnView *v);
+extern void sketch_topn_state_merge_state(TopnState *a, TopnState *b);
+extern TopnState *sketch_topn_state_from_view(MemoryContext cxt,
+											  const TopnView *v);
+
+/*
+ * The first 16 bytes of an item as two big-endian words, zero past its
+ * length, so that merges order most items by two integer comparisons.
+ * p must be readable for 16 bytes, whatever len is.
+ */
+static pg_attribute_always_inline void
+topn_key(const char *p, uint32 len, uint64 *k0, uint64 *k1)
+{
+	uint64		x;
+	uint64		y;
+
+	memcpy(&x, p, 8);
+	memcpy(&y, p + 8, 8);
+	x = pg_hton64(x);
+	y = pg_hton64(y);
+	if (len < 16)
+	{
+		if (len > 8)
+			y &= ~UINT64CONST(0) << (8 * (16 - len));
+		else
+		{
+			y = 0;
+			if (len == 0)
+				x = 0;
+			else if (len < 8)
+				x &= ~UINT64CONST(0) << (8 * (8 - len));
+		}
+	}
+	*k0 = x;
+	*k1 = y;
+}
+
+/*
+ * Byte order from the keys: equal keys mean equal first 16 bytes (zeros
+ * past the shorter length), so the lengths decide unless both are longer.
+ */
+static pg_attribute_always_inline int
+topn_key_cmp(const TopnItem *a, uint64 k0, uint64 k1, const char *data, uint32 len)
+{
+	if (a->key0 != k0)
+		return a->key0 < k0 ? -1 : 1;
+	if (a->key1 != k1)
+		return a->key1 < k1 ? -1 : 1;
+	if (a->len <= 16 || len <= 16)
+		return (a->len > len) - (a->len < len);
+	return bytes_cmp(a->data + 16, a->len - 16, data + 16, len - 16);
+}
+
+/* the aggregate memory context of an aggregate support function */
+static inline MemoryContext
+topn_agg_context(FunctionCallInfo fcinfo, const char *fname)
+{
+	MemoryContext aggcxt;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "%s called in non-aggregate context", fname);
+	return aggcxt;
+}
+
+/* a + b for counts and totals, an ERROR when it overflows */
+static inline int64
+topn_add_checked(int64 a, int64 b)
+{
+	int64		r;
+
+	if (unlikely(pg_add_s64_overflow(a, b, &r)))
+		sketch_topn_count_out_of_range();
+	return r;
+}
+
+/* Room for len bytes, rounded up to whole 8-byte words. */
+static inline char *
+topn_arena_alloc(TopnState *st, uint32 len)
+{
+	char	   *p;
+
+	len = TYPEALIGN(8, len);
+	if (st->nblocks == 0 || st->block_size - st->block_used < len)
+		sketch_topn_arena_new_block(st, len);
+	p = st->blocks[st->nblocks - 1] + st->block_used;
+	st->block_used += len;
+	return p;
 }
 
 #endif							/* STREAMKPI_SKETCH_H */

@@ -8,8 +8,9 @@
  *	  is byte-identical to hll_add_agg(hll_hash_text(x), ...) (or
  *	  hll_hash_bigint) with the same parameters, so its result works with
  *	  every function postgresql-hll offers.  postgresql-hll ships no headers,
- *	  so the storage format (version 1) and the hash (MurmurHash3 x64 128,
- *	  seed 0, first half) are implemented here from their specification.
+ *	  so the hash (MurmurHash3 x64 128, seed 0, first half) is implemented
+ *	  here and the storage format (version 1) in sketch_hll_format.c, from
+ *	  their specifications.
  *
  *	  Two session settings of postgresql-hll are deliberately not followed:
  *	  hll_set_defaults() (the one-argument form always uses log2m 11,
@@ -18,9 +19,8 @@
  *	  sketch's result depends only on the call.
  *
  *	  streamkpi.hll_estimate(hll) reads any hll value and applies Ertl's
- *	  improved raw estimator ("New cardinality estimation algorithms for
- *	  HyperLogLog sketches", 2017), which has no bias bump where the
- *	  classic estimator switches from linear counting.
+ *	  improved raw estimator (sketch_hll_format.c), which has no bias bump
+ *	  where the classic estimator switches from linear counting.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,20 +35,6 @@
 #include "utils/float.h"
 
 #include "sketch.h"
-
-/* hll storage format, version 1 */
-#define HLL_VERSION			1
-#define HLL_HEADER_SIZE		3
-#define HLL_T_UNDEFINED		0
-#define HLL_T_EMPTY			1
-#define HLL_T_EXPLICIT		2
-#define HLL_T_SPARSE		3
-#define HLL_T_FULL			4
-
-/* parameter limits, as postgresql-hll enforces them */
-#define HLL_MAX_LOG2M		17
-#define HLL_MAX_REGWIDTH	7
-#define HLL_MAX_EXPTHRESH	16383
 
 /* the parameters of hll_add_agg's one-argument form */
 #define HLL_DEFAULT_LOG2M		11
@@ -73,14 +59,6 @@ typedef enum HllMode
 	HLL_MODE_REGISTERS			/* HyperLogLog registers */
 } HllMode;
 
-typedef struct HllParams
-{
-	int32		log2m;
-	int32		regwidth;
-	int64		expthresh;		/* -1 = automatic */
-	int32		sparseon;
-} HllParams;
-
 /* Aggregate state; lives in the aggregate memory context. */
 typedef struct HllState
 {
@@ -96,16 +74,6 @@ typedef struct HllState
 	uint8	   *regs;
 	MemoryContext cxt;
 } HllState;
-
-/* A parsed, validated hll value (points into the datum). */
-typedef struct HllValue
-{
-	int			type;
-	HllParams	p;
-	const uint8 *data;			/* after the header */
-	size_t		len;			/* bytes after the header */
-	size_t		count;			/* explicit elements or sparse entries */
-} HllValue;
 
 /* ----------------------------------------------------------------
  * MurmurHash3 x64 128 (Austin Appleby's public-domain algorithm),
@@ -278,16 +246,6 @@ murmur3_int64(int64 value)
  * Parameters
  * ----------------------------------------------------------------
  */
-static int
-expthresh_encode(int64 expthresh)
-{
-	if (expthresh == -1)
-		return 63;
-	if (expthresh == 0)
-		return 0;
-	return pg_leftmost_one_pos64((uint64) expthresh) + 1;
-}
-
 static int32
 explicit_limit(const HllParams *p)
 {
@@ -561,322 +519,28 @@ hll_sorted_explicit(const HllState *st)
 }
 
 /* ----------------------------------------------------------------
- * Bit streams: big-endian, most significant bit first
- * ----------------------------------------------------------------
- */
-typedef struct BitWriter
-{
-	uint8	   *out;
-	size_t		pos;
-	uint64		acc;
-	int			nacc;
-} BitWriter;
-
-static inline void
-bits_put(BitWriter *w, uint32 value, int nbits)
-{
-	w->acc = (w->acc << nbits) | value;
-	w->nacc += nbits;
-	while (w->nacc >= 8)
-	{
-		w->nacc -= 8;
-		w->out[w->pos++] = (uint8) (w->acc >> w->nacc);
-	}
-	w->acc &= (UINT64CONST(1) << w->nacc) - 1;
-}
-
-static inline void
-bits_flush(BitWriter *w)
-{
-	if (w->nacc > 0)
-		w->out[w->pos++] = (uint8) (w->acc << (8 - w->nacc));
-	w->nacc = 0;
-}
-
-/* Read nbits (<= 32) at bit offset pos; the caller checked the bounds. */
-static inline uint32
-bits_get(const uint8 *in, size_t pos, int nbits)
-{
-	size_t		byte = pos / 8;
-	int			skip = pos % 8;
-	int			nbytes = (skip + nbits + 7) / 8;
-	uint64		acc = 0;
-
-	for (int i = 0; i < nbytes; i++)
-		acc = (acc << 8) | in[byte + i];
-	acc >>= nbytes * 8 - skip - nbits;
-	return (uint32) (acc & ((UINT64CONST(1) << nbits) - 1));
-}
-
-/* ----------------------------------------------------------------
  * Packing a state into hll's storage format
  * ----------------------------------------------------------------
  */
-static void
-hll_put_header(uint8 *out, int type, const HllParams *p)
-{
-	out[0] = (uint8) ((HLL_VERSION << 4) | type);
-	out[1] = (uint8) (((p->regwidth - 1) << 5) | p->log2m);
-	out[2] = (uint8) ((p->sparseon << 6) | expthresh_encode(p->expthresh));
-}
-
-static bytea *
-hll_pack_registers(const HllState *st)
-{
-	const HllParams *p = &st->p;
-	size_t		m = (size_t) 1 << p->log2m;
-	size_t		nfilled = 0;
-	size_t		sparsebits;
-	size_t		fullbits = m * p->regwidth;
-	bool		sparse;
-	size_t		datalen;
-	bytea	   *result;
-	BitWriter	w = {0};
-
-	for (size_t i = 0; i < m; i++)
-		nfilled += st->regs[i] != 0;
-	sparsebits = nfilled * (p->log2m + p->regwidth);
-	sparse = p->sparseon && sparsebits < fullbits;
-	datalen = ((sparse ? sparsebits : fullbits) + 7) / 8;
-
-	result = (bytea *) palloc0(VARHDRSZ + HLL_HEADER_SIZE + datalen);
-	SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE + datalen);
-	hll_put_header((uint8 *) VARDATA(result),
-				   sparse ? HLL_T_SPARSE : HLL_T_FULL, p);
-	w.out = (uint8 *) VARDATA(result) + HLL_HEADER_SIZE;
-
-	for (size_t i = 0; i < m; i++)
-	{
-		if (!sparse)
-			bits_put(&w, st->regs[i], p->regwidth);
-		else if (st->regs[i] != 0)
-			bits_put(&w, ((uint32) i << p->regwidth) | st->regs[i],
-					 p->log2m + p->regwidth);
-	}
-	bits_flush(&w);
-	Assert(w.pos == datalen);
-	return result;
-}
-
 static bytea *
 hll_state_pack(const HllState *st)
 {
 	bytea	   *result;
+	int64	   *elems;
 
-	if (st->mode == HLL_MODE_REGISTERS)
-		return hll_pack_registers(st);
-
-	if (st->mode == HLL_MODE_EMPTY)
+	switch (st->mode)
 	{
-		result = (bytea *) palloc(VARHDRSZ + HLL_HEADER_SIZE);
-		SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE);
-		hll_put_header((uint8 *) VARDATA(result), HLL_T_EMPTY, &st->p);
+		case HLL_MODE_REGISTERS:
+			return sketch_hll_pack_registers(&st->p, st->regs);
+		case HLL_MODE_EMPTY:
+			return sketch_hll_pack_empty(&st->p);
+		case HLL_MODE_EXPLICIT:
+			break;
 	}
-	else
-	{
-		int64	   *elems = hll_sorted_explicit(st);
-		size_t		len = HLL_HEADER_SIZE + (size_t) st->nexplicit * 8;
-		uint8	   *out;
-
-		result = (bytea *) palloc(VARHDRSZ + len);
-		SET_VARSIZE(result, VARHDRSZ + len);
-		out = (uint8 *) VARDATA(result);
-		hll_put_header(out, HLL_T_EXPLICIT, &st->p);
-		out += HLL_HEADER_SIZE;
-		for (int32 i = 0; i < st->nexplicit; i++)
-		{
-			uint64		v = (uint64) elems[i];
-
-			for (int b = 7; b >= 0; b--)
-				*out++ = (uint8) (v >> (b * 8));
-		}
-		pfree(elems);
-	}
+	elems = hll_sorted_explicit(st);
+	result = sketch_hll_pack_explicit(&st->p, elems, st->nexplicit);
+	pfree(elems);
 	return result;
-}
-
-/* ----------------------------------------------------------------
- * Reading hll values, with every field validated
- * ----------------------------------------------------------------
- */
-static void
-hll_bad(const char *detail)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-			 errmsg("invalid hll value"),
-			 errdetail("%s", detail)));
-}
-
-static uint64
-load_be64(const uint8 *p)
-{
-	uint64		v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static void
-hll_parse(const uint8 *in, size_t len, HllValue *v)
-{
-	int			expcode;
-
-	if (len < HLL_HEADER_SIZE)
-		hll_bad("The value is shorter than the 3-byte header.");
-	if ((in[0] >> 4) != HLL_VERSION)
-		hll_bad("Only storage format version 1 is known.");
-	v->type = in[0] & 0x0f;
-	if (v->type > HLL_T_FULL)
-		hll_bad("The type field is not one of undefined, empty, explicit, sparse or full.");
-	v->p.regwidth = (in[1] >> 5) + 1;
-	v->p.log2m = in[1] & 0x1f;
-	if (v->p.log2m > HLL_MAX_LOG2M)
-		hll_bad("log2m is larger than 17.");
-	if (in[2] & 0x80)
-		hll_bad("The reserved bit of the parameter byte is set.");
-	v->p.sparseon = (in[2] >> 6) & 1;
-	expcode = in[2] & 0x3f;
-	if (expcode == 63)
-		v->p.expthresh = -1;
-	else if (expcode == 0)
-		v->p.expthresh = 0;
-	else if (expcode <= 14)
-		v->p.expthresh = INT64CONST(1) << (expcode - 1);
-	else
-		hll_bad("The explicit threshold field is out of range.");
-
-	v->data = in + HLL_HEADER_SIZE;
-	v->len = len - HLL_HEADER_SIZE;
-	v->count = 0;
-
-	switch (v->type)
-	{
-		case HLL_T_UNDEFINED:
-		case HLL_T_EMPTY:
-			if (v->len != 0)
-				hll_bad("An empty or undefined value has data after its header.");
-			break;
-		case HLL_T_EXPLICIT:
-			if (v->len % 8 != 0)
-				hll_bad("The explicit data is not a whole number of 8-byte values.");
-			v->count = v->len / 8;
-			if (v->count > HLL_MAX_EXPTHRESH)
-				hll_bad("The explicit value holds more than 16383 elements.");
-			for (size_t i = 1; i < v->count; i++)
-				if ((int64) load_be64(v->data + (i - 1) * 8) >=
-					(int64) load_be64(v->data + i * 8))
-					hll_bad("The explicit elements are not strictly ascending.");
-			break;
-		case HLL_T_SPARSE:
-			{
-				size_t		chunk = v->p.log2m + v->p.regwidth;
-
-				v->count = v->len * 8 / chunk;
-				if (v->len * 8 - v->count * chunk >= 8)
-					hll_bad("The sparse data has inconsistent padding.");
-				break;
-			}
-		case HLL_T_FULL:
-			if (v->len != ((((size_t) v->p.regwidth) << v->p.log2m) + 7) / 8)
-				hll_bad("The full data does not have one register per bucket.");
-			break;
-	}
-}
-
-/* Fill m registers from a parsed sparse or full value. */
-static void
-hll_value_registers(const HllValue *v, uint8 *regs)
-{
-	size_t		m = (size_t) 1 << v->p.log2m;
-
-	if (v->type == HLL_T_FULL)
-	{
-		for (size_t i = 0; i < m; i++)
-			regs[i] = (uint8) bits_get(v->data, i * v->p.regwidth,
-									   v->p.regwidth);
-		return;
-	}
-
-	memset(regs, 0, m);
-	for (size_t i = 0; i < v->count; i++)
-	{
-		int			chunk = v->p.log2m + v->p.regwidth;
-		uint32		entry = bits_get(v->data, i * chunk, chunk);
-		uint32		idx = entry >> v->p.regwidth;
-		uint8		val = (uint8) (entry & ((1U << v->p.regwidth) - 1));
-
-		/* idx < m by construction: it has log2m bits */
-		if (regs[idx] < val)
-			regs[idx] = val;
-	}
-}
-
-/* ----------------------------------------------------------------
- * Ertl's improved raw estimator
- * ----------------------------------------------------------------
- */
-static double
-ertl_sigma(double x)
-{
-	double		y = 1.0;
-	double		z = x;
-	double		zprev;
-
-	if (x == 1.0)
-		return get_float8_infinity();
-	do
-	{
-		x *= x;
-		zprev = z;
-		z += x * y;
-		y += y;
-	} while (z != zprev);
-	return z;
-}
-
-static double
-ertl_tau(double x)
-{
-	double		y = 1.0;
-	double		z;
-	double		zprev;
-
-	if (x == 0.0 || x == 1.0)
-		return 0.0;
-	z = 1.0 - x;
-	do
-	{
-		x = sqrt(x);
-		zprev = z;
-		y *= 0.5;
-		z -= (1.0 - x) * (1.0 - x) * y;
-	} while (z != zprev);
-	return z / 3.0;
-}
-
-static double
-hll_estimate_registers(const uint8 *regs, int log2m, int regwidth)
-{
-	size_t		m = (size_t) 1 << log2m;
-	int			regmax = (1 << regwidth) - 1;
-	int			q = Min(regmax - 1, 64 - log2m);
-	double		hist[256] = {0};
-	double		z;
-	double		dm = (double) m;
-
-	/* a register at regmax is saturated: hll caps larger ranks there */
-	for (size_t i = 0; i < m; i++)
-		hist[Min((int) regs[i], q + 1)] += 1.0;
-
-	if (hist[0] == dm)
-		return 0.0;
-	z = dm * ertl_tau((dm - hist[q + 1]) / dm);
-	for (int k = q; k >= 1; k--)
-		z = 0.5 * (z + hist[k]);
-	z += dm * ertl_sigma(hist[0] / dm);
-	return dm * dm / (2.0 * M_LN2 * z);
 }
 
 static double
@@ -891,7 +555,7 @@ hll_state_estimate(const HllState *st)
 		case HLL_MODE_REGISTERS:
 			break;
 	}
-	return hll_estimate_registers(st->regs, st->p.log2m, st->p.regwidth);
+	return sketch_hll_estimate_registers(st->regs, st->p.log2m, st->p.regwidth);
 }
 
 /* ----------------------------------------------------------------
@@ -1115,20 +779,20 @@ hll_state_from_value(MemoryContext cxt, const uint8 *in, size_t len)
 	HllValue	v;
 	HllState   *st;
 
-	hll_parse(in, len, &v);
+	sketch_hll_parse(in, len, &v);
 	if (v.type == HLL_T_UNDEFINED || v.p.regwidth > HLL_MAX_REGWIDTH)
-		hll_bad("An aggregate state is never undefined and has at most 7-bit registers.");
+		sketch_hll_bad("An aggregate state is never undefined and has at most 7-bit registers.");
 	st = hll_state_create(cxt, &v.p);
 	if (v.type == HLL_T_EXPLICIT)
 	{
 		st->mode = HLL_MODE_EXPLICIT;
 		for (size_t i = 0; i < v.count; i++)
-			hll_state_add(st, load_be64(v.data + i * 8));
+			hll_state_add(st, sketch_hll_explicit_element(&v, i));
 	}
 	else if (v.type == HLL_T_SPARSE || v.type == HLL_T_FULL)
 	{
 		hll_to_registers(st);
-		hll_value_registers(&v, st->regs);
+		sketch_hll_value_registers(&v, st->regs);
 	}
 	return st;
 }
@@ -1181,7 +845,7 @@ streamkpi_hll_estimate(PG_FUNCTION_ARGS)
 	uint8	   *regs;
 	double		est;
 
-	hll_parse((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &v);
+	sketch_hll_parse((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &v);
 	switch (v.type)
 	{
 		case HLL_T_UNDEFINED:
@@ -1194,8 +858,8 @@ streamkpi_hll_estimate(PG_FUNCTION_ARGS)
 			break;
 	}
 	regs = (uint8 *) palloc((Size) 1 << v.p.log2m);
-	hll_value_registers(&v, regs);
-	est = hll_estimate_registers(regs, v.p.log2m, v.p.regwidth);
+	sketch_hll_value_registers(&v, regs);
+	est = sketch_hll_estimate_registers(regs, v.p.log2m, v.p.regwidth);
 	pfree(regs);
 	PG_RETURN_FLOAT8(est);
 }
@@ -1259,47 +923,37 @@ sketch_hll_exact_count(const SketchHll *st)
 }
 
 /*
- * The explicit value holding the sorted hashes a (from a value, big-endian)
- * and b, or NULL when their union outgrows the explicit form.
+ * The explicit value holding the sorted hashes of v and b, or NULL when
+ * their union outgrows the explicit form.
  */
 static bytea *
 hll_merge_explicit(const HllValue *v, const int64 *b, int32 nb, int64 *count)
 {
 	int32		limit = explicit_limit(&v->p);
 	size_t		na = v->count;
-	bytea	   *result = palloc(VARHDRSZ + HLL_HEADER_SIZE + (na + nb) * 8);
-	uint8	   *out = (uint8 *) VARDATA(result) + HLL_HEADER_SIZE;
+	int64	   *out = palloc((na + nb + 1) * sizeof(int64));
 	size_t		i = 0;
 	int32		j = 0;
-	int64		n = 0;
+	int32		n = 0;
 
 	while (i < na || j < nb)
 	{
-		int64		x = i < na ? (int64) load_be64(v->data + i * 8) : 0;
-		int64		next;
+		int64		x = i < na ? (int64) sketch_hll_explicit_element(v, i) : 0;
 
 		if (i < na && (j >= nb || x <= b[j]))
 		{
-			next = x;
 			if (j < nb && x == b[j])
 				j++;
+			out[n++] = x;
 			i++;
 		}
 		else
-			next = b[j++];
-		for (int k = 7; k >= 0; k--)
-			*out++ = (uint8) ((uint64) next >> (k * 8));
-		n++;
+			out[n++] = b[j++];
 	}
 	if (n > limit)
-	{
-		pfree(result);
 		return NULL;
-	}
-	SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE + n * 8);
-	hll_put_header((uint8 *) VARDATA(result), HLL_T_EXPLICIT, &v->p);
 	*count = n;
-	return result;
+	return sketch_hll_pack_explicit(&v->p, out, n);
 }
 
 /*
@@ -1314,7 +968,7 @@ sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *ex
 	HllValue	v;
 	HllState   *st;
 
-	hll_parse(in, len, &v);
+	sketch_hll_parse(in, len, &v);
 	if (v.type == HLL_T_EXPLICIT && b->mode != HLL_MODE_REGISTERS &&
 		hll_params_equal(&v.p, &b->p) && v.p.expthresh != 0)
 	{
@@ -1337,7 +991,7 @@ sketch_hll_value_exact_count(const uint8 *in, size_t len)
 {
 	HllValue	v;
 
-	hll_parse(in, len, &v);
+	sketch_hll_parse(in, len, &v);
 	if (v.type == HLL_T_EMPTY)
 		return 0;
 	return v.type == HLL_T_EXPLICIT ? (int64) v.count : -1;

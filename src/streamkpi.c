@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * streamkpi.c
- *	  Module entry point: _PG_init wires up every subsystem, and the few
- *	  functions that describe the extension itself.
+ *	  Module entry point: _PG_init calls the init of every subsystem (and
+ *	  depends on nothing else), and the function that describes the
+ *	  extension itself.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,14 +16,12 @@
 #include "utils/builtins.h"
 
 #include "kpi.h"
+#include "pipeline.h"
 #include "streamkpi.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
-
-/* true when loaded through shared_preload_libraries */
-bool		streamkpi_preloaded = false;
 
 void
 _PG_init(void)
@@ -35,24 +34,9 @@ _PG_init(void)
 	if (!streamkpi_preloaded)
 		return;
 
-	StreamkpiShmemInit();
-	KpiWorkerInit();
+	PipelineShmemInit();
+	KpiShmemInit();
 	StreamkpiLauncherInit();
-}
-
-/*
- * Raise a clear error for a feature that needs shared memory or background
- * workers when the library was loaded on demand instead of preloaded.
- */
-void
-streamkpi_require_preload(const char *feature)
-{
-	if (!streamkpi_preloaded || streamkpi_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s requires streamkpi to be loaded via shared_preload_libraries",
-						feature),
-				 errhint("Add streamkpi to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
 PG_FUNCTION_INFO_V1(streamkpi_version);

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * streamkpi.h
- *	  Declarations shared by every streamkpi subsystem: the per-subsystem
- *	  init functions called from _PG_init, settings, and shared state.
+ *	  Declarations shared by every streamkpi subsystem: the preload flag,
+ *	  settings, shared-memory parts, and the inits _PG_init calls.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,7 +12,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
-#include "storage/latch.h"
+#include "postmaster/bgworker.h"
 #include "storage/lwlock.h"
 
 #define STREAMKPI_VERSION "0.1"
@@ -24,9 +24,12 @@
  */
 #define STREAMKPI_WORKER_SEARCH_PATH "pg_catalog, pg_temp"
 
-/* in streamkpi.c */
+/* in preload.c */
 extern bool streamkpi_preloaded;
 extern void streamkpi_require_preload(const char *feature);
+extern void streamkpi_worker_fill(BackgroundWorker *worker,
+								  const char *function, const char *type,
+								  int restart_s, Datum main_arg);
 
 /* in guc.c */
 extern int	streamkpi_kafka_timeout_ms;
@@ -39,20 +42,18 @@ extern char *streamkpi_late_horizon;
 extern char *streamkpi_retention;
 extern void StreamkpiGucInit(void);
 
-/* in shmem.c */
-typedef struct StreamkpiSharedState
+/*
+ * in shmem.c: a part of shared memory that a subsystem owns.  It begins
+ * with its LWLock pointer; the rest starts zeroed.
+ */
+typedef struct StreamkpiShmemPart
 {
-	LWLock	   *lock;			/* protects everything below */
-	pid_t		launcher_pid;	/* 0 while no launcher runs */
-	TimestampTz launcher_started_at;
-	Latch	   *launcher_latch; /* set to wake the launcher */
-	/* pipeline worker slots follow, see pipeline_status.c */
-} StreamkpiSharedState;
+	const char *name;			/* of the ShmemInitStruct and of its LWLock */
+	Size		(*size) (void);
+	void	  **ptr;			/* where the part's address goes */
+} StreamkpiShmemPart;
 
-extern StreamkpiSharedState *streamkpi_shared;
-extern void StreamkpiShmemInit(void);
-
-/* in pipeline_launcher.c */
-extern void StreamkpiLauncherInit(void);
+extern void streamkpi_shmem_register(const StreamkpiShmemPart *part);
+extern bool streamkpi_shmem_attached(void);
 
 #endif							/* STREAMKPI_H */

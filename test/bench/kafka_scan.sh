@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of the Kafka foreign table (issue 3): on 1,000,000 JSON listen
-# events (8 fields, ~200 bytes) in a 4-partition topic, in one run:
+# events (8 fields, ~150 bytes) in a 4-partition topic, in one run:
 #   produce   INSERT INTO foreign_table SELECT ... (1,000,000 messages)
 #   (a)       INSERT INTO local_table SELECT ... FROM foreign_table
 #   (b)       COPY local_table FROM a CSV file of the same rows
@@ -14,8 +14,7 @@ set -euo pipefail
 events=${1:-${BENCH_EVENTS:-1000000}}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init kafka
-bench_broker
-"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
+bench_broker bench
 bench_postgres <<CONF
 search_path = 'public'
 synchronous_commit = off
@@ -25,15 +24,7 @@ CONF
 CREATE EXTENSION streamkpi CASCADE;
 CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka
   OPTIONS (brokers '$bootstrap'${BENCH_SERVER_OPTIONS:+, $BENCH_SERVER_OPTIONS});
-CREATE TABLE src AS
-SELECT md5(i::text) AS event_id, 'user_' || (i % 50000) AS user_id,
-       'track_' || (i % 20000) AS track_id,
-       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
-       ((i::bigint * 7919) % 300000)::int AS ms_played,
-       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
-       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
-       (ARRAY['ios','android','web'])[1 + i % 3] AS device
-FROM generate_series(1, $events) i;
+$(bench_listens_sql src "$events")
 CREATE TABLE dst (LIKE src);
 CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
   listened_at timestamptz, ms_played int, action text, region text, device text)

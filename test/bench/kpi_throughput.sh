@@ -18,10 +18,7 @@ set -euo pipefail
 events=${1:-${BENCH_KPI_EVENTS:-300000}}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init kpitp
-bench_broker
-"$repo/test/kafka/broker" create-topic bench_a 4 >/dev/null
-"$repo/test/kafka/broker" create-topic bench_b 4 >/dev/null
-"$repo/test/kafka/broker" create-topic bench_c 4 >/dev/null
+bench_broker bench_a bench_b bench_c
 bench_postgres <<CONF
 streamkpi.database = 'postgres'
 streamkpi.kpi_worker = off

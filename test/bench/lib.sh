@@ -5,12 +5,16 @@
 #
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   bench_init kafka                 work directory $work, port $port
-#   bench_broker                     optional: a broker in $work/kafka,
-#                                    its host:port in $bootstrap
+#   bench_broker TOPIC...            optional: a broker in $work/kafka with
+#                                    these topics, its host:port in $bootstrap
 #   bench_postgres <<CONF            initdb, settings from stdin, start;
 #   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
 #   CONF
 #   bench_kpi_dimensions             SQL: the KPI benchmarks' tracks and users
+#
+#   "${psql[@]}" <<SQL
+#   $(bench_listens_sql src 1000000)  a table of generated listen events
+#   SQL
 #
 # Sets: repo, bindir, work, pgdata, port, psql (an array), bootstrap.
 
@@ -43,10 +47,15 @@ bench_init() {
 	trap bench_cleanup EXIT
 }
 
-# bench_broker: start a private Kafka broker; $bootstrap is its host:port
+# bench_broker TOPIC...: start a private Kafka broker ($bootstrap is its
+# host:port) with these topics of 4 partitions each
 bench_broker() {
+	local topic
 	export KAFKA_DIR=$work/kafka
 	bootstrap=$("$repo/test/kafka/broker" start)
+	for topic in "$@"; do
+		"$repo/test/kafka/broker" create-topic "$topic" 4 >/dev/null
+	done
 }
 
 # bench_postgres: initdb and start PostgreSQL with streamkpi preloaded; the
@@ -79,5 +88,21 @@ SELECT 't' || i, 'track ' || i,
 INSERT INTO streamkpi.users (user_id, age, country, subscription)
 SELECT 'u' || i, 15 + i % 60, (ARRAY['GH', 'DE', 'US', 'NG', 'FR'])[1 + i % 5],
 	   CASE WHEN i % 3 = 0 THEN 'premium' ELSE 'free' END FROM generate_series(1, 20000) i;
+SQL
+}
+
+# bench_listens_sql TABLE N: the SQL that creates TABLE with N generated
+# listen events, ~150 bytes each as JSON, in the columns of streamkpi.listens
+bench_listens_sql() {
+	cat <<SQL
+CREATE TABLE $1 AS
+SELECT md5(i::text) AS event_id, 'u' || (i % 50000) AS user_id,
+       't' || (i % 20000) AS track_id,
+       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
+       ((i::bigint * 7919) % 300000)::int AS ms_played,
+       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
+       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
+       (ARRAY['ios','android','web'])[1 + i % 3] AS device
+FROM generate_series(1, $2) i;
 SQL
 }

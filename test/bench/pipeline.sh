@@ -16,9 +16,7 @@ events=${1:-${BENCH_EVENTS:-1000000}}
 steady_seconds=${BENCH_STEADY_SECONDS:-20}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init pipeline
-bench_broker
-"$repo/test/kafka/broker" create-topic bench 4 >/dev/null
-"$repo/test/kafka/broker" create-topic live 4 >/dev/null
+bench_broker bench live
 bench_postgres <<CONF
 streamkpi.database = 'postgres'
 search_path = 'public'
@@ -32,15 +30,7 @@ CONF
 "${psql[@]}" <<SQL
 CREATE EXTENSION streamkpi CASCADE;
 CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-CREATE TABLE src AS
-SELECT md5(i::text) AS event_id, 'u' || (i % 50000) AS user_id,
-       't' || (i % 20000) AS track_id,
-       '2024-05-01 00:00:00+00'::timestamptz + i * interval '37 ms' AS listened_at,
-       ((i::bigint * 7919) % 300000)::int AS ms_played,
-       (ARRAY['play','skip','like'])[1 + i % 3] AS action,
-       (ARRAY['EU','US','APAC','LATAM'])[1 + i % 4] AS region,
-       (ARRAY['ios','android','web'])[1 + i % 3] AS device
-FROM generate_series(1, $events) i;
+$(bench_listens_sql src "$events")
 CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
   listened_at timestamptz, ms_played int, action text, region text, device text)
   SERVER kafka OPTIONS (topic 'bench', format 'json');

@@ -1,0 +1,352 @@
+/*-------------------------------------------------------------------------
+ *
+ * sketch_hll_format.c
+ *	  postgresql-hll's storage format, version 1, written and read from
+ *	  its specification (postgresql-hll ships no headers): the header
+ *	  byte layout, empty, explicit, sparse and full values as big-endian
+ *	  bit streams, every field validated on the way in; and Ertl's
+ *	  improved raw estimator over a value's registers ("New cardinality
+ *	  estimation algorithms for HyperLogLog sketches", 2017).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "port/pg_bitutils.h"
+#include "utils/float.h"
+
+#include "sketch.h"
+
+static int
+expthresh_encode(int64 expthresh)
+{
+	if (expthresh == -1)
+		return 63;
+	if (expthresh == 0)
+		return 0;
+	return pg_leftmost_one_pos64((uint64) expthresh) + 1;
+}
+
+/* ----------------------------------------------------------------
+ * Bit streams: big-endian, most significant bit first
+ * ----------------------------------------------------------------
+ */
+typedef struct BitWriter
+{
+	uint8	   *out;
+	size_t		pos;
+	uint64		acc;
+	int			nacc;
+} BitWriter;
+
+static inline void
+bits_put(BitWriter *w, uint32 value, int nbits)
+{
+	w->acc = (w->acc << nbits) | value;
+	w->nacc += nbits;
+	while (w->nacc >= 8)
+	{
+		w->nacc -= 8;
+		w->out[w->pos++] = (uint8) (w->acc >> w->nacc);
+	}
+	w->acc &= (UINT64CONST(1) << w->nacc) - 1;
+}
+
+static inline void
+bits_flush(BitWriter *w)
+{
+	if (w->nacc > 0)
+		w->out[w->pos++] = (uint8) (w->acc << (8 - w->nacc));
+	w->nacc = 0;
+}
+
+/* Read nbits (<= 32) at bit offset pos; the caller checked the bounds. */
+static inline uint32
+bits_get(const uint8 *in, size_t pos, int nbits)
+{
+	size_t		byte = pos / 8;
+	int			skip = pos % 8;
+	int			nbytes = (skip + nbits + 7) / 8;
+	uint64		acc = 0;
+
+	for (int i = 0; i < nbytes; i++)
+		acc = (acc << 8) | in[byte + i];
+	acc >>= nbytes * 8 - skip - nbits;
+	return (uint32) (acc & ((UINT64CONST(1) << nbits) - 1));
+}
+
+/* ----------------------------------------------------------------
+ * Writing hll values
+ * ----------------------------------------------------------------
+ */
+static void
+hll_put_header(uint8 *out, int type, const HllParams *p)
+{
+	out[0] = (uint8) ((HLL_VERSION << 4) | type);
+	out[1] = (uint8) (((p->regwidth - 1) << 5) | p->log2m);
+	out[2] = (uint8) ((p->sparseon << 6) | expthresh_encode(p->expthresh));
+}
+
+/* An empty value: no rows, or only NULLs. */
+bytea *
+sketch_hll_pack_empty(const HllParams *p)
+{
+	bytea	   *result = (bytea *) palloc(VARHDRSZ + HLL_HEADER_SIZE);
+
+	SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE);
+	hll_put_header((uint8 *) VARDATA(result), HLL_T_EMPTY, p);
+	return result;
+}
+
+/* An explicit value of n hashes, sorted as signed integers (hll's order). */
+bytea *
+sketch_hll_pack_explicit(const HllParams *p, const int64 *elems, int32 n)
+{
+	size_t		len = HLL_HEADER_SIZE + (size_t) n * 8;
+	bytea	   *result = (bytea *) palloc(VARHDRSZ + len);
+	uint8	   *out;
+
+	SET_VARSIZE(result, VARHDRSZ + len);
+	out = (uint8 *) VARDATA(result);
+	hll_put_header(out, HLL_T_EXPLICIT, p);
+	out += HLL_HEADER_SIZE;
+	for (int32 i = 0; i < n; i++)
+	{
+		uint64		v = (uint64) elems[i];
+
+		for (int b = 7; b >= 0; b--)
+			*out++ = (uint8) (v >> (b * 8));
+	}
+	return result;
+}
+
+/* Registers as a sparse or a full value, whichever is smaller (sparseon). */
+bytea *
+sketch_hll_pack_registers(const HllParams *p, const uint8 *regs)
+{
+	size_t		m = (size_t) 1 << p->log2m;
+	size_t		nfilled = 0;
+	size_t		sparsebits;
+	size_t		fullbits = m * p->regwidth;
+	bool		sparse;
+	size_t		datalen;
+	bytea	   *result;
+	BitWriter	w = {0};
+
+	for (size_t i = 0; i < m; i++)
+		nfilled += regs[i] != 0;
+	sparsebits = nfilled * (p->log2m + p->regwidth);
+	sparse = p->sparseon && sparsebits < fullbits;
+	datalen = ((sparse ? sparsebits : fullbits) + 7) / 8;
+
+	result = (bytea *) palloc0(VARHDRSZ + HLL_HEADER_SIZE + datalen);
+	SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE + datalen);
+	hll_put_header((uint8 *) VARDATA(result),
+				   sparse ? HLL_T_SPARSE : HLL_T_FULL, p);
+	w.out = (uint8 *) VARDATA(result) + HLL_HEADER_SIZE;
+
+	for (size_t i = 0; i < m; i++)
+	{
+		if (!sparse)
+			bits_put(&w, regs[i], p->regwidth);
+		else if (regs[i] != 0)
+			bits_put(&w, ((uint32) i << p->regwidth) | regs[i],
+					 p->log2m + p->regwidth);
+	}
+	bits_flush(&w);
+	Assert(w.pos == datalen);
+	return result;
+}
+
+/* ----------------------------------------------------------------
+ * Reading hll values, with every field validated
+ * ----------------------------------------------------------------
+ */
+void
+sketch_hll_bad(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+			 errmsg("invalid hll value"),
+			 errdetail("%s", detail)));
+}
+
+static uint64
+load_be64(const uint8 *p)
+{
+	uint64		v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* element i of a parsed explicit value */
+uint64
+sketch_hll_explicit_element(const HllValue *v, size_t i)
+{
+	return load_be64(v->data + i * 8);
+}
+
+void
+sketch_hll_parse(const uint8 *in, size_t len, HllValue *v)
+{
+	int			expcode;
+
+	if (len < HLL_HEADER_SIZE)
+		sketch_hll_bad("The value is shorter than the 3-byte header.");
+	if ((in[0] >> 4) != HLL_VERSION)
+		sketch_hll_bad("Only storage format version 1 is known.");
+	v->type = in[0] & 0x0f;
+	if (v->type > HLL_T_FULL)
+		sketch_hll_bad("The type field is not one of undefined, empty, explicit, sparse or full.");
+	v->p.regwidth = (in[1] >> 5) + 1;
+	v->p.log2m = in[1] & 0x1f;
+	if (v->p.log2m > HLL_MAX_LOG2M)
+		sketch_hll_bad("log2m is larger than 17.");
+	if (in[2] & 0x80)
+		sketch_hll_bad("The reserved bit of the parameter byte is set.");
+	v->p.sparseon = (in[2] >> 6) & 1;
+	expcode = in[2] & 0x3f;
+	if (expcode == 63)
+		v->p.expthresh = -1;
+	else if (expcode == 0)
+		v->p.expthresh = 0;
+	else if (expcode <= 14)
+		v->p.expthresh = INT64CONST(1) << (expcode - 1);
+	else
+		sketch_hll_bad("The explicit threshold field is out of range.");
+
+	v->data = in + HLL_HEADER_SIZE;
+	v->len = len - HLL_HEADER_SIZE;
+	v->count = 0;
+
+	switch (v->type)
+	{
+		case HLL_T_UNDEFINED:
+		case HLL_T_EMPTY:
+			if (v->len != 0)
+				sketch_hll_bad("An empty or undefined value has data after its header.");
+			break;
+		case HLL_T_EXPLICIT:
+			if (v->len % 8 != 0)
+				sketch_hll_bad("The explicit data is not a whole number of 8-byte values.");
+			v->count = v->len / 8;
+			if (v->count > HLL_MAX_EXPTHRESH)
+				sketch_hll_bad("The explicit value holds more than 16383 elements.");
+			for (size_t i = 1; i < v->count; i++)
+				if ((int64) load_be64(v->data + (i - 1) * 8) >=
+					(int64) load_be64(v->data + i * 8))
+					sketch_hll_bad("The explicit elements are not strictly ascending.");
+			break;
+		case HLL_T_SPARSE:
+			{
+				size_t		chunk = v->p.log2m + v->p.regwidth;
+
+				v->count = v->len * 8 / chunk;
+				if (v->len * 8 - v->count * chunk >= 8)
+					sketch_hll_bad("The sparse data has inconsistent padding.");
+				break;
+			}
+		case HLL_T_FULL:
+			if (v->len != ((((size_t) v->p.regwidth) << v->p.log2m) + 7) / 8)
+				sketch_hll_bad("The full data does not have one register per bucket.");
+			break;
+	}
+}
+
+/* Fill m registers from a parsed sparse or full value. */
+void
+sketch_hll_value_registers(const HllValue *v, uint8 *regs)
+{
+	size_t		m = (size_t) 1 << v->p.log2m;
+
+	if (v->type == HLL_T_FULL)
+	{
+		for (size_t i = 0; i < m; i++)
+			regs[i] = (uint8) bits_get(v->data, i * v->p.regwidth,
+									   v->p.regwidth);
+		return;
+	}
+
+	memset(regs, 0, m);
+	for (size_t i = 0; i < v->count; i++)
+	{
+		int			chunk = v->p.log2m + v->p.regwidth;
+		uint32		entry = bits_get(v->data, i * chunk, chunk);
+		uint32		idx = entry >> v->p.regwidth;
+		uint8		val = (uint8) (entry & ((1U << v->p.regwidth) - 1));
+
+		/* idx < m by construction: it has log2m bits */
+		if (regs[idx] < val)
+			regs[idx] = val;
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Ertl's improved raw estimator
+ * ----------------------------------------------------------------
+ */
+static double
+ertl_sigma(double x)
+{
+	double		y = 1.0;
+	double		z = x;
+	double		zprev;
+
+	if (x == 1.0)
+		return get_float8_infinity();
+	do
+	{
+		x *= x;
+		zprev = z;
+		z += x * y;
+		y += y;
+	} while (z != zprev);
+	return z;
+}
+
+static double
+ertl_tau(double x)
+{
+	double		y = 1.0;
+	double		z;
+	double		zprev;
+
+	if (x == 0.0 || x == 1.0)
+		return 0.0;
+	z = 1.0 - x;
+	do
+	{
+		x = sqrt(x);
+		zprev = z;
+		y *= 0.5;
+		z -= (1.0 - x) * (1.0 - x) * y;
+	} while (z != zprev);
+	return z / 3.0;
+}
+
+double
+sketch_hll_estimate_registers(const uint8 *regs, int log2m, int regwidth)
+{
+	size_t		m = (size_t) 1 << log2m;
+	int			regmax = (1 << regwidth) - 1;
+	int			q = Min(regmax - 1, 64 - log2m);
+	double		hist[256] = {0};
+	double		z;
+	double		dm = (double) m;
+
+	/* a register at regmax is saturated: hll caps larger ranks there */
+	for (size_t i = 0; i < m; i++)
+		hist[Min((int) regs[i], q + 1)] += 1.0;
+
+	if (hist[0] == dm)
+		return 0.0;
+	z = dm * ertl_tau((dm - hist[q + 1]) / dm);
+	for (int k = q; k >= 1; k--)
+		z = 0.5 * (z + hist[k]);
+	z += dm * ertl_sigma(hist[0] / dm);
+	return dm * dm / (2.0 * M_LN2 * z);
+}
