@@ -297,13 +297,7 @@ StreamkpiKpiMain(Datum main_arg)
 	Oid			dboid = DatumGetObjectId(main_arg);
 	TimestampTz partitions_checked_at = 0;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
-					PGC_S_SESSION);
-	pgstat_report_appname("streamkpi kpi");
+	streamkpi_worker_connect(NULL, dboid, "streamkpi kpi");
 
 	if (!kpi_attach())
 	{

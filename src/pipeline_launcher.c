@@ -252,15 +252,8 @@ StreamkpiLauncherMain(Datum main_arg)
 {
 	MemoryContext cxt;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
 	/* a missing database is an error exit; the postmaster retries in 5 s */
-	BackgroundWorkerInitializeConnection(streamkpi_database, NULL, 0);
-	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
-					PGC_S_SESSION);
-	pgstat_report_appname("streamkpi launcher");
+	streamkpi_worker_connect(streamkpi_database, InvalidOid, "streamkpi launcher");
 
 	launcher_attach();
 	ereport(LOG, (errmsg("streamkpi launcher started in database \"%s\"",

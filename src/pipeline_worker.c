@@ -758,19 +758,14 @@ StreamkpiPipelineMain(Datum main_arg)
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
 	/*
 	 * As the bootstrap superuser, to read the pipeline whatever its owner;
 	 * the owner may be a role that cannot log in.  User-defined code runs
 	 * only in an owner scope; the worker's own queries (definition, offsets,
 	 * dead letters) are schema-qualified and run under the worker's path.
 	 */
-	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
-	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
-					PGC_S_SESSION);
-	pgstat_report_appname(psprintf("streamkpi pipeline %s", args.name));
+	streamkpi_worker_connect(NULL, args.dboid,
+							 psprintf("streamkpi pipeline %s", args.name));
 
 	if (!slot_attach(&args))
 	{

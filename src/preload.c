@@ -3,15 +3,20 @@
  * preload.c
  *	  What exists only when streamkpi is loaded through
  *	  shared_preload_libraries: the flag that says so, the error a feature
- *	  that needs it raises otherwise, and the one description of our
- *	  background workers (launcher, pipeline workers, KPI worker).
+ *	  that needs it raises otherwise, and what all our background workers
+ *	  (launcher, pipeline workers, KPI worker) share: how they are
+ *	  described to the postmaster and how their main starts.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
 
 #include "streamkpi.h"
 
@@ -55,4 +60,25 @@ streamkpi_worker_fill(BackgroundWorker *worker, const char *function,
 	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
 	worker->bgw_main_arg = main_arg;
 	worker->bgw_notify_pid = IsUnderPostmaster ? MyProcPid : 0;
+}
+
+/*
+ * The start of each worker's main: the stock signal handlers, a connection
+ * to the database named dbname (or, when NULL, to dboid) as the bootstrap
+ * superuser, our own search_path, and the name pg_stat_activity shows as
+ * application_name.
+ */
+void
+streamkpi_worker_connect(const char *dbname, Oid dboid, const char *appname)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	if (dbname != NULL)
+		BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	else
+		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	SetConfigOption("search_path", STREAMKPI_WORKER_SEARCH_PATH, PGC_USERSET,
+					PGC_S_SESSION);
+	pgstat_report_appname(appname);
 }

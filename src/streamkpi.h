@@ -30,6 +30,8 @@ extern void streamkpi_require_preload(const char *feature);
 extern void streamkpi_worker_fill(BackgroundWorker *worker,
 								  const char *function, const char *type,
 								  int restart_s, Datum main_arg);
+extern void streamkpi_worker_connect(const char *dbname, Oid dboid,
+									 const char *appname);
 
 /* in guc.c */
 extern int	streamkpi_kafka_timeout_ms;

@@ -14,7 +14,7 @@ virtualenv, which has requests and PyYAML).
         the KPI tables and is refused raw events, dimensions, sketch state.
 
     client.py --url URL --password-file F chart-data --out FILE
-        GET /api/v1/chart/<id>/data/ for every chart of the dashboard and
+        GET /api/v1/chart/<id>/data/ for every chart of the dashboards and
         write {uuid: {"id", "name", "query", "colnames", "data"}} to FILE.
 """
 import argparse
@@ -27,7 +27,8 @@ import zipfile
 import requests
 import yaml
 
-DASHBOARD_SLUG = "music-streaming-kpis"
+# the dashboards of the bundle (superset/gen_bundle.py DASHBOARDS)
+DASHBOARD_SLUGS = ("music-streaming-kpis", "sparkify-engagement-and-churn")
 
 
 class Superset:
@@ -51,10 +52,18 @@ class Superset:
             raise RuntimeError("%s %s -> %d: %s" % (method, path, r.status_code, r.text[:2000]))
         return r.json()
 
-    def dashboard_charts(self):
-        dash = self.call("GET", "/api/v1/dashboard/%s" % DASHBOARD_SLUG)["result"]
+    def dashboard_charts(self, slug):
+        dash = self.call("GET", "/api/v1/dashboard/%s" % slug)["result"]
         charts = self.call("GET", "/api/v1/dashboard/%d/charts" % dash["id"])["result"]
         return dash, charts
+
+    def all_charts(self):
+        """(dashboard, chart) of every chart on the bundle's dashboards"""
+        out = []
+        for slug in DASHBOARD_SLUGS:
+            dash, charts = self.dashboard_charts(slug)
+            out += [(dash, c) for c in charts]
+        return out
 
 
 def bundle_zip(bundle_dir, host, port, dbname):
@@ -91,9 +100,8 @@ def cmd_import(api, args):
                    "overwrite": "true"})
 
     # an export cannot know the datasource ids of the instance it lands in
-    dash, charts = api.dashboard_charts()
     fixed = 0
-    for c in charts:
+    for dash, c in api.all_charts():
         chart = api.call("GET", "/api/v1/chart/%d" % c["id"])["result"]
         params = json.loads(chart["params"])
         ds_id = int(str(params["datasource"]).split("__")[0])
@@ -105,13 +113,12 @@ def cmd_import(api, args):
         api.call("PUT", "/api/v1/chart/%d" % c["id"],
                  json={"query_context": json.dumps(qc), "query_context_generation": True})
         fixed += 1
-    print("imported dashboard \"%s\" (id %d) with %d charts" % (dash["dashboard_title"], dash["id"], fixed))
+    print("imported dashboards %s with %d charts" % (", ".join(DASHBOARD_SLUGS), fixed))
 
 
 def cmd_chart_data(api, args):
-    _, charts = api.dashboard_charts()
     out = {}
-    for c in charts:
+    for _, c in api.all_charts():
         chart = api.call("GET", "/api/v1/chart/%d" % c["id"])["result"]
         qc = json.loads(chart["query_context"])
         res = api.call("GET", "/api/v1/chart/%d/data/?format=json&type=full&force=true" % c["id"])
@@ -140,19 +147,22 @@ def cmd_check_role(api, args):
         return r.status_code, r.json()
 
     failed = False
-    status, body = run("SELECT current_user AS u, (SELECT count(*) FROM streamkpi.daily_genre_kpis) AS n")
+    status, body = run("SELECT current_user AS u, (SELECT count(*) FROM streamkpi.daily_genre_kpis)"
+                       " + (SELECT count(*) FROM streamkpi.daily_churn) AS n")
     rows = body.get("data") or []
     if status == 200 and rows and rows[0]["u"] == "streamkpi_reader" and rows[0]["n"] > 0:
-        print("ok - Superset's connection is streamkpi_reader and reads the KPI tables")
+        print("ok - Superset's connection is streamkpi_reader and reads the KPI and churn tables")
     else:
         print("not ok - Superset's connection: HTTP %d %s" % (status, json.dumps(body)[:500]))
         failed = True
-    for table in ("streamkpi.listens", "streamkpi.users", "streamkpi.daily_genre_users"):
-        status, body = run("SELECT count(*) FROM %s" % table)
+    for what in ("count(*) FROM streamkpi.listens", "count(*) FROM streamkpi.users",
+                 "count(*) FROM streamkpi.daily_genre_users", "count(*) FROM streamkpi.app_events",
+                 "first_name FROM streamkpi.sparkify_users"):
+        status, body = run("SELECT %s" % what)
         if status != 200 and "permission denied" in json.dumps(body):
-            print("ok - streamkpi_reader may not read %s" % table)
+            print("ok - streamkpi_reader may not read %s" % what)
         else:
-            print("not ok - streamkpi_reader read %s: HTTP %d %s" % (table, status, json.dumps(body)[:300]))
+            print("not ok - streamkpi_reader read %s: HTTP %d %s" % (what, status, json.dumps(body)[:300]))
             failed = True
     if failed:
         sys.exit(1)

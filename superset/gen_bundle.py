@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Write the Superset dashboard bundle "Music streaming KPIs" (Superset 4.1
-export format) into this directory: metadata.yaml, databases/, datasets/,
-charts/, dashboards/.
+"""Write the Superset dashboard bundle (Superset 4.1 export format) into this
+directory: metadata.yaml, databases/, datasets/, charts/, dashboards/.  Two
+dashboards: "Music streaming KPIs" (defined here) and "Sparkify engagement
+and churn" (bundle_sparkify.py).  Both refresh every 30 seconds.
 
 The YAML files are committed; this script is how they are made, so edit the
 CHARTS list here and rerun it rather than editing the YAML by hand:
@@ -25,6 +26,8 @@ import shutil
 import uuid
 
 import yaml
+
+import bundle_sparkify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = HERE          # where the bundle is written (argv[1] overrides)
@@ -119,8 +122,10 @@ DATASETS = {
     ),
 }
 
+DATASETS.update(bundle_sparkify.DATASETS)
+
 # datasets defined by SQL instead of a table of the same name
-VIRTUAL = {
+VIRTUAL = {**bundle_sparkify.VIRTUAL,
     "trending_latest": (
         "SELECT t.*\n"
         "  FROM streamkpi.trending t\n"
@@ -201,6 +206,9 @@ CHARTS = [
          table="daily_engagement", metric="completion_rate", dimension="device", sort="metric"),
 ]
 
+MUSIC_CHARTS = list(CHARTS)
+CHARTS += bundle_sparkify.CHARTS
+
 # dashboard rows: (chart key, width of 12)
 LAYOUT = [
     [("listens_total", 3), ("listening_hours", 3), ("activity_device", 6)],
@@ -210,6 +218,13 @@ LAYOUT = [
     [("skip_rate_genre", 6), ("like_rate_subscription", 3), ("completion_device", 3)],
     [("activity_hour", 6), ("activity_country", 6)],
 ]
+
+# (title, slug, uuid name, layout); "now trending" moves without a reload
+DASHBOARDS = [
+    ("Music streaming KPIs", "music-streaming-kpis", "dashboard", LAYOUT),
+    (bundle_sparkify.TITLE, bundle_sparkify.SLUG, "dashboard/sparkify", bundle_sparkify.LAYOUT),
+]
+REFRESH_SECONDS = 30
 
 
 def chart_params_and_query(c):
@@ -255,11 +270,12 @@ def chart_params_and_query(c):
                  orderby=[[c["metric"], False]], row_limit=10000,
                  series_columns=series, series_limit=0, order_desc=True)
     elif kind == "category":
-        axis = {"columnType": "BASE_AXIS", "sqlExpression": "value", "label": "value",
+        x = c.get("x", "value")
+        axis = {"columnType": "BASE_AXIS", "sqlExpression": x, "label": x,
                 "expressionType": "SQL"}
         asc = c["sort"] == "x"
-        sort_by = "value" if asc else c["metric"]
-        fd.update(viz_type="echarts_timeseries_bar", x_axis="value", metrics=[c["metric"]],
+        sort_by = x if asc else c["metric"]
+        fd.update(viz_type="echarts_timeseries_bar", x_axis=x, metrics=[c["metric"]],
                   groupby=[], x_axis_sort=sort_by, x_axis_sort_asc=asc,
                   row_limit=1000, truncate_metric=True, show_legend=False,
                   rich_tooltip=True, y_axis_format=DATASETS[c["table"]][2][c["metric"]][2],
@@ -280,12 +296,13 @@ def chart_params_and_query(c):
                  row_limit=100, series_limit=0, order_desc=True)
     elif kind == "table":
         fd.update(viz_type="table", query_mode="raw", all_columns=c["columns"],
-                  order_by_cols=[json.dumps(o) for o in c["orderby"]], row_limit=1000,
+                  order_by_cols=[json.dumps(o) for o in c["orderby"]],
+                  row_limit=c.get("limit", 1000),
                   server_pagination=False, server_page_length=10, include_search=False,
                   show_cell_bars=True, color_pn=True, table_timestamp_format="smart_date",
                   percent_metrics=[], metrics=[], groupby=[], temporal_columns_lookup={})
-        q.update(columns=c["columns"], metrics=[], orderby=c["orderby"], row_limit=1000,
-                 series_limit=0, order_desc=True)
+        q.update(columns=c["columns"], metrics=[], orderby=c["orderby"],
+                 row_limit=c.get("limit", 1000), series_limit=0, order_desc=True)
     else:
         raise ValueError(kind)
     return fd, q
@@ -339,15 +356,22 @@ def main():
             "dataset_uuid": uid("dataset/" + c["table"]),
         })
 
+    placed = set()
+    for title, slug, uuid_name, layout in DASHBOARDS:
+        placed |= write_dashboard(title, slug, uuid_name, layout, by_key)
+    assert placed == set(by_key), "every chart must be on a dashboard"
+
+
+def write_dashboard(title, slug, uuid_name, layout, by_key):
+    """dashboards/<title>.yaml; returns the keys of the charts it places"""
     position = {
         "DASHBOARD_VERSION_KEY": "v2",
         "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
         "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [], "parents": ["ROOT_ID"]},
-        "HEADER_ID": {"id": "HEADER_ID", "type": "HEADER",
-                      "meta": {"text": "Music streaming KPIs"}},
+        "HEADER_ID": {"id": "HEADER_ID", "type": "HEADER", "meta": {"text": title}},
     }
     placed = set()
-    for r, row in enumerate(LAYOUT, 1):
+    for r, row in enumerate(layout, 1):
         row_id = "ROW-%d" % r
         position["GRID_ID"]["children"].append(row_id)
         position[row_id] = {"type": "ROW", "id": row_id, "children": [],
@@ -365,13 +389,12 @@ def main():
                                       "chartId": CHARTS.index(by_key[key]) + 1,
                                       "sliceName": by_key[key]["name"],
                                       "uuid": uid("chart/" + key)}}
-    assert placed == set(by_key), "every chart must be on the dashboard"
-    dump("dashboards/Music_streaming_KPIs.yaml", {
-        "dashboard_title": "Music streaming KPIs", "description": None, "css": "",
-        "slug": "music-streaming-kpis", "certified_by": None,
+    dump("dashboards/%s.yaml" % title.replace(" ", "_"), {
+        "dashboard_title": title, "description": None, "css": "",
+        "slug": slug, "certified_by": None,
         "certification_details": None, "published": True,
-        "uuid": uid("dashboard"), "position": position,
-        "metadata": {"color_scheme": "supersetColors", "refresh_frequency": 0,
+        "uuid": uid(uuid_name), "position": position,
+        "metadata": {"color_scheme": "supersetColors", "refresh_frequency": REFRESH_SECONDS,
                      "shared_label_colors": {}, "color_scheme_domain": [],
                      "expanded_slices": {}, "label_colors": {},
                      "timed_refresh_immune_slices": [], "cross_filters_enabled": False,
@@ -382,6 +405,7 @@ def main():
                      "native_filter_configuration": []},
         "version": "1.0.0",
     })
+    return placed
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """Superset end-to-end checks (run by test/superset/run in Superset's
 virtualenv, which has psycopg2):
 
-  1. every chart of the dashboard "Music streaming KPIs": the rows its
+  1. every chart of the dashboards "Music streaming KPIs" and "Sparkify
+     engagement and churn": the rows its
      chart-data API returned (GET /api/v1/chart/<id>/data/, api.json) equal
      an independent SQL query over the KPI tables;
   2. the chart-data responses the browser received while rendering the
@@ -53,6 +54,22 @@ EXPECTED = {
     "activity_device": ("keyed", "SELECT value, sum(streams) " + ENG % "device"),
     "completion_device": ("keyed", "SELECT value, sum(completion_rate * streams) / nullif(sum(streams), 0) "
                           + ENG % "device"),
+    # Sparkify engagement and churn (docs/sparkify.md)
+    "sp_cancellations": ("keyed", "SELECT sum(cancellations) FROM streamkpi.daily_churn"),
+    "sp_churn_total": ("keyed", "SELECT sum(cancellations)::numeric / sum(active_users) FROM streamkpi.daily_churn"),
+    "sp_active_by_level": ("keyed", "SELECT day, 'paid', paid_users FROM streamkpi.daily_churn"
+                                    " UNION ALL SELECT day, 'free', free_users FROM streamkpi.daily_churn"),
+    "sp_churn_rate": ("keyed", "SELECT day, cancellations::numeric / active_users FROM streamkpi.daily_churn"),
+    "sp_level_changes": ("keyed", "SELECT day, c, n FROM streamkpi.daily_churn, LATERAL (VALUES"
+                                  " ('upgrades', upgrades), ('downgrades', downgrades),"
+                                  " ('cancellations', cancellations)) v(c, n)"),
+    "sp_songs_per_session": ("keyed", "SELECT level, sum(songs_played)::numeric / sum(sessions)"
+                                      " FROM streamkpi.user_churn_signals GROUP BY level"),
+    "sp_at_risk": ("rows", "SELECT user_id, level, thumbs_down, roll_advert, songs_per_session,"
+                           " sessions, days_registered FROM streamkpi.user_churn_signals"
+                           " WHERE NOT churned"
+                           " ORDER BY thumbs_down DESC, roll_advert DESC, songs_per_session, user_id"
+                           " LIMIT 25"),
 }
 
 failures = []

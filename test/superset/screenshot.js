@@ -1,21 +1,77 @@
-// Render the dashboard "Music streaming KPIs" in headless Chromium
-// (playwright-core driving the Debian chromium package), keep a full-page
-// screenshot, and write what the browser saw for test/superset/check.py:
-// the chart-data responses by chart id, every chart tile (title, text,
-// error shown, chart drawn), requests to other hosts, console errors.
+// Render the bundle's dashboards ("Music streaming KPIs", "Sparkify
+// engagement and churn") in headless Chromium (playwright-core driving the
+// Debian chromium package), keep a full-page screenshot of each, and write
+// what the browser saw for test/superset/check.py: the chart-data responses
+// by chart id, every chart tile (title, text, error shown, chart drawn),
+// requests to other hosts, console errors.
 //
-//   node screenshot.js URL USER PASSWORD PNG OUT.json PROFILE_DIR NCHARTS
+//   node screenshot.js URL USER PASSWORD OUT.json PROFILE_DIR SLUG:NCHARTS:PNG ...
 'use strict';
 const fs = require('fs');
 const { chromium } = require('playwright-core');
 
-const [base, user, password, png, out, profile, ncharts] = process.argv.slice(2);
-const expected = parseInt(ncharts, 10);
+const [base, user, password, out, profile, ...boards] = process.argv.slice(2);
 const origin = new URL(base).origin;
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 const t0 = Date.now();
 function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 1000).toFixed(1)}s)`); }
+
+// Open one dashboard, wait for all its charts, take the screenshot, and
+// return its tiles as they are right after the capture.
+async function renderDashboard(page, slug, expected, png) {
+  const before = new Set(Object.keys(result.responses));
+  await page.goto(base + '/superset/dashboard/' + slug + '/', { waitUntil: 'domcontentloaded' });
+  // wait until every tile is there, every chart's data has arrived and no
+  // tile is still loading
+  const deadline = Date.now() + 180000;
+  let fresh = 0;
+  for (;;) {
+    const state = await page.evaluate(() => {
+      const holders = Array.from(document.querySelectorAll('.dashboard-component-chart-holder'));
+      const loading = holders.filter((h) => h.querySelector('.loading, [data-test="loading-indicator"]')).length;
+      return { tiles: holders.length, loading };
+    });
+    fresh = Object.keys(result.responses).filter((k) => !before.has(k)).length;
+    if (state.tiles >= expected && state.loading === 0 && fresh >= expected) break;
+    if (Date.now() > deadline) {
+      console.error(`timed out waiting for dashboard ${slug}: ` + JSON.stringify(state) +
+        ', chart-data responses: ' + fresh);
+      break;
+    }
+    await sleep(500);
+  }
+  step(`${slug}: ${fresh} charts loaded`);
+  await sleep(2000);   // animations (ECharts draws in ~1 s)
+  // the dashboard refreshes itself every 30 s: capture between refreshes
+  for (const until = Date.now() + 60000; Date.now() < until; await sleep(500)) {
+    const loading = await page.evaluate(() => document.querySelectorAll(
+      '.dashboard-component-chart-holder .loading, .dashboard-component-chart-holder [data-test="loading-indicator"]').length);
+    if (loading === 0) break;
+  }
+
+  await page.screenshot({ path: png, fullPage: true });
+  step(`${slug}: screenshot taken`);
+  return page.evaluate((dashboard) => {
+    const errorSel = '.alert-danger, .ant-alert-error, [data-test="error-tooltip"], .error-message';
+    return Array.from(document.querySelectorAll('.dashboard-component-chart-holder')).map((h) => {
+      const titleEl = h.querySelector('[data-test="editable-title"], .header-title, .editable-title');
+      const text = h.innerText || '';
+      return {
+        dashboard,
+        title: titleEl ? titleEl.innerText.trim() : text.split('\n')[0],
+        text,
+        error: !!h.querySelector(errorSel) || /Unexpected error|Traceback|No results were returned|Data error|Error:/.test(text),
+        // ECharts draw on a canvas, tables are tables, a big number is
+        // text in its own element
+        viz: !!h.querySelector('svg, canvas, table') ||
+          /\d/.test((h.querySelector('.superset-legacy-chart-big-number .header-line') || {}).innerText || ''),
+      };
+    });
+  }, slug);
+}
+
+const result = { responses: {}, tiles: [], external: [], console_errors: [] };
 
 (async () => {
   const context = await chromium.launchPersistentContext(profile, {
@@ -29,7 +85,6 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
       '--disable-dev-shm-usage'],
   });
   step('Chromium started');
-  const result = { responses: {}, tiles: [], external: [], console_errors: [] };
   try {
     // only Superset itself may be reached
     await context.route('**/*', (route) => {
@@ -47,8 +102,12 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
         const body = r.request().postDataJSON();
         sliceId = body && body.form_data && body.form_data.slice_id;
       } catch (e) { /* not JSON */ }
+      // a response of the page we left (the dashboards refresh themselves)
+      // may have no body any more: keep the last one that has
       let json = null;
-      try { json = await r.json(); } catch (e) { json = { text: (await r.text()).slice(0, 500) }; }
+      try { json = await r.json(); } catch (e) {
+        try { json = { text: (await r.text()).slice(0, 500) }; } catch (e2) { return; }
+      }
       if (sliceId != null) result.responses[String(sliceId)] = { status: r.status(), body: json };
     });
 
@@ -61,48 +120,10 @@ function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 10
     ]);
 
     step('logged in');
-    await page.goto(base + '/superset/dashboard/music-streaming-kpis/', { waitUntil: 'domcontentloaded' });
-    // wait until every tile is there, every chart's data has arrived and no
-    // tile is still loading
-    const deadline = Date.now() + 180000;
-    for (;;) {
-      const state = await page.evaluate(() => {
-        const holders = Array.from(document.querySelectorAll('.dashboard-component-chart-holder'));
-        const loading = holders.filter((h) => h.querySelector('.loading, [data-test="loading-indicator"]')).length;
-        return { tiles: holders.length, loading };
-      });
-      if (state.tiles >= expected && state.loading === 0 &&
-          Object.keys(result.responses).length >= expected) break;
-      if (Date.now() > deadline) {
-        console.error('timed out waiting for the dashboard: ' + JSON.stringify(state) +
-          ', chart-data responses: ' + Object.keys(result.responses).length);
-        break;
-      }
-      await sleep(500);
+    for (const board of boards) {
+      const [slug, ncharts, png] = board.split(':');
+      result.tiles.push(...await renderDashboard(page, slug, parseInt(ncharts, 10), png));
     }
-    step(`${Object.keys(result.responses).length} charts loaded`);
-    await sleep(2000);   // animations (ECharts draws in ~1 s)
-
-    await page.screenshot({ path: png, fullPage: true });
-    step('screenshot taken');
-    // what the tiles show right after the capture, so the checks judge the
-    // dashboard the screenshot shows
-    result.tiles = await page.evaluate(() => {
-      const errorSel = '.alert-danger, .ant-alert-error, [data-test="error-tooltip"], .error-message';
-      return Array.from(document.querySelectorAll('.dashboard-component-chart-holder')).map((h) => {
-        const titleEl = h.querySelector('[data-test="editable-title"], .header-title, .editable-title');
-        const text = h.innerText || '';
-        return {
-          title: titleEl ? titleEl.innerText.trim() : text.split('\n')[0],
-          text,
-          error: !!h.querySelector(errorSel) || /Unexpected error|Traceback|No results were returned|Data error|Error:/.test(text),
-          // ECharts draw on a canvas, tables are tables, a big number is
-          // text in its own element
-          viz: !!h.querySelector('svg, canvas, table') ||
-            /\d/.test((h.querySelector('.superset-legacy-chart-big-number .header-line') || {}).innerText || ''),
-        };
-      });
-    });
   } finally {
     fs.writeFileSync(out, JSON.stringify(result, null, 1));
     await context.close();

@@ -17,6 +17,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use StreamKPI::Kafka;
 use StreamKPI::Node;
+use StreamKPI::Sparkify;
 
 my $repo = $ENV{STREAMKPI_REPO} // '.';
 my $data = "$repo/../shared/data/sparkify-udacity";
@@ -131,13 +132,7 @@ for my $c (0 .. 3)
 my $songs = produce_in_background('sparkify_songs', @song_msgs);
 $songs->finish or die 'kcat failed for the songs';
 
-my $caught_up = q{
-	SELECT count(*) = 0 FROM (
-		SELECT 'sparkify_events' AS p, * FROM streamkpi.kafka_watermarks('streamkpi.kafka_sparkify_events')
-		UNION ALL
-		SELECT 'sparkify_songs', * FROM streamkpi.kafka_watermarks('streamkpi.kafka_sparkify_songs')) w
-	  LEFT JOIN streamkpi.pipeline_offsets o ON o.pipeline = w.p AND o.partition = w.partition
-	 WHERE w.high > coalesce(o.next_offset, w.low)};
+my $caught_up = StreamKPI::Sparkify::caught_up_query();
 ok($node->poll_query_until('postgres', $caught_up),
 	'both pipelines catch up with the high watermarks after the crash');
 
@@ -189,30 +184,21 @@ sq(qq{
 	COPY x_daily FROM '$expected_dir/daily.tsv';
 });
 
-sub same_rows
-{
-	my ($name, $expected, $actual) = @_;
-	my $diff = sq(qq{SELECT count(*) FROM (
-		(SELECT * FROM $expected EXCEPT ALL $actual)
-		UNION ALL ($actual EXCEPT ALL SELECT * FROM $expected)) d});
-	my $n = sq("SELECT count(*) FROM $expected");
-	is($diff, '0', "$name: all $n rows equal the computation over the files, none more, none twice");
-	return;
-}
-same_rows('app_events', 'x_events', q{SELECT event_time, user_id, session_id, item_in_session,
+sub same_rows { StreamKPI::Sparkify::same_rows($node, @_, 'the computation over the files'); return; }
+same_rows('app_events', 'TABLE x_events', q{SELECT event_time, user_id, session_id, item_in_session,
 	page, auth, level, method, status, location, user_agent, song, artist, length_ms,
 	first_name, last_name, gender, registered_at FROM streamkpi.app_events});
-same_rows('sparkify_songplays', 'x_songplays', q{SELECT start_time, user_id, level, song_id,
+same_rows('sparkify_songplays', 'TABLE x_songplays', q{SELECT start_time, user_id, level, song_id,
 	artist_id, session_id, item_in_session, location, user_agent FROM streamkpi.sparkify_songplays});
-same_rows('sparkify_time', 'x_time', q{SELECT * FROM streamkpi.sparkify_time});
-same_rows('sparkify_users', 'x_users', q{SELECT user_id, first_name, last_name, gender, level,
+same_rows('sparkify_time', 'TABLE x_time', q{SELECT * FROM streamkpi.sparkify_time});
+same_rows('sparkify_users', 'TABLE x_users', q{SELECT user_id, first_name, last_name, gender, level,
 	registered_at FROM streamkpi.sparkify_users});
-same_rows('user_churn_signals', 'x_signals', q{SELECT user_id, level, registered_at,
+same_rows('user_churn_signals', 'TABLE x_signals', q{SELECT user_id, level, registered_at,
 	first_event_at, last_event_at, days_registered, sessions, songs_played, songs_per_session,
 	thumbs_up, thumbs_down, add_to_playlist, add_friend, roll_advert, upgrades, downgrades,
 	errors, help_visits, downgraded, churned, churned_at, churned_on
 	FROM streamkpi.user_churn_signals});
-same_rows('daily_churn', 'x_daily', q{SELECT day, active_users, paid_users, free_users,
+same_rows('daily_churn', 'TABLE x_daily', q{SELECT day, active_users, paid_users, free_users,
 	new_users, upgrades, downgrades, cancellations, churn_rate FROM streamkpi.daily_churn});
 
 is(sq(q{SELECT s.title || ' by ' || a.name || ', played by user ' || p.user_id

@@ -15,6 +15,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use StreamKPI::Kafka;
 use StreamKPI::Node;
+use StreamKPI::Sparkify;
 
 my $tz = 'Pacific/Auckland';
 my $kafka = StreamKPI::Kafka->start('churn');
@@ -59,13 +60,7 @@ my ($d_out, $d_err);
 my $writer = IPC::Run::start([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
 	'-d', $node->connstr('postgres') ], '<', \$direct, '>', \$d_out, '2>', \$d_err);
 
-my $caught_up = q{
-	SELECT count(*) = 0 FROM (
-		SELECT 'sparkify_events' AS p, * FROM streamkpi.kafka_watermarks('streamkpi.kafka_sparkify_events')
-		UNION ALL
-		SELECT 'sparkify_songs', * FROM streamkpi.kafka_watermarks('streamkpi.kafka_sparkify_songs')) w
-	  LEFT JOIN streamkpi.pipeline_offsets o ON o.pipeline = w.p AND o.partition = w.partition
-	 WHERE w.high > coalesce(o.next_offset, w.low)};
+my $caught_up = StreamKPI::Sparkify::caught_up_query();
 ok($node->poll_query_until('postgres', $caught_up), 'both pipelines catch up');
 ok($writer->finish, 'the direct writer inserted its events') or diag $d_err;
 is(sq(q{SELECT count(DISTINCT pid) FROM streamkpi.pipeline_status WHERE pipeline = 'sparkify_events'}),
@@ -94,15 +89,7 @@ is(sq(q{SELECT count(*) FROM (
 	'0', 'the dead letters are exactly the malformed lines');
 
 # ---- the churn tables against plain SQL over app_events ----
-sub same_rows
-{
-	my ($name, $expected, $actual) = @_;
-	my $diff = sq(qq{SELECT count(*) FROM ((($expected) EXCEPT ALL ($actual))
-		UNION ALL (($actual) EXCEPT ALL ($expected))) d});
-	my $n = sq("SELECT count(*) FROM ($expected) e");
-	is($diff, '0', "$name: all $n rows equal a plain SQL computation over app_events");
-	return;
-}
+sub same_rows { StreamKPI::Sparkify::same_rows($node, @_, 'a plain SQL computation over app_events'); return; }
 
 same_rows('user_churn_signals', qq{
 	WITH e AS (SELECT * FROM streamkpi.app_events WHERE user_id IS NOT NULL),

@@ -69,39 +69,44 @@ DECLARE
 BEGIN
 	PERFORM streamkpi._sparkify_lock();
 
+	-- Tracks of songs not seen before: name, artist and the first play's
+	-- length (the catalogue's song, when it comes, replaces them).
 	INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
-	SELECT DISTINCT ON (1) streamkpi.sparkify_track_id(e.artist, e.song),
-		   e.song, e.artist, e.length_ms
-	  FROM new_events e
-	 WHERE e.page = 'NextSong' AND e.song IS NOT NULL
-	 ORDER BY 1
+	SELECT p.track_id, min(p.song), min(p.artist), min(p.length_ms)
+	  FROM (SELECT streamkpi.sparkify_track_id(e.artist, e.song) AS track_id,
+				   e.song, e.artist, e.length_ms
+			  FROM new_events e
+			 WHERE e.page = 'NextSong' AND e.song IS NOT NULL) p
+	 WHERE NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = p.track_id)
+	 GROUP BY p.track_id
 	ON CONFLICT (track_id) DO NOTHING;
 
+	-- A play matches the closest catalogue song within 10 ms, then the
+	-- lowest song_id; only the plays with a match are sorted for that.
 	INSERT INTO streamkpi.sparkify_songplays
 		(songplay_id, start_time, user_id, level, song_id, artist_id,
 		 session_id, item_in_session, location, user_agent, track_id, length_ms)
-	SELECT e.event_id, e.event_time, e.user_id, e.level, m.song_id, m.artist_id,
+	SELECT e.event_id, e.event_time, e.user_id, e.level, b.song_id, b.artist_id,
 		   e.session_id, e.item_in_session, e.location, e.user_agent,
-		   CASE WHEN e.song IS NOT NULL
-				THEN streamkpi.sparkify_track_id(e.artist, e.song) END,
+		   CASE WHEN e.song IS NOT NULL THEN streamkpi.sparkify_track_id(e.artist, e.song) END,
 		   e.length_ms
 	  FROM new_events e
-	  LEFT JOIN LATERAL (
-			SELECT s.song_id, s.artist_id FROM streamkpi.sparkify_songs s
-			 WHERE s.track_id = streamkpi.sparkify_track_id(e.artist, e.song)
-			   AND s.title = e.song AND s.artist_name = e.artist
-			   AND abs(s.duration_ms - e.length_ms) <= 10
-			 ORDER BY abs(s.duration_ms - e.length_ms), s.song_id
-			 LIMIT 1) m ON e.song IS NOT NULL
-	 WHERE e.page = 'NextSong'
-	 ORDER BY e.event_id;
+	  LEFT JOIN (SELECT DISTINCT ON (e.event_id) e.event_id, s.song_id, s.artist_id
+				   FROM new_events e
+				   JOIN streamkpi.sparkify_songs s
+					 ON s.track_id = streamkpi.sparkify_track_id(e.artist, e.song)
+					AND s.title = e.song AND s.artist_name = e.artist
+					AND abs(s.duration_ms - e.length_ms) <= 10
+				  WHERE e.page = 'NextSong' AND e.song IS NOT NULL
+				  ORDER BY e.event_id, abs(s.duration_ms - e.length_ms), s.song_id) b
+		USING (event_id)
+	 WHERE e.page = 'NextSong';
 
 	INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-	SELECT t, extract(hour FROM l), extract(day FROM l), extract(week FROM l),
-		   extract(month FROM l), extract(year FROM l), extract(isodow FROM l)
+	SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
+		   date_part('month', l), date_part('year', l), date_part('isodow', l)
 	  FROM (SELECT DISTINCT e.event_time FROM new_events e WHERE e.page = 'NextSong') d(t),
 		   LATERAL (SELECT t AT TIME ZONE tz) x(l)
-	 ORDER BY t
 	ON CONFLICT (start_time) DO NOTHING;
 
 	-- Listens: plays, and likes of the song a session played last.  The
@@ -115,15 +120,19 @@ BEGIN
 	END IF;
 	PERFORM streamkpi.ensure_listens_partitions(lo, hi);
 	INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
-	SELECT 'sparkify:' || q.event_id, q.user_id,
-		   coalesce(q.track_id, st.last_track_id), q.event_time,
-		   CASE WHEN q.page = 'NextSong' THEN q.length_ms END,
-		   CASE WHEN q.page = 'NextSong' THEN 'play' ELSE 'like' END
+	SELECT 'sparkify:' || e.event_id, e.user_id, streamkpi.sparkify_track_id(e.artist, e.song),
+		   e.event_time, e.length_ms, 'play'
+	  FROM new_events e
+	 WHERE e.page = 'NextSong' AND e.song IS NOT NULL AND e.user_id IS NOT NULL
+	UNION ALL
+	-- only the sessions with a Thumbs Up in this statement are looked at
+	SELECT 'sparkify:' || q.event_id, q.user_id, coalesce(q.track_id, st.last_track_id),
+		   q.event_time, NULL, 'like'
 	  FROM (SELECT p.*,
 				   first_value(p.played) OVER (PARTITION BY p.user_id, p.session_id, p.nsongs
 											   ORDER BY p.item_in_session, p.event_time, p.event_id) AS track_id
 			  FROM (SELECT e.event_id, e.user_id, e.session_id, e.item_in_session,
-						   e.event_time, e.page, e.length_ms,
+						   e.event_time, e.page,
 						   CASE WHEN e.page = 'NextSong'
 								THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS played,
 						   count(*) FILTER (WHERE e.page = 'NextSong')
@@ -131,13 +140,16 @@ BEGIN
 									 ORDER BY e.item_in_session, e.event_time, e.event_id) AS nsongs
 					  FROM new_events e
 					 WHERE e.user_id IS NOT NULL
-					   AND ((e.page = 'NextSong' AND e.song IS NOT NULL) OR e.page = 'Thumbs Up')) p
+					   AND ((e.page = 'NextSong' AND e.song IS NOT NULL) OR e.page = 'Thumbs Up')
+					   AND (e.user_id, e.session_id) IN (SELECT t.user_id, t.session_id
+														   FROM new_events t
+														  WHERE t.page = 'Thumbs Up')) p
 		   ) q
 	  LEFT JOIN streamkpi.sparkify_session_state st
-		ON q.track_id IS NULL AND q.page = 'Thumbs Up'
+		ON q.track_id IS NULL
 	   AND st.user_id = q.user_id AND st.session_id = q.session_id
 	   AND st.last_song_item < q.item_in_session
-	 WHERE coalesce(q.track_id, st.last_track_id) IS NOT NULL;
+	 WHERE q.page = 'Thumbs Up' AND coalesce(q.track_id, st.last_track_id) IS NOT NULL;
 	RETURN NULL;
 END
 $fn$;
@@ -152,18 +164,21 @@ DECLARE
 	tz		text := streamkpi._sparkify_check_session();
 BEGIN
 	PERFORM streamkpi._sparkify_lock();
-	WITH sessions AS (
-		INSERT INTO streamkpi.sparkify_session_state AS s
-			(user_id, session_id, last_song_item, last_track_id)
-		SELECT e.user_id, e.session_id,
-			   max(e.item_in_session) FILTER (WHERE e.page = 'NextSong' AND e.song IS NOT NULL),
-			   (array_agg(streamkpi.sparkify_track_id(e.artist, e.song)
-						  ORDER BY e.item_in_session DESC, e.event_time DESC, e.event_id DESC)
-					FILTER (WHERE e.page = 'NextSong' AND e.song IS NOT NULL))[1]
+	WITH last_songs AS (
+		SELECT DISTINCT ON (e.user_id, e.session_id) e.user_id, e.session_id,
+			   e.item_in_session AS item, streamkpi.sparkify_track_id(e.artist, e.song) AS track_id
 		  FROM new_events e
 		 WHERE e.user_id IS NOT NULL AND e.session_id IS NOT NULL
-		 GROUP BY e.user_id, e.session_id
-		 ORDER BY e.user_id, e.session_id
+		   AND e.page = 'NextSong' AND e.song IS NOT NULL
+		 ORDER BY e.user_id, e.session_id, e.item_in_session DESC, e.event_time DESC, e.event_id DESC
+	), sessions AS (
+		INSERT INTO streamkpi.sparkify_session_state AS s
+			(user_id, session_id, last_song_item, last_track_id)
+		SELECT k.user_id, k.session_id, l.item, l.track_id
+		  FROM (SELECT DISTINCT e.user_id, e.session_id FROM new_events e
+				 WHERE e.user_id IS NOT NULL AND e.session_id IS NOT NULL) k
+		  LEFT JOIN last_songs l USING (user_id, session_id)
+		 ORDER BY k.user_id, k.session_id
 		ON CONFLICT (user_id, session_id) DO UPDATE
 		   SET last_song_item = excluded.last_song_item,
 			   last_track_id = excluded.last_track_id
@@ -279,9 +294,11 @@ BEGIN
 		  FROM new_events e
 	), first_seen AS (
 		INSERT INTO streamkpi.sparkify_user_day_state (day, user_id, level)
-		SELECT DISTINCT ev.day, ev.user_id, lv.level
-		  FROM ev, LATERAL (VALUES (''), (ev.level)) lv(level)
-		 WHERE ev.user_id IS NOT NULL AND lv.level IN ('', 'paid', 'free')
+		SELECT DISTINCT d.day, d.user_id, lv.level
+		  FROM (SELECT DISTINCT ev.day, ev.user_id, ev.level FROM ev
+				 WHERE ev.user_id IS NOT NULL) d,
+			   LATERAL (VALUES (''), (d.level)) lv(level)
+		 WHERE lv.level IN ('', 'paid', 'free')
 		 ORDER BY 1, 2, 3
 		ON CONFLICT DO NOTHING
 		RETURNING day, user_id, level
