@@ -41,6 +41,7 @@ OBJS = \
 	src/kpi_accumulate.o \
 	src/kpi_merge.o \
 	src/kpi_window.o \
+	src/kpi_write.o \
 	src/kpi_apply.o \
 	src/kpi_worker.o \
 	src/synthetic.o \
