@@ -75,7 +75,7 @@ producer() {
 # One run at rate $1 for $2 seconds on a fresh topic; prints
 # "p50 p99 max events cpu_s" (milliseconds, events produced, KPI worker CPU).
 run_rate() {
-	local r=$1 s=$2 topic=lat_$1_$RANDOM workers pid cpu0 cpu1 nprobes
+	local r=$1 s=$2 topic=lat_$1_$RANDOM workers pid cpu0 cpu1 nprobes rounds0
 	workers=${BENCH_WORKERS:-$([ "$r" -ge 50000 ] && echo 2 || echo 1)}
 	"$repo/test/kafka/broker" create-topic "$topic" 4 message.timestamp.type=LogAppendTime >/dev/null
 	"${psql[@]}" >/dev/null <<SQL
@@ -97,6 +97,7 @@ SELECT streamkpi.create_pipeline('lat',
 SELECT streamkpi.start_pipeline('lat');
 SQL
 	pid=$("${psql[@]}" -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'")
+	rounds0=$("${psql[@]}" -At -c "SELECT rounds FROM streamkpi.kpi_state")
 	read -r -a st </proc/"$pid"/stat
 	cpu0=$((st[13] + st[14]))
 	nprobes=$((s * 20))
@@ -142,7 +143,7 @@ SELECT round(percentile_disc(0.5) WITHIN GROUP (ORDER BY ms)::numeric) || ' ' ||
 	   -- transaction start (p50), KPI rounds
 	   round(percentile_disc(0.5) WITHIN GROUP (ORDER BY produce_ms)::numeric) || ' ' ||
 	   round(percentile_disc(0.5) WITHIN GROUP (ORDER BY ingest_ms)::numeric) || ' ' ||
-	   (SELECT rounds FROM streamkpi.kpi_state)
+	   ((SELECT rounds FROM streamkpi.kpi_state) - $rounds0)
   FROM lat;
 SQL
 }

@@ -89,9 +89,21 @@ BEGIN
 		PERFORM pg_sleep(0.02);
 	END LOOP;
 END \$\$;
-SELECT :'t1' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
-SELECT streamkpi.stop_pipeline('$name') \\g /dev/null
+SELECT :'t1' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3)
+	   || ' ' || (SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+				  WHERE backend_type = 'streamkpi pipeline');
 SQL
+}
+
+# stop pipeline $1 after printing the CPU seconds its workers $2 (pids,
+# comma-separated) used
+stop() {
+	local sum=0 p
+	for p in ${2//,/ }; do
+		sum=$(echo "$sum + $(cpu_seconds "$p")" | bc)
+	done
+	"${psql[@]}" -c "SELECT streamkpi.stop_pipeline('$1')" >/dev/null
+	echo "$sum"
 }
 
 # the KPI worker on or off; on: wait until it runs and print its pid
@@ -123,20 +135,23 @@ UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
 SQL
 }
 
-read -r _ a < <(run pa kafka_a "true")
+read -r _ a pids < <(run pa kafka_a "true")
+a_cpu=$(stop pa "$pids")
 
 # (b) real time
 reset
 pid=$(kpi_worker on)
 cpu0=$(cpu_seconds "$pid")
-read -r b_ingest b < <(run pb kafka_b "$applied")
+read -r b_ingest b pids < <(run pb kafka_b "$applied")
+stop pb "$pids" >/dev/null
 b_cpu=$(echo "$(cpu_seconds "$pid") - $cpu0" | bc)
 check_b=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM streamkpi.listens WHERE action = 'play') = (SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis)")
 
 # (c) catch-up: the backlog is ingested with the worker off
 kpi_worker off
 reset
-read -r c_ingest _ < <(run pc kafka_c "true")
+read -r c_ingest _ pids < <(run pc kafka_c "true")
+stop pc "$pids" >/dev/null
 pid=$(kpi_worker on)
 t0=$(date +%s.%N)
 rss_anon=0
@@ -153,6 +168,7 @@ check_c=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM streamkpi.listens WH
 
 echo "every play counted once by the KPI worker: real time $check_b, catch-up $check_c"
 printf '(a) pipeline alone:            %d events in %ss = %.0f events/s\n' "$events" "$a" "$(echo "$events / $a" | bc -l)"
+printf '    pipeline workers: %s CPU-s = %.0f events per CPU-second\n' "$a_cpu" "$(echo "$events / ($a_cpu + 0.01)" | bc -l)"
 printf '(b) pipeline + KPI worker:     %d events in %ss = %.0f events/s\n' "$events" "$b" "$(echo "$events / $b" | bc -l)"
 printf '    of which ingestion alone: %ss = %.0f events/s\n' "$b_ingest" "$(echo "$events / $b_ingest" | bc -l)"
 printf '    KPI worker: %s CPU-s = %.0f events per CPU-second\n' "$b_cpu" "$(echo "$events / ($b_cpu + 0.01)" | bc -l)"
@@ -162,3 +178,7 @@ printf '    KPI worker: %s CPU-s = %.0f events per CPU-second; peak memory %d kB
 	"$c_cpu" "$(echo "$events / ($c_cpu + 0.01)" | bc -l)" "$rss_anon" "$hwm"
 printf 'ratio b/a = %.2f (target >= 0.8)\n' "$(echo "$a / $b" | bc -l)"
 printf 'ratio c/a = %.2f (target >= 0.8)\n' "$(echo "$a / $c" | bc -l)"
+# independent of other load on the machine: what applying costs next to
+# ingesting, per event
+printf 'KPI worker CPU per event / pipeline CPU per event: real time %.2f, catch-up %.2f (0.8 needs <= 0.25 on a machine the two share)\n' \
+	"$(echo "$b_cpu / $a_cpu" | bc -l)" "$(echo "$c_cpu / $a_cpu" | bc -l)"
