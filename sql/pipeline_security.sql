@@ -48,6 +48,21 @@ SELECT streamkpi.drop_pipeline('su_pipe');
 SELECT streamkpi._alter_pipeline('su_pipe', 'INSERT INTO sec_out SELECT 1 FROM ksec_in',
 	NULL, NULL, NULL, NULL, 'public');
 \echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT streamkpi._note_caller();	-- notes regress_admin, nobody else
+SELECT streamkpi._alter_pipeline('su_pipe', 'INSERT INTO sec_out SELECT 1 FROM ksec_in',
+	NULL, NULL, NULL, NULL, 'public');
+ROLLBACK;
+\echo :LAST_ERROR_SQLSTATE
+-- an admin's SECURITY DEFINER function acts with the admin's rights, also
+-- when a superuser calls it
+RESET ROLE;
+CREATE FUNCTION sec_definer() RETURNS void SECURITY DEFINER LANGUAGE sql
+	AS $$ SELECT streamkpi.alter_pipeline('su_pipe', batch_size => 3) $$;
+ALTER FUNCTION sec_definer() OWNER TO regress_admin;
+SET ROLE regress_super;
+SELECT sec_definer();
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SELECT name, owner, statement, source, batch_size FROM streamkpi.pipelines ORDER BY name;
 
@@ -76,6 +91,16 @@ END $$;
 SHOW work_mem;
 SELECT streamkpi.alter_pipeline('admin_pipe', statement => 'INSERT INTO sec_out SELECT sec_flip(id) + sec_flip(1) FROM ksec_in');
 SHOW work_mem;
+-- nor can they leave temporary objects in the session of whoever asked
+CREATE FUNCTION sec_plant() RETURNS void LANGUAGE sql
+	AS $$ CREATE TEMP VIEW sec_out AS SELECT 1 AS id $$;
+CREATE FUNCTION sec_temp(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM sec_plant();
+	RETURN $1;
+END $$;
+SELECT streamkpi.alter_pipeline('admin_pipe', statement => 'INSERT INTO sec_out SELECT sec_temp(1) FROM ksec_in');
+SELECT count(*) FROM pg_class WHERE relpersistence = 't';
 
 -- a pipeline whose owner role was dropped: it cannot be redefined, and
 -- streamkpi_admin may drop it
@@ -90,6 +115,13 @@ SET ROLE regress_admin2;
 SELECT streamkpi.drop_pipeline('gone_pipe');
 RESET ROLE;
 SELECT name FROM streamkpi.pipelines ORDER BY name;
+
+-- workers' last errors may quote message data: not for streamkpi_reader
+CREATE ROLE regress_reader IN ROLE streamkpi_reader;
+SET ROLE regress_reader;
+SELECT count(*) FROM streamkpi._pipeline_slots();
+RESET ROLE;
+DROP ROLE regress_reader;
 
 -- Kafka properties that run programs, load code or touch the server's files
 SET ROLE regress_admin;
@@ -118,5 +150,5 @@ SELECT streamkpi.drop_pipeline(name) FROM streamkpi.pipelines ORDER BY name;
 DROP FOREIGN TABLE ksec_in, ksec_other;
 DROP SERVER ksec;
 DROP TABLE sec_out;
-DROP FUNCTION sec_flip(int);
+DROP FUNCTION sec_flip(int), sec_temp(int), sec_plant(), sec_definer();
 DROP ROLE regress_member, regress_admin, regress_admin2, regress_super;

@@ -41,7 +41,7 @@ RESET ROLE;
 GRANT USAGE ON FOREIGN SERVER spk_kafka TO spk_admin;
 SET ROLE spk_admin;
 -- the definer-rights helper takes no SQL from the caller, only feed names
-SELECT pg_temp.fails($$SELECT streamkpi._sparkify_foreign_table('x int) SERVER spk_kafka; --', 'spk_kafka', 't')$$);
+SELECT pg_temp.fails($$WITH n AS MATERIALIZED (SELECT streamkpi._note_caller()) SELECT streamkpi._sparkify_foreign_table('x int) SERVER spk_kafka; --', 'spk_kafka', 't') FROM n$$);
 
 -- created by the caller, stopped when asked
 SELECT streamkpi.create_sparkify_pipelines('spk_kafka', events_topic => 'ev', songs_topic => 'so',

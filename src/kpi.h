@@ -105,6 +105,19 @@ typedef struct KpiRefreshed
 	KpiSnapshot snapshot;
 } KpiRefreshed;
 
+/*
+ * The last strings a low-cardinality column (region, genre, ...) gave, so
+ * that most events intern them with a comparison instead of a hash lookup.
+ */
+#define KPI_RECENT_COLUMNS	6
+#define KPI_RECENT_SIZE		8
+typedef struct KpiRecent
+{
+	uint32		ids[KPI_RECENT_SIZE];
+	int			n;
+	int			next;			/* the slot to replace */
+} KpiRecent;
+
 /* An interned string. */
 typedef struct KpiString
 {
@@ -146,6 +159,7 @@ typedef struct KpiDelta
 	TimestampTz late_ingested;	/* the last ingested_at looked at ... */
 	TimestampTz late_before;	/* ... and what is too late for it */
 	uint32		hours[24];		/* interned '00' .. '23', or UINT32_MAX */
+	KpiRecent	recent[KPI_RECENT_COLUMNS]; /* per low-cardinality column */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
@@ -192,6 +206,10 @@ extern Datum kpi_text_datum(KpiDelta *d, int64 id);
 extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
 extern const char *kpi_hll_schema(void);
 extern void kpi_merge_days(KpiDelta *d);
+
+/* in kpi_write.c */
+extern bool kpi_insert_direct(const char *table, int natts, KpiArray *cols);
+extern bool kpi_unless_duplicate(bool (*write) (void *arg), void *arg);
 
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);

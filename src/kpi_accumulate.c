@@ -107,6 +107,7 @@ kpi_delta_init_tables(KpiDelta *d)
 {
 	for (int h = 0; h < 24; h++)
 		d->hours[h] = PG_UINT32_MAX;
+	memset(d->recent, 0, sizeof(d->recent));
 	d->strings = kpi_strings_create(d->cxt, KPI_STRINGS_INITIAL, NULL);
 	d->maxstrs = KPI_STRINGS_INITIAL;
 	d->strs = MemoryContextAlloc(d->cxt, d->maxstrs * sizeof(KpiString));
@@ -334,6 +335,38 @@ kpi_intern(KpiDelta *d, Datum text)
 	return kpi_intern_bytes(d, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
+/* kpi_intern() for a column that repeats a few values */
+static uint32
+kpi_intern_recent(KpiDelta *d, int column, Datum text)
+{
+	KpiRecent  *r = &d->recent[column];
+	struct varlena *t = (struct varlena *) DatumGetPointer(text);
+	const char *data;
+	uint32		len;
+	uint32		id;
+
+	if (unlikely(VARATT_IS_EXTENDED(t) && !VARATT_IS_SHORT(t)))
+		t = pg_detoast_datum_packed(t);
+	data = VARDATA_ANY(t);
+	len = VARSIZE_ANY_EXHDR(t);
+	for (int i = 0; i < r->n; i++)
+	{
+		KpiString  *s = &d->strs[r->ids[i]];
+
+		if (s->len == len && memcmp(s->data, data, len) == 0)
+			return r->ids[i];
+	}
+	id = kpi_intern_bytes(d, data, len);
+	if (r->n < KPI_RECENT_SIZE)
+		r->ids[r->n++] = id;
+	else
+	{
+		r->ids[r->next] = id;
+		r->next = (r->next + 1) % KPI_RECENT_SIZE;
+	}
+	return id;
+}
+
 static inline KpiCounts *
 kpi_counts(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
 {
@@ -556,14 +589,14 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	ev.action = len > 0 ? s[0] : '?';
 	if (ev.action != 'p' && ev.action != 's' && ev.action != 'l')
 		elog(ERROR, "unexpected action \"%.*s\" in streamkpi.kpi_events", (int) len, s);
-	ev.region = ev.values[6] = kpi_intern(d, v[6]);
-	ev.values[5] = kpi_intern(d, v[7]);
-	ev.genre = ev.values[0] = kpi_intern(d, v[8]);
+	ev.region = ev.values[6] = kpi_intern_recent(d, 0, v[6]);
+	ev.values[5] = kpi_intern_recent(d, 1, v[7]);
+	ev.genre = ev.values[0] = kpi_intern_recent(d, 2, v[8]);
 	ev.listen_ms = DatumGetInt64(v[9]);
 	ev.completed = DatumGetBool(v[10]);
-	ev.values[1] = kpi_intern(d, v[11]);
-	ev.values[4] = kpi_intern(d, v[12]);
-	ev.values[2] = kpi_intern(d, v[13]);
+	ev.values[1] = kpi_intern_recent(d, 3, v[11]);
+	ev.values[4] = kpi_intern_recent(d, 4, v[12]);
+	ev.values[2] = kpi_intern_recent(d, 5, v[13]);
 
 	if (d->refresh)
 		day_counts = ev.day >= d->from_day && ev.day <= d->to_day;

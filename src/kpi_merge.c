@@ -152,59 +152,115 @@ kpi_merge_day_tracks(KpiDelta *d)
 			5, args, SPI_OK_INSERT);
 }
 
+/*
+ * The sketches of n keys after this delta, packed, with their exact counts
+ * (NULL: hll must estimate): the stored sketch of each key that has one
+ * with the delta's hashes added in C (cheaper than hll_union() in the
+ * upsert), else the delta's.  sql returns (ordinal, sketch) for the keys
+ * given as arrays, the ordinals as the last array.
+ */
 static void
-kpi_merge_day_genres(KpiDelta *d, const char *hll)
+kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
+				 int nargs, KpiArray *args, KpiArray *packed, KpiArray *exact)
 {
-	uint32		n;
-	KpiEntry  **es = kpi_table_entries(d->day_genres, &n);
-	KpiArray	args[3];
+	bytea	  **merged = palloc0(Max(n, 1) * sizeof(bytea *));
+	int64	   *counts = palloc(Max(n, 1) * sizeof(int64));
 
-	if (n == 0)
-		return;
+	kpi_run(sql, nargs, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int			i = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		struct varlena *v = (struct varlena *)
+			PG_DETOAST_DATUM_PACKED(SPI_getbinval(SPI_tuptable->vals[r],
+												  SPI_tuptable->tupdesc, 2, &isnull));
+
+		merged[i] = sketch_hll_merge_into((const uint8 *) VARDATA_ANY(v),
+										  VARSIZE_ANY_EXHDR(v),
+										  kpi_counts_users(d, &es[i]->counts),
+										  &counts[i]);
+	}
+	for (uint32 i = 0; i < n; i++)
+	{
+		if (merged[i] == NULL)
+		{
+			SketchHll  *users = kpi_counts_users(d, &es[i]->counts);
+
+			merged[i] = sketch_hll_pack(users);
+			counts[i] = sketch_hll_exact_count(users);
+		}
+		kpi_array_add(packed, PointerGetDatum(merged[i]));
+		if (counts[i] >= 0)
+			kpi_array_add(exact, Int64GetDatum(counts[i]));
+		else
+			kpi_array_add_null(exact);
+	}
+}
+
+static void
+kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
+{
+	KpiArray	args[3];
+	KpiArray	packed;
+
 	kpi_array_init(&args[0], DATEOID, n);
 	kpi_array_init(&args[1], TEXTOID, n);
-	kpi_array_init(&args[2], BYTEAOID, n);
+	kpi_array_init(&args[2], INT4OID, n);
 	for (uint32 i = 0; i < n; i++)
 	{
 		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
 		kpi_array_add(&args[1], kpi_text_datum(d, es[i]->key.b));
-		kpi_array_add(&args[2], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, &es[i]->counts))));
+		kpi_array_add(&args[2], Int32GetDatum(i));
 	}
+	kpi_array_init(&packed, BYTEAOID, n);
+	kpi_merged_users(d, es, n,
+					 "SELECT k.i, s.users FROM unnest($1, $2, $3) k(d, g, i)"
+					 " JOIN streamkpi.daily_genre_users s"
+					 " ON s.day OPERATOR(pg_catalog.=) k.d"
+					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact);
+	args[2] = packed;
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
 					 " SELECT d, g, u::%s.hll FROM unnest($1, $2, $3) x(d, g, u)"
-					 " ON CONFLICT (day, genre) DO UPDATE"
-					 " SET users = %s.hll_union(s.users, excluded.users)", hll, hll),
+					 " ON CONFLICT (day, genre) DO UPDATE SET users = excluded.users",
+					 d->hll),
 			3, args, SPI_OK_INSERT);
 }
 
 static void
-kpi_merge_engagement(KpiDelta *d, const char *hll)
+kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 {
-	uint32		n;
-	KpiEntry  **es = kpi_table_entries(d->engagement, &n);
 	KpiArray	args[9];
 
-	if (n == 0)
-		return;
 	kpi_array_init(&args[0], DATEOID, n);
 	kpi_array_init(&args[1], TEXTOID, n);
 	kpi_array_init(&args[2], TEXTOID, n);
+	kpi_array_init(&args[3], INT4OID, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[1], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
+		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
+		kpi_array_add(&args[3], Int32GetDatum(i));
+	}
+	kpi_array_init(&args[8], BYTEAOID, n);
+	kpi_merged_users(d, es, n,
+					 "SELECT k.i, s.users FROM unnest($1, $2, $3, $4) k(d, dim, val, i)"
+					 " JOIN streamkpi.daily_engagement_state s"
+					 " ON s.day OPERATOR(pg_catalog.=) k.d"
+					 " AND s.dimension OPERATOR(pg_catalog.=) k.dim"
+					 " AND s.value OPERATOR(pg_catalog.=) k.val", 4, args, &args[8], exact);
 	for (int i = 3; i < 8; i++)
 		kpi_array_init(&args[i], INT8OID, n);
-	kpi_array_init(&args[8], BYTEAOID, n);
 	for (uint32 i = 0; i < n; i++)
 	{
 		KpiCounts  *c = &es[i]->counts;
 
-		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
-		kpi_array_add(&args[1], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
-		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
 		kpi_array_add(&args[3], Int64GetDatum(c->plays));
 		kpi_array_add(&args[4], Int64GetDatum(c->skips));
 		kpi_array_add(&args[5], Int64GetDatum(c->likes));
 		kpi_array_add(&args[6], Int64GetDatum(c->completed));
 		kpi_array_add(&args[7], Int64GetDatum(c->listen_ms));
-		kpi_array_add(&args[8], PointerGetDatum(sketch_hll_pack(kpi_counts_users(d, c))));
 	}
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
 					 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"
@@ -217,19 +273,16 @@ kpi_merge_engagement(KpiDelta *d, const char *hll)
 					 " likes = s.likes OPERATOR(pg_catalog.+) excluded.likes,"
 					 " completed_plays = s.completed_plays OPERATOR(pg_catalog.+) excluded.completed_plays,"
 					 " listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms,"
-					 " users = %s.hll_union(s.users, excluded.users)", hll, hll),
+					 " users = excluded.users", d->hll),
 			9, args, SPI_OK_INSERT);
 }
 
 /* Derive the day KPI rows of every key the delta touched. */
 static void
-kpi_derive_days(KpiDelta *d)
+kpi_derive_days(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *g_exact,
+				KpiEntry **es, uint32 ne, KpiArray *e_exact)
 {
-	uint32		ng;
-	uint32		ne;
-	KpiEntry  **gs = kpi_table_entries(d->day_genres, &ng);
-	KpiEntry  **es = kpi_table_entries(d->engagement, &ne);
-	KpiArray	args[5];
+	KpiArray	args[7];
 
 	kpi_array_init(&args[0], DATEOID, ng);
 	kpi_array_init(&args[1], TEXTOID, ng);
@@ -238,27 +291,39 @@ kpi_derive_days(KpiDelta *d)
 		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
 		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
 	}
-	kpi_array_init(&args[2], DATEOID, ne);
-	kpi_array_init(&args[3], TEXTOID, ne);
+	args[2] = *g_exact;
+	kpi_array_init(&args[3], DATEOID, ne);
 	kpi_array_init(&args[4], TEXTOID, ne);
+	kpi_array_init(&args[5], TEXTOID, ne);
 	for (uint32 i = 0; i < ne; i++)
 	{
-		kpi_array_add(&args[2], DateADTGetDatum((DateADT) es[i]->key.a));
-		kpi_array_add(&args[3], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
-		kpi_array_add(&args[4], kpi_text_datum(d, es[i]->key.c));
+		kpi_array_add(&args[3], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[4], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
+		kpi_array_add(&args[5], kpi_text_datum(d, es[i]->key.c));
 	}
-	kpi_run("SELECT streamkpi._kpi_derive_days($1, $2, $3, $4, $5)",
-			5, args, SPI_OK_SELECT);
+	args[6] = *e_exact;
+	kpi_run("SELECT streamkpi._kpi_derive_days($1, $2, $3, $4, $5, $6, $7)",
+			7, args, SPI_OK_SELECT);
 }
 
 /* Add the day deltas to the day state and derive their KPI rows. */
 void
 kpi_merge_days(KpiDelta *d)
 {
-	if (kpi_table_count(d->engagement) == 0)
+	uint32		ng;
+	uint32		ne;
+	KpiEntry  **gs = kpi_table_entries(d->day_genres, &ng);
+	KpiEntry  **es = kpi_table_entries(d->engagement, &ne);
+	KpiArray	g_exact;
+	KpiArray	e_exact;
+
+	if (ne == 0)
 		return;
+	kpi_array_init(&g_exact, INT8OID, ng);
+	kpi_array_init(&e_exact, INT8OID, ne);
 	kpi_merge_day_tracks(d);
-	kpi_merge_day_genres(d, d->hll);
-	kpi_merge_engagement(d, d->hll);
-	kpi_derive_days(d);
+	if (ng > 0)
+		kpi_merge_day_genres(d, gs, ng, &g_exact);
+	kpi_merge_engagement(d, es, ne, &e_exact);
+	kpi_derive_days(d, gs, ng, &g_exact, es, ne, &e_exact);
 }

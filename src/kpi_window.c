@@ -30,14 +30,13 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/resowner.h"
+#include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
 #include "kpi.h"
@@ -246,13 +245,15 @@ bytes_order(const char *a, uint32 alen, const char *b, uint32 blen)
 	return (alen > blen) - (alen < blen);
 }
 
-/* the players' sketch of a track, unpacked when it was stored */
-static SketchHll *
-track_users(WinTrack *t)
+/* a stored sketch as a value of its own */
+static bytea *
+window_value(const uint8 *p, uint32 len)
 {
-	if (t->users == NULL && t->packed != NULL)
-		t->users = sketch_hll_unpack(CurrentMemoryContext, t->packed, t->packed_len);
-	return t->users;
+	bytea	   *v = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(v, VARHDRSZ + len);
+	memcpy(VARDATA(v), p, len);
+	return v;
 }
 
 /* old's regions plus delta's, both sorted, into m */
@@ -294,12 +295,18 @@ merge_track(WinTrack *m, WinTrack *old, const WinTrack *delta)
 	*m = *old;
 	m->touched = true;
 	merge_regions(m, old, delta);
-	if (delta->users != NULL)
+	if (delta->users == NULL)
+		return;
+	if (m->packed == NULL)
+		m->users = delta->users;
+	else
 	{
-		if (track_users(m) == NULL)
-			m->users = delta->users;
-		else
-			sketch_hll_merge(m->users, delta->users);
+		int64		exact;
+		bytea	   *v = sketch_hll_merge_into(m->packed, m->packed_len,
+											  delta->users, &exact);
+
+		m->packed = (const uint8 *) VARDATA(v);
+		m->packed_len = VARSIZE(v) - VARHDRSZ;
 	}
 }
 
@@ -344,6 +351,8 @@ typedef struct WinOutput
 								 * track, plays, listen_ms, users (exact),
 								 * users (sketch, when not exact) */
 	KpiArray	changed[7];		/* existing rows, the same columns */
+	KpiArray	direct[7];		/* new rows counted exactly, as the table's
+								 * columns, for kpi_insert_direct() */
 } WinOutput;
 
 static Datum
@@ -464,18 +473,45 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 	}
 }
 
+/* round(listen_ms::numeric / plays, 3), as SQL computes it */
+static Datum
+avg_listen_ms(int64 listen_ms, int64 plays)
+{
+	return DirectFunctionCall2(numeric_round,
+							   DirectFunctionCall2(numeric_div,
+												   DirectFunctionCall1(int8_numeric, Int64GetDatum(listen_ms)),
+												   DirectFunctionCall1(int8_numeric, Int64GetDatum(plays))),
+							   Int32GetDatum(3));
+}
+
 /*
  * One track_windows row.  Its distinct users are counted here while the
  * sketch holds them exactly, else hll_cardinality() counts them from the
- * sketch (beyond about 1,280 users).
+ * sketch (beyond about 1,280 users).  A new row counted exactly is ready
+ * for kpi_insert_direct(); the others go through SQL.
  */
 static void
-add_track_row(KpiArray *rows, Datum size, Datum start, WinTrack *t,
-			  int64 plays, int64 listen_ms)
+add_track_row(WinOutput *out, bool existed, Datum size, Datum start, Datum end,
+			  WinTrack *t, int64 plays, int64 listen_ms)
 {
-	SketchHll  *users = track_users(t);
-	int64		exact = users != NULL ? sketch_hll_exact_count(users) : 0;
+	KpiArray   *rows = existed ? out->changed : out->added;
+	int64		exact = 0;
 
+	if (t->users != NULL)
+		exact = sketch_hll_exact_count(t->users);
+	else if (t->packed != NULL)
+		exact = sketch_hll_value_exact_count(t->packed, t->packed_len);
+	if (!existed && exact >= 0)
+	{
+		kpi_array_add(&out->direct[0], size);
+		kpi_array_add(&out->direct[1], start);
+		kpi_array_add(&out->direct[2], bytes_text(t->name, t->len));
+		kpi_array_add(&out->direct[3], end);
+		kpi_array_add(&out->direct[4], Int64GetDatum(plays));
+		kpi_array_add(&out->direct[5], Int64GetDatum(exact));
+		kpi_array_add(&out->direct[6], avg_listen_ms(listen_ms, plays));
+		return;
+	}
 	kpi_array_add(&rows[0], size);
 	kpi_array_add(&rows[1], start);
 	kpi_array_add(&rows[2], bytes_text(t->name, t->len));
@@ -489,7 +525,8 @@ add_track_row(KpiArray *rows, Datum size, Datum start, WinTrack *t,
 	else
 	{
 		kpi_array_add_null(&rows[5]);
-		kpi_array_add(&rows[6], PointerGetDatum(sketch_hll_pack(users)));
+		kpi_array_add(&rows[6], PointerGetDatum(t->users != NULL ? sketch_hll_pack(t->users)
+												: window_value(t->packed, t->packed_len)));
 	}
 }
 
@@ -499,6 +536,7 @@ derive_track_windows(KpiDelta *d, Win *w, WinOutput *out)
 {
 	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
 	Datum		start = TimestampTzGetDatum(w->start);
+	Datum		end = DirectFunctionCall2(timestamptz_pl_interval, start, size);
 
 	for (int i = 0; i < w->nmerged; i++)
 	{
@@ -514,8 +552,8 @@ derive_track_windows(KpiDelta *d, Win *w, WinOutput *out)
 			listen_ms += t->regions[j].listen_ms;
 		}
 		if (plays > 0)
-			add_track_row(t->existed && !d->refresh ? out->changed : out->added,
-						  size, start, t, plays, listen_ms);
+			add_track_row(out, t->existed && !d->refresh, size, start, end, t,
+						  plays, listen_ms);
 	}
 }
 
@@ -653,40 +691,27 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 	" pg_catalog.round(ms::numeric OPERATOR(pg_catalog./) NULLIF(p, 0), 3)" \
 	" FROM unnest($1, $2, $3, $4, $5, $6, $7) x(sz, st, tr, p, ms, n, u)"
 
-/*
- * Run sql in a subtransaction; false when it violated a unique constraint
- * (then it changed nothing).  Other errors propagate.
- */
-static bool
-kpi_run_unless_duplicate(const char *sql, int nargs, KpiArray *args, int expected)
+/* An INSERT of rows given as arrays, for kpi_unless_duplicate(). */
+typedef struct KpiStatement
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	const char *sql;
+	int			nargs;
+	KpiArray   *args;
+} KpiStatement;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		kpi_run(sql, nargs, args, expected);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+static bool
+run_statement(void *arg)
+{
+	KpiStatement *st = (KpiStatement *) arg;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			ReThrowError(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	kpi_run(st->sql, st->nargs, st->args, SPI_OK_INSERT);
+	return true;
+}
+
+static bool
+insert_direct(void *arg)
+{
+	return kpi_insert_direct("track_windows", 7, (KpiArray *) arg);
 }
 
 static void
@@ -721,13 +746,23 @@ write_track_windows(WinOutput *out, const char *hll)
 	 * The others are new, unless someone wrote rows behind the engine's
 	 * back: a plain insert (no conflict checks), and the upsert if not.
 	 */
-	if (out->added[0].n > 0 &&
-		!kpi_run_unless_duplicate(psprintf("INSERT INTO streamkpi.track_windows (window_size,"
-										   " window_start, track_id, window_end, total_listens,"
-										   " unique_users, avg_listen_ms)" TRACK_ROWS_SELECT,
-										   hll, hll),
-								  7, out->added, SPI_OK_INSERT))
-		kpi_run(upsert, 7, out->added, SPI_OK_INSERT);
+	if (out->added[0].n > 0)
+	{
+		KpiStatement insert = {psprintf("INSERT INTO streamkpi.track_windows (window_size,"
+										" window_start, track_id, window_end, total_listens,"
+										" unique_users, avg_listen_ms)" TRACK_ROWS_SELECT,
+										hll, hll), 7, out->added};
+
+		if (!kpi_unless_duplicate(run_statement, &insert))
+			kpi_run(upsert, 7, out->added, SPI_OK_INSERT);
+	}
+	if (out->direct[0].n > 0 && !kpi_unless_duplicate(insert_direct, out->direct))
+		kpi_run("INSERT INTO streamkpi.track_windows AS t SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+				" ON CONFLICT (window_start, window_size, track_id) DO UPDATE"
+				" SET total_listens = excluded.total_listens,"
+				" unique_users = excluded.unique_users,"
+				" avg_listen_ms = excluded.avg_listen_ms",
+				7, out->direct, SPI_OK_INSERT);
 }
 
 static void
@@ -761,6 +796,8 @@ init_output(WinOutput *out, int nw)
 	TEXTOID, INT8OID, INT8OID, INT8OID};
 	Oid			track_types[7] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, INT8OID,
 	INT8OID, INT8OID, BYTEAOID};
+	Oid			table_types[7] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID,
+	INT8OID, INT8OID, NUMERICOID};
 
 	kpi_array_init(&out->state[0], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->state[1], INTERVALOID, nw);
@@ -774,6 +811,7 @@ init_output(WinOutput *out, int nw)
 	{
 		kpi_array_init(&out->added[i], track_types[i], nw * 16);
 		kpi_array_init(&out->changed[i], track_types[i], nw * 16);
+		kpi_array_init(&out->direct[i], table_types[i], nw * 16);
 	}
 }
 
@@ -787,24 +825,37 @@ kpi_merge_windows(KpiDelta *d)
 	int			nw;
 	Win		   *wins;
 	WinOutput	out;
+	TimestampTz t0 = GetCurrentTimestamp();
+	TimestampTz t1;
+	TimestampTz t2;
+	Size		bytes = 0;
 
 	if (kpi_table_count(d->windows) == 0)
 		return;
 	wins = collect_windows(d, &nw);
 	load_windows(d, wins, nw);
 	init_output(&out, nw);
+	t1 = GetCurrentTimestamp();
 	for (int k = 0; k < nw; k++)
 	{
 		Win		   *w = &wins[k];
+		bytea	   *packed;
 
 		window_merge(w);
+		packed = window_pack(w->merged, w->nmerged);
+		bytes += VARSIZE(packed);
 		kpi_array_add(&out.state[0], TimestampTzGetDatum(w->start));
 		kpi_array_add(&out.state[1], IntervalPGetDatum(&d->sizes[w->size].size));
-		kpi_array_add(&out.state[2], PointerGetDatum(window_pack(w->merged, w->nmerged)));
+		kpi_array_add(&out.state[2], PointerGetDatum(packed));
 		derive_trending(d, w, &out);
 		derive_track_windows(d, w, &out);
 	}
+	t2 = GetCurrentTimestamp();
 	write_windows(&out, d->hll);
+	elog(DEBUG1, "KPI windows: %d windows (%zu bytes of state), %d new and %d changed track rows;"
+		 " read %.1f ms, merge %.1f ms, write %.1f ms",
+		 nw, bytes, out.added[0].n + out.direct[0].n, out.changed[0].n, (t1 - t0) / 1000.0,
+		 (t2 - t1) / 1000.0, (GetCurrentTimestamp() - t2) / 1000.0);
 }
 
 /* ---- streamkpi._window_state_entries(bytea) ---- */
@@ -841,13 +892,7 @@ streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 			if (ts[i].packed == NULL)
 				nulls[6] = true;
 			else
-			{
-				bytea	   *u = palloc(VARHDRSZ + ts[i].packed_len);
-
-				SET_VARSIZE(u, VARHDRSZ + ts[i].packed_len);
-				memcpy(VARDATA(u), ts[i].packed, ts[i].packed_len);
-				values[6] = PointerGetDatum(u);
-			}
+				values[6] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	PG_RETURN_VOID();

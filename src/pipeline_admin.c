@@ -128,8 +128,16 @@ streamkpi_pipeline_check(PG_FUNCTION_ARGS)
 	Oid			relid;
 
 	pipeline_require_owner(name, owner);
+
+	/*
+	 * Planning may run the owner's code (immutable functions are folded) in
+	 * the session of whoever asked, a superuser perhaps: as for maintenance
+	 * commands, a security-restricted operation, so that it cannot leave
+	 * temporary objects behind that the session would later use.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, ERROR, false);
@@ -141,37 +149,85 @@ streamkpi_pipeline_check(PG_FUNCTION_ARGS)
 	PG_RETURN_OID(relid);
 }
 
+/* ---- the role a pipeline function acts for ---- */
+
+/*
+ * Set by _note_caller(), taken by _caller(); forgotten at transaction end.
+ * The launcher is woken when the transaction that started a pipeline
+ * commits: it reads the pipelines table, so waking it earlier would make it
+ * wait for its next periodic look (up to a second).
+ */
+static Oid	noted_caller = InvalidOid;
+static bool wake_launcher_at_commit = false;
+
+static void
+pipeline_admin_xact_callback(XactEvent event, void *arg)
+{
+	bool		commit = event == XACT_EVENT_COMMIT ||
+		event == XACT_EVENT_PARALLEL_COMMIT;
+
+	if (!commit && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if (commit && wake_launcher_at_commit)
+		pipeline_launcher_wake();
+	wake_launcher_at_commit = false;
+	noted_caller = InvalidOid;
+}
+
+static void
+register_xact_callback(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(pipeline_admin_xact_callback, NULL);
+		registered = true;
+	}
+}
+
+PG_FUNCTION_INFO_V1(streamkpi_note_caller);
+
+/*
+ * streamkpi._note_caller(): note current_user for the next _caller().  The
+ * pipeline functions' SECURITY INVOKER wrappers call it, where current_user
+ * is the role that asked.  Anyone may call it: it only ever notes the
+ * calling role itself.
+ */
+Datum
+streamkpi_note_caller(PG_FUNCTION_ARGS)
+{
+	register_xact_callback();
+	noted_caller = GetUserId();
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(streamkpi_caller);
 
 /*
- * streamkpi._caller() -> regrole: the role that called into a SECURITY
- * DEFINER function (the SET ROLE level), which current_user no longer is.
+ * streamkpi._caller() -> regrole: the role noted by _note_caller(), taken
+ * once by the SECURITY DEFINER functions behind create_pipeline() & co,
+ * before they run any user code.  Neither current_user there (the
+ * extension's owner) nor the SET ROLE level is that role: a superuser
+ * calling an admin's SECURITY DEFINER function that manages pipelines
+ * would lend it his rights.
  */
 Datum
 streamkpi_caller(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_OID(GetOuterUserId());
+	Oid			caller = noted_caller;
+
+	noted_caller = InvalidOid;
+	if (!OidIsValid(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("streamkpi's internal pipeline functions cannot be called directly"),
+				 errhint("Call streamkpi.create_pipeline(), start_pipeline(), stop_pipeline(), alter_pipeline() or drop_pipeline().")));
+	PG_RETURN_OID(caller);
 }
 
 PG_FUNCTION_INFO_V1(streamkpi_wake_launcher);
-
-static bool wake_launcher_at_commit = false;
-
-/*
- * The launcher reads the pipelines table, so waking it before our change is
- * committed would make it wait for its next periodic look (up to a second).
- */
-static void
-wake_launcher_xact_callback(XactEvent event, void *arg)
-{
-	if (!wake_launcher_at_commit)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		pipeline_launcher_wake();
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_launcher_at_commit = false;
-}
 
 /*
  * streamkpi._wake_launcher(): make the launcher look at the pipelines as
@@ -180,14 +236,8 @@ wake_launcher_xact_callback(XactEvent event, void *arg)
 Datum
 streamkpi_wake_launcher(PG_FUNCTION_ARGS)
 {
-	static bool callback_registered = false;
-
 	streamkpi_require_preload("starting a pipeline");
-	if (!callback_registered)
-	{
-		RegisterXactCallback(wake_launcher_xact_callback, NULL);
-		callback_registered = true;
-	}
+	register_xact_callback();
 	wake_launcher_at_commit = true;
 	PG_RETURN_VOID();
 }

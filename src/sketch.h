@@ -35,6 +35,9 @@ extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
 extern bytea *sketch_hll_pack(const SketchHll *st);
 extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
 extern int64 sketch_hll_exact_count(const SketchHll *st);
+extern bytea *sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b,
+									int64 *exact);
+extern int64 sketch_hll_value_exact_count(const uint8 *in, size_t len);
 
 /*
  * in window.c: a wall clock of a time zone for many instants, giving what
@@ -347,14 +350,12 @@ typedef struct TopnState
 
 /* in sketch_topn_state.c */
 extern void sketch_topn_check_capacity(int64 capacity);
-extern void sketch_topn_count_out_of_range(void) pg_attribute_noreturn();
 extern int	sketch_topn_item_order_cmp(const void *x, const void *y);
 extern void sketch_topn_table_alloc(TopnState *st, int32 capacity);
 extern void sketch_topn_table_rebuild(TopnState *st);
 extern TopnState *sketch_topn_state_create(MemoryContext cxt, int32 capacity);
 extern int64 sketch_select_kth_largest(int64 *a, int32 n, int32 k);
 extern void sketch_topn_state_trim(TopnState *st, int32 keep);
-extern void sketch_topn_arena_new_block(TopnState *st, uint32 len);
 extern void sketch_topn_arena_free(TopnState *st);
 extern void sketch_topn_state_to_hashed(TopnState *st);
 
@@ -431,22 +432,10 @@ topn_add_checked(int64 a, int64 b)
 	int64		r;
 
 	if (unlikely(pg_add_s64_overflow(a, b, &r)))
-		sketch_topn_count_out_of_range();
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("topn count is out of range")));
 	return r;
-}
-
-/* Room for len bytes, rounded up to whole 8-byte words. */
-static inline char *
-topn_arena_alloc(TopnState *st, uint32 len)
-{
-	char	   *p;
-
-	len = TYPEALIGN(8, len);
-	if (st->nblocks == 0 || st->block_size - st->block_used < len)
-		sketch_topn_arena_new_block(st, len);
-	p = st->blocks[st->nblocks - 1] + st->block_used;
-	st->block_used += len;
-	return p;
 }
 
 #endif							/* STREAMKPI_SKETCH_H */

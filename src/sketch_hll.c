@@ -921,3 +921,78 @@ sketch_hll_exact_count(const SketchHll *st)
 		return -1;
 	return st->nexplicit;
 }
+
+/*
+ * The explicit value holding the sorted hashes of v and b, or NULL when
+ * their union outgrows the explicit form.
+ */
+static bytea *
+hll_merge_explicit(const HllValue *v, const int64 *b, int32 nb, int64 *count)
+{
+	int32		limit = explicit_limit(&v->p);
+	size_t		na = v->count;
+	int64	   *out = palloc((na + nb + 1) * sizeof(int64));
+	size_t		i = 0;
+	int32		j = 0;
+	int32		n = 0;
+
+	while (i < na || j < nb)
+	{
+		int64		x = i < na ? (int64) sketch_hll_explicit_element(v, i) : 0;
+
+		if (i < na && (j >= nb || x <= b[j]))
+		{
+			if (j < nb && x == b[j])
+				j++;
+			out[n++] = x;
+			i++;
+		}
+		else
+			out[n++] = b[j++];
+	}
+	if (n > limit)
+		return NULL;
+	*count = n;
+	return sketch_hll_pack_explicit(&v->p, out, n);
+}
+
+/*
+ * The stored hll value (in, len) with the hashes of b added, as a stored
+ * value; *exact gets its distinct count while it is explicit, else -1.  A
+ * few hashes added to a large explicit value cost one pass over its bytes,
+ * not a state rebuilt and sorted again.
+ */
+bytea *
+sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *exact)
+{
+	HllValue	v;
+	HllState   *st;
+
+	sketch_hll_parse(in, len, &v);
+	if (v.type == HLL_T_EXPLICIT && b->mode != HLL_MODE_REGISTERS &&
+		hll_params_equal(&v.p, &b->p) && v.p.expthresh != 0)
+	{
+		int64	   *hashes = hll_sorted_explicit(b);
+		bytea	   *merged = hll_merge_explicit(&v, hashes, b->nexplicit, exact);
+
+		pfree(hashes);
+		if (merged != NULL)
+			return merged;
+	}
+	st = hll_state_from_value(CurrentMemoryContext, in, len);
+	hll_state_merge(st, b);
+	*exact = sketch_hll_exact_count(st);
+	return hll_state_pack(st);
+}
+
+/* The distinct count of a stored explicit or empty value, else -1. */
+int64
+sketch_hll_value_exact_count(const uint8 *in, size_t len)
+{
+	HllValue	v;
+
+	sketch_hll_parse(in, len, &v);
+	if (v.type == HLL_T_EMPTY)
+		return 0;
+	return v.type == HLL_T_EXPLICIT ? (int64) v.count : -1;
+}

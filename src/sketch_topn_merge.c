@@ -28,6 +28,42 @@ item_data_cmp(const void *x, const void *y)
 	return bytes_cmp(a->data, a->len, b->data, b->len);
 }
 
+static pg_noinline void
+topn_arena_new_block(TopnState *st, uint32 len)
+{
+	{
+		size_t		size = Max(TOPN_ARENA_BLOCK, len);
+
+		if (st->nblocks == st->maxblocks)
+		{
+			st->maxblocks = Max(8, st->maxblocks * 2);
+			st->blocks = st->blocks == NULL ?
+				(char **) MemoryContextAlloc(st->cxt, st->maxblocks * sizeof(char *)) :
+				(char **) repalloc(st->blocks, st->maxblocks * sizeof(char *));
+		}
+		if (st->nblocks == 0)
+			st->first_size = size;
+		st->blocks[st->nblocks++] = MemoryContextAlloc(st->cxt, size);
+		st->block_size = size;
+		st->block_used = 0;
+		st->arena_bytes += size;
+	}
+}
+
+/* Room for len bytes, rounded up to whole 8-byte words. */
+static inline char *
+topn_arena_alloc(TopnState *st, uint32 len)
+{
+	char	   *p;
+
+	len = TYPEALIGN(8, len);
+	if (st->nblocks == 0 || st->block_size - st->block_used < len)
+		topn_arena_new_block(st, len);
+	p = st->blocks[st->nblocks - 1] + st->block_used;
+	st->block_used += len;
+	return p;
+}
+
 /*
  * After a trim: copy the live bytes into one block, in the items' order,
  * so that the bytes of dropped items are given back.  Two blocks take

@@ -35,15 +35,6 @@ sketch_topn_check_capacity(int64 capacity)
 				 errdetail("The capacity given was " INT64_FORMAT ".", capacity)));
 }
 
-/* the error of topn_add_checked (sketch.h) */
-void
-sketch_topn_count_out_of_range(void)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-			 errmsg("topn count is out of range")));
-}
-
 /* ----------------------------------------------------------------
  * Item order: count descending, then bytes ascending
  * ----------------------------------------------------------------
@@ -432,31 +423,10 @@ sketch_topn_state_trim(TopnState *st, int32 keep)
 }
 
 /* ----------------------------------------------------------------
- * Item bytes of the merge form: an arena of blocks
+ * Leaving the merge form (sketch_topn_merge.c)
  * ----------------------------------------------------------------
  */
-pg_noinline void
-sketch_topn_arena_new_block(TopnState *st, uint32 len)
-{
-	{
-		size_t		size = Max(TOPN_ARENA_BLOCK, len);
-
-		if (st->nblocks == st->maxblocks)
-		{
-			st->maxblocks = Max(8, st->maxblocks * 2);
-			st->blocks = st->blocks == NULL ?
-				(char **) MemoryContextAlloc(st->cxt, st->maxblocks * sizeof(char *)) :
-				(char **) repalloc(st->blocks, st->maxblocks * sizeof(char *));
-		}
-		if (st->nblocks == 0)
-			st->first_size = size;
-		st->blocks[st->nblocks++] = MemoryContextAlloc(st->cxt, size);
-		st->block_size = size;
-		st->block_used = 0;
-		st->arena_bytes += size;
-	}
-}
-
+/* Give back the arena of item bytes. */
 void
 sketch_topn_arena_free(TopnState *st)
 {

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Benchmark of the KPI worker's cost to ingestion (issue 6): sustained
-# throughput of pipeline + KPI worker against the pipeline alone, in one run
-# on one instance and broker.  BENCH_KPI_EVENTS (default 300,000) JSON listen
-# events wait in each of two 4-partition topics; then
-#   (a) the KPI worker off: a pipeline ingests topic a into streamkpi.listens;
+# Benchmark of the KPI worker's cost to ingestion (issue 11): pipeline + KPI
+# worker against the pipeline alone, in one run on one instance and broker.
+# BENCH_KPI_EVENTS (default 300,000) JSON listens of the last hour wait in
+# each of three 4-partition topics; then
+#   (a) the KPI worker off: a pipeline (parallelism 2) ingests topic a;
 #       events/s = events / time until the last one is committed;
-#   (b) the KPI worker on: a pipeline ingests topic b; events/s = events /
-#       time until the last one is committed AND applied to the KPI tables
-#       (the time until the last one is committed is printed too).
-# Prints both and the ratio b/a (target >= 0.7).
+#   (b) real time, the KPI worker on: a pipeline ingests topic b; events/s =
+#       events / time until the last one is committed AND applied;
+#   (c) catch-up: the worker off while a pipeline ingests topic c (what a
+#       worker that was off for a while finds: ten minutes of 500 events/s
+#       is 300,000), then on; events/s = events / time from the worker's
+#       start until every event is applied.
+# Prints (b)/a and (c)/a (target >= 0.8), the KPI worker's CPU seconds and
+# events per CPU-second in (b) and (c), and its peak memory in (c).
 set -euo pipefail
 
 events=${1:-${BENCH_KPI_EVENTS:-300000}}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init kpitp
-bench_broker bench_a bench_b
+bench_broker bench_a bench_b bench_c
 bench_postgres <<CONF
 streamkpi.database = 'postgres'
 streamkpi.kpi_worker = off
@@ -26,13 +30,7 @@ CONF
 "${psql[@]}" <<SQL
 CREATE EXTENSION streamkpi CASCADE;
 CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
-SELECT 't' || i, 'track ' || i,
-	   (ARRAY['rock', 'pop', 'jazz', 'folk', 'metal', 'hiphop', 'classical', 'soul'])[1 + i % 8],
-	   120000 + i * 37 FROM generate_series(1, 2000) i;
-INSERT INTO streamkpi.users (user_id, age, country, subscription)
-SELECT 'u' || i, 15 + i % 60, (ARRAY['GH', 'DE', 'US', 'NG', 'FR'])[1 + i % 5],
-	   CASE WHEN i % 3 = 0 THEN 'premium' ELSE 'free' END FROM generate_series(1, 20000) i;
+$(bench_kpi_dimensions)
 CREATE TABLE src AS
 SELECT 'e' || i AS event_id, 'u' || (1 + (i::bigint * 7919) % 20000) AS user_id,
 	   't' || (1 + ((i::bigint * 104729) % 2000) * ((i::bigint * 31) % 2000) / 2000) AS track_id,
@@ -49,9 +47,23 @@ CREATE FOREIGN TABLE kafka_a (event_id text, user_id text, track_id text,
 CREATE FOREIGN TABLE kafka_b (event_id text, user_id text, track_id text,
   listened_at timestamptz, ms_played int, action text, region text, device text)
   SERVER kafka OPTIONS (topic 'bench_b', format 'json');
+CREATE FOREIGN TABLE kafka_c (event_id text, user_id text, track_id text,
+  listened_at timestamptz, ms_played int, action text, region text, device text)
+  SERVER kafka OPTIONS (topic 'bench_c', format 'json');
 INSERT INTO kafka_a SELECT * FROM src;
 INSERT INTO kafka_b SELECT * FROM src;
+INSERT INTO kafka_c SELECT * FROM src;
 SQL
+
+# Conditions, cheap enough to poll every 20 ms: pipeline $1 committed every
+# event; every committed listen is applied (the unapplied ones are found
+# through the ingest_xid indexes).
+ingested() {
+	echo "(SELECT coalesce(sum(next_offset), 0) FROM streamkpi.pipeline_offsets WHERE pipeline = '$1') >= $events"
+}
+applied="NOT EXISTS (SELECT FROM streamkpi.listens l, streamkpi.kpi_state k
+	WHERE l.ingest_xid >= pg_snapshot_xmin(k.snapshot)
+	  AND NOT pg_visible_in_snapshot(l.ingest_xid, k.snapshot))"
 
 # Run one pipeline over its topic; print the seconds until every event is
 # committed, then until the condition holds.
@@ -66,7 +78,7 @@ SELECT clock_timestamp() AS t0 \\gset
 SELECT streamkpi.start_pipeline('$name') \\g /dev/null
 DO \$\$
 BEGIN
-	WHILE (SELECT count(*) FROM streamkpi.listens) < $events LOOP
+	WHILE NOT $(ingested "$name") LOOP
 		PERFORM pg_sleep(0.02);
 	END LOOP;
 END \$\$;
@@ -77,25 +89,96 @@ BEGIN
 		PERFORM pg_sleep(0.02);
 	END LOOP;
 END \$\$;
-SELECT :'t1' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
-SELECT streamkpi.stop_pipeline('$name') \\g /dev/null
+SELECT :'t1' || ' ' || round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3)
+	   || ' ' || (SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+				  WHERE backend_type = 'streamkpi pipeline');
 SQL
 }
 
-read -r _ a < <(run pa kafka_a "true")
-"${psql[@]}" <<SQL
-TRUNCATE streamkpi.listens;
-ALTER SYSTEM SET streamkpi.kpi_worker = on;
-SELECT pg_reload_conf() \g /dev/null
-SQL
-# the worker is up and idle before the clock starts
-"${psql[@]}" -c "DO \$\$ BEGIN WHILE NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi') LOOP PERFORM pg_sleep(0.1); PERFORM pg_stat_clear_snapshot(); END LOOP; END \$\$"
-"${psql[@]}" -c "SELECT streamkpi.kpi_apply_new()" >/dev/null
-read -r b_ingest b < <(run pb kafka_b "NOT EXISTS (SELECT FROM streamkpi.listens WHERE NOT pg_visible_in_snapshot(ingest_xid, (SELECT snapshot FROM streamkpi.kpi_state)))")
+# stop pipeline $1 after printing the CPU seconds its workers $2 (pids,
+# comma-separated) used
+stop() {
+	local sum=0 p
+	for p in ${2//,/ }; do
+		sum=$(echo "$sum + $(cpu_seconds "$p")" | bc)
+	done
+	"${psql[@]}" -c "SELECT streamkpi.stop_pipeline('$1')" >/dev/null
+	echo "$sum"
+}
 
-check=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM streamkpi.listens WHERE action = 'play') = (SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis)")
-echo "every play counted once by the KPI worker: $check"
+# the KPI worker on or off; on: wait until it runs and print its pid
+kpi_worker() {
+	"${psql[@]}" -c "ALTER SYSTEM SET streamkpi.kpi_worker = $1" -c "SELECT pg_reload_conf()" >/dev/null
+	if [ "$1" = on ]; then
+		"${psql[@]}" -c "DO \$\$ BEGIN WHILE NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi') LOOP PERFORM pg_sleep(0.02); PERFORM pg_stat_clear_snapshot(); END LOOP; END \$\$"
+		"${psql[@]}" -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'"
+	else
+		"${psql[@]}" -c "DO \$\$ BEGIN WHILE EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi') LOOP PERFORM pg_sleep(0.02); PERFORM pg_stat_clear_snapshot(); END LOOP; END \$\$"
+	fi
+}
+
+# CPU seconds a process has used
+cpu_seconds() {
+	local st
+	read -r -a st </proc/"$1"/stat
+	echo "scale=2; (${st[13]} + ${st[14]}) / $(getconf CLK_TCK)" | bc
+}
+
+# empty listens and the KPI state, and start the worker from the current snapshot
+reset() {
+	"${psql[@]}" <<SQL
+TRUNCATE streamkpi.listens, streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
+	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state, streamkpi.window_state,
+	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
+	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement;
+UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
+SQL
+}
+
+read -r _ a pids < <(run pa kafka_a "true")
+a_cpu=$(stop pa "$pids")
+
+# (b) real time
+reset
+pid=$(kpi_worker on)
+cpu0=$(cpu_seconds "$pid")
+read -r b_ingest b pids < <(run pb kafka_b "$applied")
+stop pb "$pids" >/dev/null
+b_cpu=$(echo "$(cpu_seconds "$pid") - $cpu0" | bc)
+check_b=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM streamkpi.listens WHERE action = 'play') = (SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis)")
+
+# (c) catch-up: the backlog is ingested with the worker off
+kpi_worker off
+reset
+read -r c_ingest _ pids < <(run pc kafka_c "true")
+stop pc "$pids" >/dev/null
+pid=$(kpi_worker on)
+t0=$(date +%s.%N)
+rss_anon=0
+while :; do
+	kb=$(awk '/^RssAnon/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo 0)
+	[ "${kb:-0}" -gt "$rss_anon" ] && rss_anon=$kb
+	[ "$("${psql[@]}" -At -c "SELECT $applied")" = t ] && break
+	sleep 0.1
+done
+c=$(echo "$(date +%s.%N) - $t0" | bc)
+c_cpu=$(cpu_seconds "$pid")
+hwm=$(awk '/^VmHWM/ {print $2}' /proc/"$pid"/status)
+check_c=$("${psql[@]}" -At -c "SELECT (SELECT count(*) FROM streamkpi.listens WHERE action = 'play') = (SELECT sum(listen_count) FROM streamkpi.daily_genre_kpis)")
+
+echo "every play counted once by the KPI worker: real time $check_b, catch-up $check_c"
 printf '(a) pipeline alone:            %d events in %ss = %.0f events/s\n' "$events" "$a" "$(echo "$events / $a" | bc -l)"
+printf '    pipeline workers: %s CPU-s = %.0f events per CPU-second\n' "$a_cpu" "$(echo "$events / ($a_cpu + 0.01)" | bc -l)"
 printf '(b) pipeline + KPI worker:     %d events in %ss = %.0f events/s\n' "$events" "$b" "$(echo "$events / $b" | bc -l)"
-printf '    of which ingestion alone: %ss = %.0f events/s (the KPI worker then catches up)\n' "$b_ingest" "$(echo "$events / $b_ingest" | bc -l)"
-printf 'ratio b/a = %.2f (target >= 0.7)\n' "$(echo "$a / $b" | bc -l)"
+printf '    of which ingestion alone: %ss = %.0f events/s\n' "$b_ingest" "$(echo "$events / $b_ingest" | bc -l)"
+printf '    KPI worker: %s CPU-s = %.0f events per CPU-second\n' "$b_cpu" "$(echo "$events / ($b_cpu + 0.01)" | bc -l)"
+printf '(c) catch-up of %d events (ingested in %ss with the worker off): %ss = %.0f events/s\n' \
+	"$events" "$c_ingest" "$c" "$(echo "$events / $c" | bc -l)"
+printf '    KPI worker: %s CPU-s = %.0f events per CPU-second; peak memory %d kB private (RssAnon), %d kB with shared buffers (VmHWM)\n' \
+	"$c_cpu" "$(echo "$events / ($c_cpu + 0.01)" | bc -l)" "$rss_anon" "$hwm"
+printf 'ratio b/a = %.2f (target >= 0.8)\n' "$(echo "$a / $b" | bc -l)"
+printf 'ratio c/a = %.2f (target >= 0.8)\n' "$(echo "$a / $c" | bc -l)"
+# independent of other load on the machine: what applying costs next to
+# ingesting, per event
+printf 'KPI worker CPU per event / pipeline CPU per event: real time %.2f, catch-up %.2f (0.8 needs <= 0.25 on a machine the two share)\n' \
+	"$(echo "$b_cpu / $a_cpu" | bc -l)" "$(echo "$c_cpu / $a_cpu" | bc -l)"

@@ -10,6 +10,7 @@
 #   bench_postgres <<CONF            initdb, settings from stdin, start;
 #   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
 #   CONF
+#   bench_kpi_dimensions             SQL: the KPI benchmarks' tracks and users
 #
 #   "${psql[@]}" <<SQL
 #   $(bench_listens_sql src 1000000)  a table of generated listen events
@@ -74,6 +75,20 @@ CONF
 		cat
 	} >>"$pgdata/postgresql.conf"
 	"$bindir/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w start >/dev/null
+}
+
+# bench_kpi_dimensions: SQL for the KPI benchmarks' dimensions, 2,000 tracks
+# in 8 genres and 20,000 users
+bench_kpi_dimensions() {
+	cat <<SQL
+INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
+SELECT 't' || i, 'track ' || i,
+	   (ARRAY['rock', 'pop', 'jazz', 'folk', 'metal', 'hiphop', 'classical', 'soul'])[1 + i % 8],
+	   120000 + i * 37 FROM generate_series(1, 2000) i;
+INSERT INTO streamkpi.users (user_id, age, country, subscription)
+SELECT 'u' || i, 15 + i % 60, (ARRAY['GH', 'DE', 'US', 'NG', 'FR'])[1 + i % 5],
+	   CASE WHEN i % 3 = 0 THEN 'premium' ELSE 'free' END FROM generate_series(1, 20000) i;
+SQL
 }
 
 # bench_listens_sql TABLE N: the SQL that creates TABLE with N generated

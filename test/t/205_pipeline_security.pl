@@ -204,33 +204,50 @@ unlike($log, qr/terminated by signal|stack smashing|server process .* was termin
 	'the server log shows no crash');
 sq(q{SELECT streamkpi.drop_pipeline('csvp')});
 
-# ---- stop_pipeline() while the worker waits for an absent broker ----
-sq(q{SELECT streamkpi.create_pipeline('down',
-	$$INSERT INTO events SELECT event_id || '/d', n, kpartition, koffset FROM kafka_events$$)});
+# ---- stop_pipeline() with the broker down ----
+# 'down' starts while the broker is down: its worker waits for the topic's
+# metadata.  'downg' is in a consumer group, running when the broker stops.
+
+# stop $pipeline; how many seconds until no worker of it is left
+sub seconds_to_stop
+{
+	my ($pipeline) = @_;
+	my $stop_at = time;
+	sq(qq{SELECT streamkpi.stop_pipeline('$pipeline')});
+	while (time - $stop_at < 60)
+	{
+		return time - $stop_at if sq(qq{SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'streamkpi pipeline $pipeline'}) eq '0';
+		Time::HiRes::sleep(0.1);
+	}
+	return undef;
+}
+
+sq(q{SELECT streamkpi.create_pipeline('downg',
+		$$INSERT INTO events SELECT event_id || '/g', n, kpartition, koffset FROM kafka_events$$,
+		group_id => 'sec_group');
+	SELECT streamkpi.start_pipeline('downg');
+	SELECT streamkpi.create_pipeline('down',
+		$$INSERT INTO events SELECT event_id || '/d', n, kpartition, koffset FROM kafka_events$$)});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 45 FROM events WHERE event_id LIKE '%/g'}),
+	'the group pipeline runs');
 $kafka->stop;
 sq(q{SELECT streamkpi.start_pipeline('down')});
 ok($node->poll_query_until('postgres', q{
-	SELECT count(*) > 0 FROM streamkpi.pipeline_status
-	 WHERE pipeline = 'down' AND pid IS NOT NULL AND last_error IS NOT NULL}),
-	'the worker waits for the broker and says why');
-sleep 2;	# well inside its wait for the topic's metadata
-my $stop_at = time;
-sq(q{SELECT streamkpi.stop_pipeline('down')});
-my $gone_after;
-while (time - $stop_at < 60)
+	SELECT count(DISTINCT pipeline) = 2 FROM streamkpi.pipeline_status
+	 WHERE pipeline IN ('down', 'downg') AND pid IS NOT NULL AND last_error IS NOT NULL}),
+	'both workers wait for the broker and say why');
+sleep 2;	# 'down' well inside its wait for the topic's metadata
+for my $pipeline ('down', 'downg')
 {
-	if (sq(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'streamkpi pipeline'}) eq '0')
-	{
-		$gone_after = time - $stop_at;
-		last;
-	}
-	Time::HiRes::sleep(0.1);
+	my $seconds = seconds_to_stop($pipeline);
+	ok(defined $seconds && $seconds <= $kafka_timeout_s + 1,
+		"$pipeline: the stopped worker is gone within kafka_timeout + 1 s");
+	note sprintf('%s: worker gone %.2f s after stop_pipeline()', $pipeline, $seconds // -1);
+	is(sq(qq{SELECT DISTINCT state FROM streamkpi.pipeline_status WHERE pipeline = '$pipeline'}),
+		'stopped', "$pipeline: its status says stopped");
 }
-ok(defined $gone_after && $gone_after <= $kafka_timeout_s + 1,
-	"the stopped worker is gone within kafka_timeout + 1 s");
-note sprintf('worker gone %.2f s after stop_pipeline()', $gone_after // -1);
-is(sq(q{SELECT state FROM streamkpi.pipeline_status WHERE pipeline = 'down'}), 'stopped',
-	'and its status says stopped');
 
 $log = slurp_file($node->logfile);
 unlike($log, qr/^%\d+\|\d+\.\d+\|/m, 'no raw librdkafka lines in the server log');

@@ -61,9 +61,16 @@ CREATE FUNCTION streamkpi._pipeline_check(name text, statement text, owner regro
 	AS 'MODULE_PATHNAME', 'streamkpi_pipeline_check'
 	LANGUAGE C STRICT VOLATILE;
 
+-- The role a pipeline function acts for: each public pipeline function is
+-- a SECURITY INVOKER wrapper that notes current_user with _note_caller()
+-- and calls a SECURITY DEFINER function, which takes it with _caller().
+CREATE FUNCTION streamkpi._note_caller() RETURNS void
+	AS 'MODULE_PATHNAME', 'streamkpi_note_caller'
+	LANGUAGE C STRICT VOLATILE;
+
 CREATE FUNCTION streamkpi._caller() RETURNS regrole
 	AS 'MODULE_PATHNAME', 'streamkpi_caller'
-	LANGUAGE C STRICT STABLE;
+	LANGUAGE C STRICT VOLATILE;
 
 CREATE FUNCTION streamkpi._wake_launcher() RETURNS void
 	AS 'MODULE_PATHNAME', 'streamkpi_wake_launcher'
@@ -75,7 +82,8 @@ CREATE FUNCTION streamkpi._pipeline_slots(
 	OUT lag bigint, OUT rows_per_sec_10s float8, OUT rows_per_sec_total float8,
 	OUT rows bigint, OUT batches bigint, OUT last_batch_ms int,
 	OUT last_latency_ms int, OUT dead_letters bigint,
-	OUT last_error text, OUT last_error_at timestamptz)
+	OUT last_error text, OUT last_error_at timestamptz, OUT last_sqlstate text,
+	OUT restarts int, OUT failures int, OUT retry_at timestamptz)
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_pipeline_slots'
 	LANGUAGE C STRICT VOLATILE;
@@ -167,11 +175,12 @@ CREATE FUNCTION streamkpi.create_pipeline(
 	RETURNS void
 	LANGUAGE sql
 AS $$
+	SELECT streamkpi._note_caller();
 	SELECT streamkpi._create_pipeline(name, statement, batch_size, batch_ms,
 		group_id, parallelism, pg_catalog.current_setting('search_path'))
 $$;
 
-CREATE FUNCTION streamkpi.start_pipeline(name text) RETURNS void
+CREATE FUNCTION streamkpi._start_pipeline(name text) RETURNS void
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
@@ -180,31 +189,52 @@ BEGIN
 	-- checked before enabling, so a server without preloading says so
 	PERFORM streamkpi._wake_launcher();
 	UPDATE streamkpi.pipelines p SET enabled = true, updated_at = now()
-	 WHERE p.name = start_pipeline.name;
+	 WHERE p.name = _start_pipeline.name;
 END
+$$;
+
+CREATE FUNCTION streamkpi.start_pipeline(name text) RETURNS void
+	LANGUAGE sql
+AS $$
+	SELECT streamkpi._note_caller();
+	SELECT streamkpi._start_pipeline(name)
 $$;
 
 -- The worker notices at its next batch (it holds a share lock on its row
 -- while a batch runs, so this waits for the batch in flight to commit).
-CREATE FUNCTION streamkpi.stop_pipeline(name text) RETURNS void
+CREATE FUNCTION streamkpi._stop_pipeline(name text) RETURNS void
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM streamkpi._pipeline_for_caller(name, false);
 	UPDATE streamkpi.pipelines p SET enabled = false, updated_at = now()
-	 WHERE p.name = stop_pipeline.name;
+	 WHERE p.name = _stop_pipeline.name;
 END
 $$;
 
-CREATE FUNCTION streamkpi.drop_pipeline(name text) RETURNS void
+CREATE FUNCTION streamkpi.stop_pipeline(name text) RETURNS void
+	LANGUAGE sql
+AS $$
+	SELECT streamkpi._note_caller();
+	SELECT streamkpi._stop_pipeline(name)
+$$;
+
+CREATE FUNCTION streamkpi._drop_pipeline(name text) RETURNS void
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM streamkpi._pipeline_for_caller(name, true);
-	DELETE FROM streamkpi.pipelines p WHERE p.name = drop_pipeline.name;
+	DELETE FROM streamkpi.pipelines p WHERE p.name = _drop_pipeline.name;
 END
+$$;
+
+CREATE FUNCTION streamkpi.drop_pipeline(name text) RETURNS void
+	LANGUAGE sql
+AS $$
+	SELECT streamkpi._note_caller();
+	SELECT streamkpi._drop_pipeline(name)
 $$;
 
 CREATE FUNCTION streamkpi._alter_pipeline(
@@ -247,6 +277,7 @@ CREATE FUNCTION streamkpi.alter_pipeline(
 	RETURNS void
 	LANGUAGE sql
 AS $$
+	SELECT streamkpi._note_caller();
 	SELECT streamkpi._alter_pipeline(name, statement, batch_size, batch_ms,
 		group_id, parallelism, pg_catalog.current_setting('search_path'))
 $$;
@@ -259,18 +290,24 @@ SELECT p.name AS pipeline,
 	   s.rows_per_sec_10s, s.rows_per_sec_total, s.rows, s.batches,
 	   s.last_batch_ms, s.last_latency_ms,
 	   (SELECT count(*) FROM streamkpi.dead_letters d WHERE d.pipeline = p.name) AS dead_letters,
-	   s.last_error, s.last_error_at
+	   s.last_error, s.last_error_at, s.last_sqlstate,
+	   s.restarts, s.failures, s.retry_at
   FROM streamkpi.pipelines p
   LEFT JOIN streamkpi._pipeline_slots() s ON s.pipeline = p.name;
 COMMENT ON VIEW streamkpi.pipeline_status IS
-	'per pipeline, worker and partition: state, committed offset, lag, rates, last error';
+	'per pipeline, worker and partition: state, committed offset, lag, rates, last error with its SQLSTATE, restarts and backoff';
 
 REVOKE ALL ON FUNCTION streamkpi._pipeline_check(text, text, regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._create_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._alter_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._pipeline_for_caller(text, boolean) FROM PUBLIC;
+-- last errors may quote message data: for those who may inspect pipelines
+REVOKE ALL ON FUNCTION streamkpi._pipeline_slots() FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.create_pipeline(text, text, int, int, text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.start_pipeline(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._start_pipeline(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._stop_pipeline(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._drop_pipeline(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.stop_pipeline(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.drop_pipeline(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.alter_pipeline(text, text, int, int, text, int) FROM PUBLIC;
@@ -279,7 +316,9 @@ GRANT EXECUTE ON FUNCTION streamkpi.create_pipeline(text, text, int, int, text, 
 	streamkpi.drop_pipeline(text),
 	streamkpi.alter_pipeline(text, text, int, int, text, int),
 	streamkpi._create_pipeline(text, text, int, int, text, int, text),
-	streamkpi._alter_pipeline(text, text, int, int, text, int, text)
+	streamkpi._alter_pipeline(text, text, int, int, text, int, text),
+	streamkpi._start_pipeline(text), streamkpi._stop_pipeline(text),
+	streamkpi._drop_pipeline(text), streamkpi._pipeline_slots()
 	TO streamkpi_admin;
 GRANT SELECT ON streamkpi.pipelines, streamkpi.pipeline_offsets,
 	streamkpi.dead_letters, streamkpi.pipeline_status TO streamkpi_admin;

@@ -101,7 +101,7 @@ CREATE TABLE streamkpi.daily_genre_track_counts (
 	listens		bigint NOT NULL,
 	listen_ms	bigint NOT NULL,
 	PRIMARY KEY (day, genre, track_id)
-);
+) WITH (fillfactor = 70);	-- counters updated in place (HOT)
 
 -- Top tracks per day and genre as a mergeable streamkpi.topn summary
 -- (capacity 1000, built from the exact counts above, so exact for days with
@@ -120,7 +120,7 @@ CREATE TABLE streamkpi.daily_genre_users (
 	genre		text COLLATE "C" NOT NULL,
 	users		hll NOT NULL,
 	PRIMARY KEY (day, genre)
-);
+) WITH (fillfactor = 70);	-- sketches updated in place (HOT)
 
 -- Engagement counters and distinct engaged users per day, dimension, value.
 -- Its ('region', value) rows are the per-day-and-region user sketches.
@@ -135,7 +135,7 @@ CREATE TABLE streamkpi.daily_engagement_state (
 	listen_ms	bigint NOT NULL,
 	users		hll NOT NULL,
 	PRIMARY KEY (day, dimension, value)
-);
+) WITH (fillfactor = 70);	-- counters updated in place (HOT)
 
 -- Per window (a size of trending_windows and a start): one row whose
 -- tracks value packs every (track, region) entry of the window: plays,
@@ -148,7 +148,7 @@ CREATE TABLE streamkpi.window_state (
 	window_size	interval NOT NULL,
 	tracks		bytea NOT NULL,
 	PRIMARY KEY (window_start, window_size)
-);
+) WITH (fillfactor = 70);	-- rewritten per round (HOT)
 -- Mostly small, rewritten whole: lz4 costs less than pglz where it exists.
 DO $lz4$
 BEGIN
@@ -237,9 +237,11 @@ CREATE TABLE streamkpi.track_windows (
 	-- window_start first: range deletes across sizes use it, so the KPI
 	-- engine maintains two indexes per row, not three
 	PRIMARY KEY (window_start, window_size, track_id)
-);
--- History of one track.
-CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id, window_size, window_start);
+) WITH (fillfactor = 50);	-- rows are rewritten per round: room for HOT updates
+-- History of one track: its rows of a day are a few thousand, so the track
+-- alone is key enough, and one text comparison per index level is what the
+-- engine pays for every new row.
+CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id);
 
 CREATE TABLE streamkpi.daily_engagement (
 	day			date NOT NULL,
@@ -314,10 +316,14 @@ COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
 -- Derivation of the day KPI tables from the day state, for the (day, genre)
 -- and (day, dimension, value) keys given: the one definition of these
 -- tables, called by the engine (src/kpi_merge.c) for the keys a round or a
--- refresh touched.  The caller holds the KPI lock (see refresh_kpis).
+-- refresh touched.  p_dg_users and p_en_users carry the keys' distinct
+-- users where the engine counted them exactly (what hll_cardinality() gives
+-- for an explicit sketch), NULL where hll_cardinality() must estimate.  The
+-- caller holds the KPI lock (see refresh_kpis).
 CREATE FUNCTION streamkpi._kpi_derive_days(p_dg_day date[], p_dg_genre text[],
+										   p_dg_users bigint[],
 										   p_en_day date[], p_en_dim text[],
-										   p_en_val text[])
+										   p_en_val text[], p_en_users bigint[])
 	RETURNS void
 	LANGUAGE plpgsql
 	SET search_path = pg_catalog, pg_temp
@@ -352,9 +358,10 @@ BEGIN
 					ON c.day = t.day AND c.genre = t.genre
 				 WHERE c.day = ANY (td)
 				 GROUP BY c.day, c.genre) c
-		  JOIN (SELECT g.day, g.genre, round(hll_cardinality(g.users))::bigint AS n
+		  JOIN (SELECT g.day, g.genre,
+					   coalesce(t.n, round(hll_cardinality(g.users))::bigint) AS n
 				  FROM streamkpi.daily_genre_users g
-				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
+				  JOIN unnest(p_dg_day, p_dg_genre, p_dg_users) t(day, genre, n)
 					ON g.day = t.day AND g.genre = t.genre
 				 WHERE g.day = ANY (td)) u
 			ON u.day = c.day AND u.genre = c.genre;
@@ -395,13 +402,13 @@ BEGIN
 			(day, dimension, value, streams, skips, likes, unique_users,
 			 skip_rate, like_rate, completion_rate, avg_listen_ms)
 		SELECT s.day, s.dimension, s.value, s.plays, s.skips, s.likes,
-			   round(hll_cardinality(s.users))::bigint,
+			   coalesce(t.n, round(hll_cardinality(s.users))::bigint),
 			   round(s.skips::numeric / nullif(s.plays + s.skips, 0), 6),
 			   round(s.likes::numeric / nullif(s.plays, 0), 6),
 			   round(s.completed_plays::numeric / nullif(s.plays, 0), 6),
 			   round(s.listen_ms::numeric / nullif(s.plays, 0), 3)
 		  FROM streamkpi.daily_engagement_state s
-		  JOIN unnest(p_en_day, p_en_dim, p_en_val) t(day, dimension, value)
+		  JOIN unnest(p_en_day, p_en_dim, p_en_val, p_en_users) t(day, dimension, value, n)
 			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
 		 WHERE s.day = ANY (p_en_day);
 	END IF;
@@ -512,7 +519,7 @@ BEGIN
 	  FROM pg_catalog.pg_extension e
 	  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 	 WHERE e.extname = 'hll';
-	FOREACH f IN ARRAY ARRAY['streamkpi._kpi_derive_days(date[], text[], date[], text[], text[])',
+	FOREACH f IN ARRAY ARRAY['streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[])',
 							 'streamkpi.refresh_kpis(date, date)']
 	LOOP
 		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
@@ -521,7 +528,7 @@ BEGIN
 END
 $hll$;
 
-REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], date[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_refresh_apply(date, date, timestamptz, timestamptz, pg_snapshot, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea) FROM PUBLIC;

@@ -211,6 +211,7 @@ BEGIN
 
 	-- the catalogue first, so that a first load matches plays to songs
 	FOR f IN SELECT * FROM streamkpi._sparkify_feeds() ORDER BY pipeline DESC LOOP
+		PERFORM streamkpi._note_caller();	-- the role _caller() gives it
 		PERFORM streamkpi._sparkify_foreign_table(f.pipeline, server,
 			CASE f.pipeline WHEN 'sparkify_events' THEN events_topic ELSE songs_topic END);
 	END LOOP;
