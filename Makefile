@@ -69,7 +69,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: test deps installcheck tapcheck bench demo demo-stop
+.PHONY: test deps installcheck tapcheck bench demo demo-stop fuzz soak
 
 ifneq ($(PGXS),)
 include $(PGXS)
@@ -100,6 +100,18 @@ test: deps
 	$(MAKE) all
 	$(SUDO) $(MAKE) install
 	test/run all
+
+# libFuzzer harnesses of the decoders and sketch readers, FUZZ_SECONDS
+# (default 300) each; reproducers of failures are kept in artifacts/fuzz/
+fuzz: deps
+	test/run fuzz
+
+# the soak with every fault at once, full size (about an hour; SOAK_*
+# environment variables set smaller sizes, see docs/testing.md)
+soak: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	test/run soak
 
 bench: deps
 	$(MAKE) all

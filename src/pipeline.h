@@ -50,6 +50,7 @@ typedef struct PipelineSlot
 	PipelineState state;
 	pid_t		pid;
 	TimestampTz started_at;
+	int			starts;			/* workers attached since shared memory began */
 	int			failures;		/* consecutive failed exits */
 	TimestampTz retry_at;		/* launcher waits until then after a failure */
 	int64		rows;
@@ -61,6 +62,7 @@ typedef struct PipelineSlot
 	int64		rate_rows[PIPELINE_RATE_SECONDS];
 	int64		rate_second[PIPELINE_RATE_SECONDS];
 	char		last_error[PIPELINE_ERROR_LEN];
+	int			last_sqlstate;	/* of last_error, encoded */
 	TimestampTz last_error_at;
 	int			npartitions;
 	PipelinePartitionStatus partitions[PIPELINE_MAX_PARTITIONS];
@@ -86,7 +88,8 @@ extern PipelineSlot *pipeline_slot_find(const char *name, int worker_index,
 										Oid dboid);
 extern PipelineSlot *pipeline_slot_acquire(const char *name, int worker_index,
 										   Oid dboid);
-extern void pipeline_slot_set_error(PipelineSlot *slot, const char *message);
+extern void pipeline_slot_set_error(PipelineSlot *slot, int sqlstate,
+									const char *message);
 extern void pipeline_slot_record_batch(PipelineSlot *slot, int64 rows,
 									   int64 dead_letters, int32 batch_ms,
 									   int32 latency_ms);

@@ -72,6 +72,7 @@ extern void pipeline_consumer_committed(PipelineConsumer *c,
 										PipelineBatch *batch);
 extern int	pipeline_consumer_partitions(PipelineConsumer *c, int32 *parts,
 										 int64 *next, int64 *high, int max);
-extern const char *pipeline_consumer_error(PipelineConsumer *c);
+extern const char *pipeline_consumer_error(PipelineConsumer *c, int *sqlstate);
+extern char *pipeline_consumer_positions(PipelineConsumer *c);
 
 #endif							/* STREAMKPI_PIPELINE_BATCH_H */

@@ -19,6 +19,7 @@
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -57,6 +58,7 @@ struct PipelineConsumer
 
 	PipelineBatch *filling;		/* the batch being filled, for revocations */
 	char		last_error[256];
+	rd_kafka_resp_err_t last_error_code;
 	bool		has_error;
 
 	MemoryContext cxt;
@@ -107,6 +109,7 @@ set_error(PipelineConsumer *c, const char *what, rd_kafka_resp_err_t err)
 {
 	snprintf(c->last_error, sizeof(c->last_error), "%s: %s", what,
 			 rd_kafka_err2str(err));
+	c->last_error_code = err;
 	c->has_error = true;
 }
 
@@ -185,6 +188,7 @@ error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	PipelineConsumer *c = (PipelineConsumer *) opaque;
 
 	snprintf(c->last_error, sizeof(c->last_error), "Kafka: %s", reason);
+	c->last_error_code = (rd_kafka_resp_err_t) err;
 	c->has_error = true;
 }
 
@@ -495,9 +499,37 @@ pipeline_consumer_partitions(PipelineConsumer *c, int32 *parts, int64 *next,
 	return n;
 }
 
-/* The last error seen since the last message, or NULL. */
+/* The last error seen since the last message and its SQLSTATE, or NULL. */
 const char *
-pipeline_consumer_error(PipelineConsumer *c)
+pipeline_consumer_error(PipelineConsumer *c, int *sqlstate)
 {
-	return c->has_error ? c->last_error : NULL;
+	if (!c->has_error)
+		return NULL;
+	*sqlstate = kafka_error_sqlstate(c->last_error_code);
+	return c->last_error;
+}
+
+/*
+ * Where this consumer reads, for log lines: "partition 0 offset 12,
+ * partition 2 offset 7" (next offsets to process).
+ */
+char *
+pipeline_consumer_positions(PipelineConsumer *c)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int p = 0; p < c->capacity; p++)
+	{
+		if (!c->assigned[p])
+			continue;
+		appendStringInfo(&buf, "%spartition %d ", buf.len > 0 ? ", " : "", p);
+		if (c->next_offset[p] >= 0)
+			appendStringInfo(&buf, "offset " INT64_FORMAT, c->next_offset[p]);
+		else
+			appendStringInfoString(&buf, "from its first offset");
+	}
+	if (buf.len == 0)
+		appendStringInfoString(&buf, "no partition yet");
+	return buf.data;
 }

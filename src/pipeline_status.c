@@ -99,10 +99,11 @@ pipeline_slot_acquire(const char *name, int worker_index, Oid dboid)
 }
 
 void
-pipeline_slot_set_error(PipelineSlot *slot, const char *message)
+pipeline_slot_set_error(PipelineSlot *slot, int sqlstate, const char *message)
 {
 	LWLockAcquire(pipeline_shared->lock, LW_EXCLUSIVE);
 	strlcpy(slot->last_error, message, PIPELINE_ERROR_LEN);
+	slot->last_sqlstate = sqlstate;
 	slot->last_error_at = GetCurrentTimestamp();
 	LWLockRelease(pipeline_shared->lock);
 }
@@ -166,7 +167,7 @@ slot_recent_rate(const PipelineSlot *slot, int64 now_second)
 	return (double) rows / (PIPELINE_RATE_SECONDS - 1);
 }
 
-#define PIPELINE_STATUS_COLS 17
+#define PIPELINE_STATUS_COLS 21
 
 static void
 put_slot_rows(ReturnSetInfo *rsinfo, const PipelineSlot *slot,
@@ -211,7 +212,13 @@ put_slot_rows(ReturnSetInfo *rsinfo, const PipelineSlot *slot,
 		values[14] = Int64GetDatum(slot->dead_letters);
 		values[15] = CStringGetTextDatum(slot->last_error);
 		values[16] = TimestampTzGetDatum(slot->last_error_at);
-		nulls[15] = nulls[16] = slot->last_error_at == 0;
+		values[17] = CStringGetTextDatum(unpack_sql_state(slot->last_sqlstate));
+		nulls[15] = nulls[16] = nulls[17] = slot->last_error_at == 0;
+		/* restarts and backoff, the launcher's view of this worker */
+		values[18] = Int32GetDatum(Max(slot->starts - 1, 0));
+		values[19] = Int32GetDatum(slot->failures);
+		values[20] = TimestampTzGetDatum(slot->retry_at);
+		nulls[20] = slot->state != PIPELINE_FAILED || slot->retry_at == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }

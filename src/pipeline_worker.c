@@ -133,6 +133,7 @@ slot_attach(const PipelineWorkerArgs *args)
 		return false;
 	}
 	slot->pid = MyProcPid;
+	slot->starts++;
 	slot->state = PIPELINE_STARTING;
 	slot->started_at = GetCurrentTimestamp();
 	slot->rows = slot->batches = slot->dead_letters = 0;
@@ -282,11 +283,12 @@ static bool
 still_wanted_starting(void *arg)
 {
 	StartingWorker *w = (StartingWorker *) arg;
-	const char *kafka_error = pipeline_consumer_error(w->consumer);
+	int			sqlstate;
+	const char *kafka_error = pipeline_consumer_error(w->consumer, &sqlstate);
 
 	if (kafka_error)
 	{
-		pipeline_slot_set_error(my_slot, kafka_error);
+		pipeline_slot_set_error(my_slot, sqlstate, kafka_error);
 		slot_set_state(PIPELINE_ERROR);
 	}
 	return still_wanted((void *) w->def);
@@ -498,6 +500,28 @@ store_dead_letters(const PipelineDef *def, const char *topic,
 		elog(ERROR, "could not store dead letters");
 }
 
+/*
+ * One log line per batch with dead letters, naming the first: a flood of
+ * bad messages stays readable.  Called after the commit, so failures must
+ * live in the batch's context.
+ */
+static void
+log_dead_letters(const PipelineDef *def, const char *topic,
+				 PipelineBatch *batch, int nfailures, int first_index,
+				 int first_sqlstate, const char *first_message)
+{
+	rd_kafka_message_t *m;
+
+	if (nfailures == 0)
+		return;
+	m = batch->msgs[first_index];
+	ereport(LOG,
+			(errmsg("pipeline \"%s\": %d %s of Kafka topic \"%s\" went to streamkpi.dead_letters, the first at partition %d offset %lld: %s: %s",
+					def->name, nfailures, nfailures == 1 ? "message" : "messages",
+					topic, (int) m->partition, (long long) m->offset,
+					unpack_sql_state(first_sqlstate), first_message)));
+}
+
 /* Store, per partition in the batch, the offset after its last message. */
 static void
 store_offsets(const PipelineDef *def, const char *topic, PipelineBatch *batch)
@@ -568,6 +592,9 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 	OwnerScope	scope;
 	List	   *failures;
 	int			nfailures;
+	int			first_index = 0;
+	int			first_sqlstate = 0;
+	char	   *first_message = NULL;
 	int64		oldest_ms;
 	int64		latency_ms = 0;
 	long		secs;
@@ -601,7 +628,17 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 	nfailures = list_length(failures);
 	store_dead_letters(def, topic, batch, failures);
 	store_offsets(def, topic, batch);
+	if (nfailures > 0)
+	{
+		PipelineFailure *first = linitial(failures);
+
+		first_index = first->msg_index;
+		first_sqlstate = first->sqlstate;
+		first_message = MemoryContextStrdup(batch->cxt, first->message);
+	}
 	end_transaction(true);
+	log_dead_letters(def, topic, batch, nfailures, first_index, first_sqlstate,
+					 first_message);
 
 	pipeline_consumer_committed(consumer, batch);
 	oldest_ms = batch_oldest_timestamp(batch);
@@ -616,6 +653,51 @@ process_batch(const PipelineDef *def, const char *topic, SPIPlanPtr plan,
 	MemoryContextReset(batch->cxt);
 	batch->decode_failures = NIL;
 	return true;
+}
+
+/* ---- Kafka errors: shown in pipeline_status, logged when they start and end ---- */
+
+static bool kafka_failing = false;
+
+static void
+note_kafka_error(const PipelineDef *def, const char *topic,
+				 PipelineConsumer *consumer)
+{
+	int			sqlstate;
+	const char *kafka_error = pipeline_consumer_error(consumer, &sqlstate);
+	char	   *where;
+
+	if (kafka_error == NULL)
+		return;
+	pipeline_slot_set_error(my_slot, sqlstate, kafka_error);
+	slot_set_state(PIPELINE_ERROR);
+	if (kafka_failing)
+		return;
+	kafka_failing = true;
+	where = pipeline_consumer_positions(consumer);
+	ereport(WARNING,
+			(errcode(sqlstate),
+			 errmsg("pipeline \"%s\" cannot consume Kafka topic \"%s\" at %s",
+					def->name, topic, where),
+			 errdetail("%s", kafka_error),
+			 errhint("The worker keeps trying; pipeline_status shows the last error.")));
+	pfree(where);
+}
+
+static void
+note_kafka_recovery(const PipelineDef *def, const char *topic,
+					PipelineConsumer *consumer)
+{
+	char	   *where;
+
+	if (!kafka_failing)
+		return;
+	kafka_failing = false;
+	where = pipeline_consumer_positions(consumer);
+	ereport(LOG,
+			(errmsg("pipeline \"%s\" consumes Kafka topic \"%s\" again at %s",
+					def->name, topic, where)));
+	pfree(where);
 }
 
 /* ---- setup and the main loop ---- */
@@ -702,6 +784,11 @@ run_pipeline(const PipelineWorkerArgs *args)
 	}
 	slot_set_state(PIPELINE_RUNNING);
 	slot_publish_partitions(consumer);
+	/* after a crash or a kill, where it resumed */
+	ereport(LOG,
+			(errmsg("pipeline \"%s\" worker %d consumes Kafka topic \"%s\" from %s",
+					def.name, args->worker_index, topic,
+					pipeline_consumer_positions(consumer))));
 
 	batch.relid = def.source;
 	batch.msgs = MemoryContextAlloc(worker_cxt, sizeof(rd_kafka_message_t *) * def.batch_size);
@@ -710,8 +797,6 @@ run_pipeline(const PipelineWorkerArgs *args)
 
 	for (;;)
 	{
-		const char *kafka_error;
-
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -721,6 +806,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 
 		if (pipeline_consumer_fill(consumer, &batch, def.batch_size, def.batch_ms) > 0)
 		{
+			note_kafka_recovery(&def, topic, consumer);
 			if (!process_batch(&def, topic, plan, &batch, consumer))
 				break;
 			pipeline_consumer_release(consumer, &batch);
@@ -728,12 +814,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 			continue;
 		}
 
-		kafka_error = pipeline_consumer_error(consumer);
-		if (kafka_error)
-		{
-			pipeline_slot_set_error(my_slot, kafka_error);
-			slot_set_state(PIPELINE_ERROR);
-		}
+		note_kafka_error(&def, topic, consumer);
 		slot_publish_partitions(consumer);
 
 		/* idle: notice a stop, drop or alter without waiting for data */
@@ -787,7 +868,7 @@ StreamkpiPipelineMain(Datum main_arg)
 		/* keep the reason where pipeline_status shows it, then exit 1 */
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();
-		pipeline_slot_set_error(my_slot, edata->message);
+		pipeline_slot_set_error(my_slot, edata->sqlerrcode, edata->message);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

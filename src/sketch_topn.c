@@ -154,13 +154,13 @@ topn_view_datum(bytea *b, TopnView *v)
 }
 
 /*
- * topn_in(cstring): the JSON text form, fully validated by way of the
- * version 1 form, then stored as version 2
+ * The JSON text form, fully validated by way of the version 1 form, then
+ * stored as version 2.
  */
-Datum
-streamkpi_topn_in(PG_FUNCTION_ARGS)
+static bytea *
+topn_from_text(const char *str)
 {
-	bytea	   *raw = topn_from_json(PG_GETARG_CSTRING(0));
+	bytea	   *raw = topn_from_json(str);
 	TopnView	v;
 	TopnEntry  *e;
 	bytea	   *result;
@@ -175,8 +175,49 @@ streamkpi_topn_in(PG_FUNCTION_ARGS)
 	qsort(e, v.nitems, sizeof(TopnEntry), sketch_entry_order_cmp);
 	result = sketch_topn_write_v1(&v, e);
 	sketch_topn_validate((const uint8 *) VARDATA(result), VARSIZE(result) - VARHDRSZ);
-	PG_RETURN_BYTEA_P(sketch_topn_v1_to_v2((const uint8 *) VARDATA(result),
-										   VARSIZE(result) - VARHDRSZ));
+	return sketch_topn_v1_to_v2((const uint8 *) VARDATA(result),
+								VARSIZE(result) - VARHDRSZ);
+}
+
+/*
+ * topn_in(cstring).  Whatever is wrong with the text (a rule of the binary
+ * format, a number out of range, a character JSON cannot hold) is invalid
+ * text representation, as for every input function; what was wrong
+ * becomes the detail.  Errors of other classes pass through unchanged.
+ */
+Datum
+streamkpi_topn_in(PG_FUNCTION_ARGS)
+{
+	char	   *str = PG_GETARG_CSTRING(0);
+	MemoryContext cxt = CurrentMemoryContext;
+	bytea	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		result = topn_from_text(str);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		/* a rule of the format says what it is in its detail */
+		if (edata->sqlerrcode == ERRCODE_INVALID_BINARY_REPRESENTATION)
+			topn_syntax(edata->detail);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid input syntax for type topn"),
+				 errdetail("%s%s%s", edata->message,
+						   edata->detail ? ": " : "",
+						   edata->detail ? edata->detail : "")));
+	}
+	PG_END_TRY();
+	PG_RETURN_BYTEA_P(result);
 }
 
 Datum

@@ -28,29 +28,7 @@ my $bootstrap = $kafka->bootstrap;
 
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 
-sq(qq{
-	CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-	CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
-		listened_at timestamptz, ms_played int, action text, region text, device text)
-		SERVER kafka OPTIONS (topic 'listens', format 'json');
-	CREATE FOREIGN TABLE kafka_tracks (track_id text, track_name text, genre text, duration_ms int)
-		SERVER kafka OPTIONS (topic 'tracks', format 'json');
-	CREATE FOREIGN TABLE kafka_users (user_id text, age int, country text, subscription text)
-		SERVER kafka OPTIONS (topic 'users', format 'json');
-	SELECT streamkpi.create_pipeline('listens',
-		\$\$INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played,
-			action, region, device)
-		  SELECT event_id, user_id, track_id, listened_at, ms_played, action, region, device
-			FROM kafka_listens\$\$, batch_size => 500, batch_ms => 100, parallelism => 2);
-	SELECT streamkpi.create_pipeline('tracks',
-		\$\$INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
-		  SELECT track_id, track_name, genre, duration_ms FROM kafka_tracks
-		  ON CONFLICT (track_id) DO UPDATE SET genre = excluded.genre\$\$);
-	SELECT streamkpi.create_pipeline('users',
-		\$\$INSERT INTO streamkpi.users (user_id, age, country, subscription)
-		  SELECT user_id, age, country, subscription FROM kafka_users
-		  ON CONFLICT (user_id) DO NOTHING\$\$);
-});
+StreamKPI::Node::create_kpi_pipelines($node, $bootstrap, batch_size => 500);
 
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}),
@@ -59,10 +37,7 @@ is(sq(q{SELECT count(*) FROM streamkpi.workers() WHERE kind = 'kpi'}), '1',
 	'streamkpi.workers() shows it');
 
 # ---- dimensions first: 40 tracks in 5 genres (t41..t45 stay unknown), 200 users
-$kafka->produce('tracks', [ map {
-	my $g = (qw(rock pop jazz folk metal))[ $_ % 5 ];
-	qq({"track_id":"t$_","track_name":"track $_","genre":"$g","duration_ms":@{[ 100000 + $_ * 1000 ]}})
-} 1 .. 40 ]);
+StreamKPI::Node::produce_tracks($kafka);
 $kafka->produce('users', [ map {
 	my $c = (qw(GH DE US))[ $_ % 3 ];
 	my $s = $_ % 4 ? 'free' : 'premium';
@@ -209,17 +184,7 @@ ok($node->poll_query_until('postgres', qq{
 produce_listens(15000);
 ok($node->poll_query_until('postgres', q{SELECT count(*) > 92000 FROM streamkpi.listens}),
 	'ingestion is under way again');
-$node->kill9;
-# orphaned backends keep the old shared memory until they notice; retry
-# (a failed start leaves the old pid in the node object: forget it)
-my $started = 0;
-for (1 .. 30)
-{
-	sleep 1;
-	last if ($started = $node->start(fail_ok => 1));
-	$node->{_pid} = undef;
-}
-ok($started, 'the server starts again after SIGKILL of the postmaster');
+ok(StreamKPI::Node::kill9_and_restart($node), 'the server starts again after SIGKILL of the postmaster');
 ok(wait_applied(106001), 'after SIGKILL of the postmaster and a restart all 106,001 listens are applied');
 is(sq(q{SELECT count(*), count(DISTINCT event_id) FROM streamkpi.listens}), '106001|106001',
 	'each listen ingested exactly once');

@@ -82,7 +82,8 @@ CREATE FUNCTION streamkpi._pipeline_slots(
 	OUT lag bigint, OUT rows_per_sec_10s float8, OUT rows_per_sec_total float8,
 	OUT rows bigint, OUT batches bigint, OUT last_batch_ms int,
 	OUT last_latency_ms int, OUT dead_letters bigint,
-	OUT last_error text, OUT last_error_at timestamptz)
+	OUT last_error text, OUT last_error_at timestamptz, OUT last_sqlstate text,
+	OUT restarts int, OUT failures int, OUT retry_at timestamptz)
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_pipeline_slots'
 	LANGUAGE C STRICT VOLATILE;
@@ -289,11 +290,12 @@ SELECT p.name AS pipeline,
 	   s.rows_per_sec_10s, s.rows_per_sec_total, s.rows, s.batches,
 	   s.last_batch_ms, s.last_latency_ms,
 	   (SELECT count(*) FROM streamkpi.dead_letters d WHERE d.pipeline = p.name) AS dead_letters,
-	   s.last_error, s.last_error_at
+	   s.last_error, s.last_error_at, s.last_sqlstate,
+	   s.restarts, s.failures, s.retry_at
   FROM streamkpi.pipelines p
   LEFT JOIN streamkpi._pipeline_slots() s ON s.pipeline = p.name;
 COMMENT ON VIEW streamkpi.pipeline_status IS
-	'per pipeline, worker and partition: state, committed offset, lag, rates, last error';
+	'per pipeline, worker and partition: state, committed offset, lag, rates, last error with its SQLSTATE, restarts and backoff';
 
 REVOKE ALL ON FUNCTION streamkpi._pipeline_check(text, text, regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._create_pipeline(text, text, int, int, text, int, text) FROM PUBLIC;

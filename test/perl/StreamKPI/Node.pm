@@ -4,6 +4,8 @@
 #   my $node = StreamKPI::Node->new_node('main');
 #   StreamKPI::Node::create_event_tables($node, $kafka->bootstrap, 'events');
 #   my @lines = StreamKPI::Node::event_lines(1, 1000);   # e1 .. e1000
+#   StreamKPI::Node::create_kpi_pipelines($node, $kafka->bootstrap, batch_size => 500);
+#   StreamKPI::Node::produce_tracks($kafka);             # t1 .. t40 in 5 genres
 package StreamKPI::Node;
 
 use strict;
@@ -46,6 +48,79 @@ sub create_event_tables
 							 kpartition int, koffset bigint);
 	});
 	return;
+}
+
+# Wait until the server accepts connections again, say after a crash
+# restart (poll_query_until dies when psql finds the server going away).
+sub wait_for_connections
+{
+	my ($node) = @_;
+	for (1 .. 600)
+	{
+		my $ok = eval { $node->safe_psql('postgres', 'SELECT 1') eq '1' };
+		return 1 if $ok;
+		select(undef, undef, undef, 0.2);
+	}
+	return 0;
+}
+
+# SIGKILL the postmaster and start it again; true when it started.
+sub kill9_and_restart
+{
+	my ($node) = @_;
+	$node->kill9;
+	# orphaned backends keep the old shared memory until they notice; retry
+	# (a failed start leaves the old pid in the node object: forget it)
+	for (1 .. 60)
+	{
+		sleep 1;
+		return 1 if $node->start(fail_ok => 1);
+		$node->{_pid} = undef;
+	}
+	return 0;
+}
+
+# Server "kafka", foreign tables over topics listens, tracks and users, and
+# the pipelines that feed streamkpi.listens (two workers), tracks (upsert)
+# and users; none started.
+sub create_kpi_pipelines
+{
+	my ($node, $bootstrap, %opt) = @_;
+	my $batch_size = $opt{batch_size} // 2000;
+	$node->safe_psql('postgres', qq{
+		CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
+		CREATE FOREIGN TABLE kafka_listens (event_id text, user_id text, track_id text,
+			listened_at timestamptz, ms_played int, action text, region text, device text)
+			SERVER kafka OPTIONS (topic 'listens', format 'json');
+		CREATE FOREIGN TABLE kafka_tracks (track_id text, track_name text, genre text, duration_ms int)
+			SERVER kafka OPTIONS (topic 'tracks', format 'json');
+		CREATE FOREIGN TABLE kafka_users (user_id text, age int, country text, subscription text)
+			SERVER kafka OPTIONS (topic 'users', format 'json');
+		SELECT streamkpi.create_pipeline('listens',
+			\$\$INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played,
+				action, region, device)
+			  SELECT event_id, user_id, track_id, listened_at, ms_played, action, region, device
+				FROM kafka_listens\$\$, batch_size => $batch_size, batch_ms => 100, parallelism => 2);
+		SELECT streamkpi.create_pipeline('tracks',
+			\$\$INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
+			  SELECT track_id, track_name, genre, duration_ms FROM kafka_tracks
+			  ON CONFLICT (track_id) DO UPDATE SET genre = excluded.genre\$\$);
+		SELECT streamkpi.create_pipeline('users',
+			\$\$INSERT INTO streamkpi.users (user_id, age, country, subscription)
+			  SELECT user_id, age, country, subscription FROM kafka_users
+			  ON CONFLICT (user_id) DO NOTHING\$\$);
+	});
+	return;
+}
+
+# 40 tracks in 5 genres on topic tracks (t41 .. t45 of the listens stay unknown)
+sub produce_tracks
+{
+	my ($kafka) = @_;
+	return $kafka->produce('tracks', [ map {
+		my $g = (qw(rock pop jazz folk metal))[ $_ % 5 ];
+		qq({"track_id":"t$_","track_name":"track $_","genre":"$g","duration_ms":@{[ 100000 + $_ * 1000 ]}})
+	} 1 .. 40 ]);
 }
 
 sub event_lines
