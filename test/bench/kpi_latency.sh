@@ -101,7 +101,8 @@ SQL
 	read -r -a st </proc/"$pid"/stat
 	cpu0=$((st[13] + st[14]))
 	nprobes=$((s * 20))
-	# the poller runs until every probe is in the KPI tables, or 60 s more
+	# the poller runs until every probe is in the KPI tables, or 60 s more;
+	# each poll is a transaction of its own
 	"${psql[@]}" -c "
 	DO \$\$
 	DECLARE deadline timestamptz := clock_timestamp() + interval '$((s + 60)) seconds';
@@ -116,6 +117,9 @@ SQL
 			   AND EXISTS (SELECT FROM streamkpi.trending t
 							WHERE t.region = 'r' || p.n AND t.window_size = '1 minute'
 							  AND t.track_id = 'p' || p.n);
+			-- a write transaction open for the whole run would keep every
+			-- row version the KPI worker replaces from being pruned
+			COMMIT;
 			PERFORM pg_sleep(0.02);
 		END LOOP;
 	END \$\$" >/dev/null &
