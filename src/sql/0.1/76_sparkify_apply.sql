@@ -166,12 +166,53 @@ BEGIN
 		  FROM plays p
 		 WHERE p.user_id IS NOT NULL AND p.session_id IS NOT NULL AND p.track_id IS NOT NULL
 		 ORDER BY p.user_id, p.session_id, p.item_in_session DESC, p.event_time DESC, p.event_id DESC
+	), groups AS (
+		-- one pass over the logged-in events: per user, session, day and
+		-- level; everything per user or per day below sums these few rows
+		SELECT e.user_id, e.session_id, (e.event_time AT TIME ZONE tz)::date AS day, e.level,
+			   min(e.event_time) AS first_at, max(e.event_time) AS last_at,
+			   min(e.registered_at) AS registered_at,
+			   count(*) FILTER (WHERE e.page = 'NextSong') AS songs,
+			   count(*) FILTER (WHERE e.page = 'Thumbs Up') AS thumbs_up,
+			   count(*) FILTER (WHERE e.page = 'Thumbs Down') AS thumbs_down,
+			   count(*) FILTER (WHERE e.page = 'Add to Playlist') AS add_to_playlist,
+			   count(*) FILTER (WHERE e.page = 'Add Friend') AS add_friend,
+			   count(*) FILTER (WHERE e.page = 'Roll Advert') AS roll_advert,
+			   count(*) FILTER (WHERE e.page = 'Submit Upgrade') AS upgrades,
+			   count(*) FILTER (WHERE e.page = 'Submit Downgrade') AS downgrades,
+			   count(*) FILTER (WHERE e.page = 'Error') AS errors,
+			   count(*) FILTER (WHERE e.page = 'Help') AS help_visits,
+			   count(*) FILTER (WHERE e.page = 'Cancellation Confirmation') AS cancellations,
+			   min(e.event_time) FILTER (WHERE e.page = 'Cancellation Confirmation') AS churned_at
+		  FROM new_events e
+		 WHERE e.user_id IS NOT NULL
+		 GROUP BY e.user_id, e.session_id, 3, e.level
+	), batch AS (
+		SELECT g.user_id, min(g.first_at) AS first_at, max(g.last_at) AS last_at,
+			   sum(g.songs) AS songs, sum(g.thumbs_up) AS thumbs_up,
+			   sum(g.thumbs_down) AS thumbs_down, sum(g.add_to_playlist) AS add_to_playlist,
+			   sum(g.add_friend) AS add_friend, sum(g.roll_advert) AS roll_advert,
+			   sum(g.upgrades) AS upgrades, sum(g.downgrades) AS downgrades,
+			   sum(g.errors) AS errors, sum(g.help_visits) AS help_visits,
+			   min(g.churned_at) AS churned_at,
+			   (min(g.registered_at) AT TIME ZONE tz)::date AS registered_on
+		  FROM groups g
+		 GROUP BY g.user_id
+	), latest AS (
+		-- each user's latest event: the events at the user's latest time,
+		-- then the highest item and event_id among them
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.event_time,
+			   coalesce(e.item_in_session, -1) AS item, e.level, e.first_name,
+			   e.last_name, e.gender, e.registered_at
+		  FROM new_events e
+		  JOIN batch b ON b.user_id = e.user_id AND b.last_at = e.event_time
+		 ORDER BY e.user_id, e.item_in_session DESC NULLS LAST, e.event_id DESC
 	), sessions AS (
 		INSERT INTO streamkpi.sparkify_session_state AS s
 			(user_id, session_id, last_song_item, last_track_id)
 		SELECT k.user_id, k.session_id, l.item, l.track_id
-		  FROM (SELECT DISTINCT e.user_id, e.session_id FROM new_events e
-				 WHERE e.user_id IS NOT NULL AND e.session_id IS NOT NULL) k
+		  FROM (SELECT DISTINCT g.user_id, g.session_id FROM groups g
+				 WHERE g.session_id IS NOT NULL) k
 		  LEFT JOIN last_songs l USING (user_id, session_id)
 		 ORDER BY k.user_id, k.session_id
 		ON CONFLICT (user_id, session_id) DO UPDATE
@@ -181,33 +222,6 @@ BEGIN
 		RETURNING s.user_id, (s.xmax = 0) AS inserted
 	), new_sessions AS (
 		SELECT user_id, count(*) AS n FROM sessions WHERE inserted GROUP BY user_id
-	), ev AS (
-		SELECT e.event_time, (e.event_time AT TIME ZONE tz)::date AS day, e.user_id,
-			   e.item_in_session, e.event_id, e.page, e.level, e.first_name, e.last_name,
-			   e.gender, e.registered_at
-		  FROM new_events e
-		 WHERE e.user_id IS NOT NULL
-	), latest AS (
-		SELECT DISTINCT ON (ev.user_id) ev.user_id, ev.event_time,
-			   coalesce(ev.item_in_session, -1) AS item, ev.level, ev.first_name,
-			   ev.last_name, ev.gender, ev.registered_at
-		  FROM ev
-		 ORDER BY ev.user_id, ev.event_time DESC, ev.item_in_session DESC NULLS LAST, ev.event_id DESC
-	), batch AS (
-		SELECT ev.user_id, min(ev.event_time) AS first_at,
-			   count(*) FILTER (WHERE ev.page = 'NextSong') AS songs,
-			   count(*) FILTER (WHERE ev.page = 'Thumbs Up') AS thumbs_up,
-			   count(*) FILTER (WHERE ev.page = 'Thumbs Down') AS thumbs_down,
-			   count(*) FILTER (WHERE ev.page = 'Add to Playlist') AS add_to_playlist,
-			   count(*) FILTER (WHERE ev.page = 'Add Friend') AS add_friend,
-			   count(*) FILTER (WHERE ev.page = 'Roll Advert') AS roll_advert,
-			   count(*) FILTER (WHERE ev.page = 'Submit Upgrade') AS upgrades,
-			   count(*) FILTER (WHERE ev.page = 'Submit Downgrade') AS downgrades,
-			   count(*) FILTER (WHERE ev.page = 'Error') AS errors,
-			   count(*) FILTER (WHERE ev.page = 'Help') AS help_visits,
-			   min(ev.event_time) FILTER (WHERE ev.page = 'Cancellation Confirmation') AS churned_at
-		  FROM ev
-		 GROUP BY ev.user_id
 	), signals AS (
 		INSERT INTO streamkpi.user_churn_signals AS c
 			(user_id, level, registered_at, first_event_at, last_event_at, last_item,
@@ -246,51 +260,70 @@ BEGIN
 			churned_on = CASE WHEN c.churned_at IS NULL OR excluded.churned_at < c.churned_at
 							  THEN excluded.churned_on ELSE c.churned_on END,
 			churned_at = least(c.churned_at, excluded.churned_at)
-	), users AS (
-		INSERT INTO streamkpi.sparkify_users AS u
-			(user_id, first_name, last_name, gender, level, registered_at, level_at, level_item)
-		SELECT l.user_id, l.first_name, l.last_name, l.gender, l.level, l.registered_at,
-			   l.event_time, l.item
+	), user_rows AS (
+		-- each user's row as the upsert below leaves it: the latest event's
+		-- values unless the stored row is of a later event
+		SELECT l.user_id, l.event_time, l.item,
+			   CASE WHEN newer THEN l.first_name ELSE u.first_name END AS first_name,
+			   CASE WHEN newer THEN l.last_name ELSE u.last_name END AS last_name,
+			   CASE WHEN newer THEN l.gender ELSE u.gender END AS gender,
+			   CASE WHEN newer THEN l.level ELSE u.level END AS level,
+			   CASE WHEN newer THEN l.registered_at ELSE u.registered_at END AS registered_at,
+			   newer
 		  FROM latest l
-		 ORDER BY l.user_id
+		  LEFT JOIN streamkpi.sparkify_users u USING (user_id),
+			   LATERAL (SELECT u.user_id IS NULL
+							   OR (l.event_time, l.item) >= (u.level_at, u.level_item)) n(newer)
+	), users AS (
+		INSERT INTO streamkpi.sparkify_users
+			(user_id, first_name, last_name, gender, level, registered_at, level_at, level_item)
+		SELECT r.user_id, r.first_name, r.last_name, r.gender, r.level, r.registered_at,
+			   r.event_time, r.item
+		  FROM user_rows r
+		 WHERE r.newer
+		 ORDER BY r.user_id
 		ON CONFLICT (user_id) DO UPDATE SET
 			first_name = excluded.first_name, last_name = excluded.last_name,
 			gender = excluded.gender, level = excluded.level,
 			registered_at = excluded.registered_at,
 			level_at = excluded.level_at, level_item = excluded.level_item
-		 WHERE (excluded.level_at, excluded.level_item) >= (u.level_at, u.level_item)
+	), user_dimension AS (
+		-- the user dimension of the KPIs (subscription = latest level)
+		INSERT INTO streamkpi.users AS d (user_id, user_name, gender, subscription, created_at)
+		SELECT r.user_id, nullif(concat_ws(' ', r.first_name, r.last_name), ''), r.gender,
+			   r.level, (r.registered_at AT TIME ZONE tz)::date
+		  FROM user_rows r
+		 ORDER BY r.user_id
+		ON CONFLICT (user_id) DO UPDATE SET
+			user_name = excluded.user_name, gender = excluded.gender,
+			subscription = excluded.subscription, created_at = excluded.created_at
+		 WHERE (d.user_name, d.gender, d.subscription, d.created_at)
+			   IS DISTINCT FROM (excluded.user_name, excluded.gender, excluded.subscription, excluded.created_at)
 	), first_seen AS (
 		-- a user counted in daily_churn the first time its state row goes in
 		INSERT INTO streamkpi.sparkify_user_day_state (day, user_id, level)
-		SELECT DISTINCT d.day, d.user_id, lv.level
-		  FROM (SELECT DISTINCT ev.day, ev.user_id, ev.level FROM ev) d,
-			   LATERAL (VALUES (''), (d.level)) lv(level)
+		SELECT DISTINCT g.day, g.user_id, lv.level
+		  FROM groups g,
+			   LATERAL (VALUES (''), (g.level)) lv(level)
 		 WHERE lv.level IN ('', 'paid', 'free')
 		 ORDER BY 1, 2, 3
 		ON CONFLICT DO NOTHING
 		RETURNING day, user_id, level
-	), registered AS (
-		SELECT DISTINCT ON (ev.user_id) ev.user_id, (ev.registered_at AT TIME ZONE tz)::date AS day
-		  FROM ev
-		 WHERE ev.registered_at IS NOT NULL
-		 ORDER BY ev.user_id
 	), day_users AS (
 		SELECT f.day,
 			   count(*) FILTER (WHERE f.level = '') AS active,
 			   count(*) FILTER (WHERE f.level = 'paid') AS paid,
 			   count(*) FILTER (WHERE f.level = 'free') AS free,
-			   count(*) FILTER (WHERE f.level = '' AND r.day = f.day) AS new
+			   count(*) FILTER (WHERE f.level = '' AND b.registered_on = f.day) AS new
 		  FROM first_seen f
-		  LEFT JOIN registered r USING (user_id)
+		  JOIN batch b USING (user_id)
 		 GROUP BY f.day
 	), day_pages AS (
-		SELECT ev.day,
-			   count(*) FILTER (WHERE ev.page = 'Submit Upgrade') AS upgrades,
-			   count(*) FILTER (WHERE ev.page = 'Submit Downgrade') AS downgrades,
-			   count(*) FILTER (WHERE ev.page = 'Cancellation Confirmation') AS cancellations
-		  FROM ev
-		 WHERE ev.page IN ('Submit Upgrade', 'Submit Downgrade', 'Cancellation Confirmation')
-		 GROUP BY ev.day
+		SELECT g.day, sum(g.upgrades) AS upgrades, sum(g.downgrades) AS downgrades,
+			   sum(g.cancellations) AS cancellations
+		  FROM groups g
+		 GROUP BY g.day
+		HAVING sum(g.upgrades + g.downgrades + g.cancellations) > 0
 	)
 	INSERT INTO streamkpi.daily_churn AS d
 		(day, active_users, paid_users, free_users, new_users, upgrades, downgrades, cancellations)
@@ -308,20 +341,6 @@ BEGIN
 		upgrades = d.upgrades + excluded.upgrades,
 		downgrades = d.downgrades + excluded.downgrades,
 		cancellations = d.cancellations + excluded.cancellations;
-
-	-- The user dimension of the KPIs (subscription = latest level), from
-	-- the user rows the statement above left.
-	INSERT INTO streamkpi.users AS d (user_id, user_name, gender, subscription, created_at)
-	SELECT u.user_id, nullif(concat_ws(' ', u.first_name, u.last_name), ''), u.gender,
-		   u.level, (u.registered_at AT TIME ZONE tz)::date
-	  FROM streamkpi.sparkify_users u
-	 WHERE u.user_id IN (SELECT e.user_id FROM new_events e)
-	 ORDER BY u.user_id
-	ON CONFLICT (user_id) DO UPDATE SET
-		user_name = excluded.user_name, gender = excluded.gender,
-		subscription = excluded.subscription, created_at = excluded.created_at
-	 WHERE (d.user_name, d.gender, d.subscription, d.created_at)
-		   IS DISTINCT FROM (excluded.user_name, excluded.gender, excluded.subscription, excluded.created_at);
 	RETURN NULL;
 END
 $fn$;
