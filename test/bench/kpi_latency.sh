@@ -28,9 +28,7 @@ max_worker_processes = 32
 CONF
 
 "${psql[@]}" <<SQL
-CREATE EXTENSION streamkpi CASCADE;
-CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-$(bench_kpi_dimensions)
+$(bench_kpi_sql)
 -- probe tracks, each of a genre of its own
 INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
 SELECT 'p' || i, 'probe ' || i, 'probe-' || i, 1000 FROM generate_series(1, 2000) i;
