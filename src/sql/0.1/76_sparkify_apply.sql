@@ -3,10 +3,16 @@
 -- Statement triggers do all the work, each on the rows one statement wrote
 -- (a pipeline batch, a COPY, an INSERT):
 --   app_events     -> sparkify_songplays, sparkify_time, sparkify_users,
---                     user_churn_signals, daily_churn, and the plays and
---                     likes in streamkpi.listens (with their tracks)
+--                     user_churn_signals, daily_churn, streamkpi.users, and
+--                     the plays and likes in streamkpi.listens (with their
+--                     tracks)
 --   sparkify_songs -> sparkify_artists, streamkpi.tracks, and the plays
 --                     that were waiting for the song
+-- The app_events trigger is one set-based statement over the batch (data-
+-- modifying CTEs): the plays are read and their track ids hashed once, and
+-- everything per user, session or day is summed from one pre-aggregation
+-- of the batch by (user, session, day, level), so the batch's events are
+-- read a few times instead of once per derived table.
 -- Counts only ever add the statement's own contribution: distinct things
 -- (sessions, active users of a day) are counted when their state row is
 -- inserted, and "latest" values replace older ones only when newer.  So
