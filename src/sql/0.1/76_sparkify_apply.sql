@@ -132,32 +132,37 @@ BEGIN
 		SELECT e.event_id, e.user_id, e.session_id, e.item_in_session, e.event_time
 		  FROM new_events e
 		 WHERE e.page = 'Thumbs Up' AND e.user_id IS NOT NULL AND e.session_id IS NOT NULL
+	), seq AS (
+		-- the plays and likes of each session in order: nsongs counts the
+		-- plays so far, songs all of the session's plays in the statement
+		SELECT x.*,
+			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id
+									 ORDER BY x.item_in_session, x.event_time, x.event_id) AS nsongs,
+			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id) AS songs
+		  FROM (SELECT p.event_id, p.user_id, p.session_id, p.item_in_session,
+					   p.event_time, p.track_id AS played
+				  FROM plays p
+				 WHERE p.user_id IS NOT NULL AND p.session_id IS NOT NULL
+				   AND p.track_id IS NOT NULL
+				UNION ALL
+				SELECT t.event_id, t.user_id, t.session_id, t.item_in_session,
+					   t.event_time, NULL
+				  FROM thumbs t) x
 	), likes AS (
-		-- a like is of the session's last song before it: within the
-		-- statement first, else what earlier statements left in the state
-		SELECT q.event_id, q.user_id, coalesce(q.track_id, st.last_track_id) AS track_id,
-			   q.event_time
-		  FROM (SELECT r.*,
-					   first_value(r.played) OVER (PARTITION BY r.user_id, r.session_id, r.nsongs
-												   ORDER BY r.item_in_session, r.event_time, r.event_id) AS track_id
-				  FROM (SELECT u.*,
-							   count(u.played) OVER (PARTITION BY u.user_id, u.session_id
-													 ORDER BY u.item_in_session, u.event_time, u.event_id) AS nsongs
-						  FROM (SELECT t.event_id, t.user_id, t.session_id, t.item_in_session,
-									   t.event_time, NULL::text AS played
-								  FROM thumbs t
-								UNION ALL
-								SELECT p.event_id, p.user_id, p.session_id, p.item_in_session,
-									   p.event_time, p.track_id
-								  FROM plays p
-								 WHERE p.track_id IS NOT NULL AND p.user_id IS NOT NULL
-								   AND (p.user_id, p.session_id) IN (SELECT t.user_id, t.session_id
-																	   FROM thumbs t)) u) r) q
+		-- a like is of the session's last song before it: the statement's
+		-- nsongs-th play, else (none yet) what earlier statements left in
+		-- the session state
+		SELECT t.event_id, t.user_id, coalesce(p.played, st.last_track_id) AS track_id,
+			   t.event_time
+		  FROM seq t
+		  LEFT JOIN seq p
+			ON p.user_id = t.user_id AND p.session_id = t.session_id
+		   AND p.nsongs = t.nsongs AND p.played IS NOT NULL
 		  LEFT JOIN streamkpi.sparkify_session_state st
-			ON q.track_id IS NULL
-		   AND st.user_id = q.user_id AND st.session_id = q.session_id
-		   AND st.last_song_item < q.item_in_session
-		 WHERE q.played IS NULL AND coalesce(q.track_id, st.last_track_id) IS NOT NULL
+			ON t.nsongs = 0
+		   AND st.user_id = t.user_id AND st.session_id = t.session_id
+		   AND st.last_song_item < t.item_in_session
+		 WHERE t.played IS NULL AND coalesce(p.played, st.last_track_id) IS NOT NULL
 	), listened AS (
 		INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
 		SELECT 'sparkify:' || p.event_id, p.user_id, p.track_id, p.event_time, p.length_ms, 'play'
@@ -167,11 +172,9 @@ BEGIN
 		SELECT 'sparkify:' || l.event_id, l.user_id, l.track_id, l.event_time, NULL, 'like'
 		  FROM likes l
 	), last_songs AS (
-		SELECT DISTINCT ON (p.user_id, p.session_id) p.user_id, p.session_id,
-			   p.item_in_session AS item, p.track_id
-		  FROM plays p
-		 WHERE p.user_id IS NOT NULL AND p.session_id IS NOT NULL AND p.track_id IS NOT NULL
-		 ORDER BY p.user_id, p.session_id, p.item_in_session DESC, p.event_time DESC, p.event_id DESC
+		SELECT q.user_id, q.session_id, q.item_in_session AS item, q.played AS track_id
+		  FROM seq q
+		 WHERE q.played IS NOT NULL AND q.nsongs = q.songs
 	), groups AS (
 		-- one pass over the logged-in events: per user, session, day and
 		-- level; everything per user or per day below sums these few rows
