@@ -120,12 +120,26 @@ BEGIN
 			   p.length_ms
 		  FROM plays p
 		  LEFT JOIN matched m USING (event_id)
-	), times AS (
+	), play_times AS (
+		-- distinct start times; one after the latest stored cannot be
+		-- stored yet (every writer holds the lock), so only the others need
+		-- the conflict check
+		SELECT d.t, d.t > coalesce(m.latest, '-infinity') AS later
+		  FROM (SELECT DISTINCT p.event_time FROM plays p) d(t),
+			   (SELECT max(s.start_time) AS latest FROM streamkpi.sparkify_time s) m
+	), later_times AS (
 		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
 		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
 			   date_part('month', l), date_part('year', l), date_part('isodow', l)
-		  FROM (SELECT DISTINCT p.event_time FROM plays p) d(t),
-			   LATERAL (SELECT t AT TIME ZONE tz) x(l)
+		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
+		 WHERE later
+		 ORDER BY t
+	), earlier_times AS (
+		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
+		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
+			   date_part('month', l), date_part('year', l), date_part('isodow', l)
+		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
+		 WHERE NOT later
 		 ORDER BY t
 		ON CONFLICT (start_time) DO NOTHING
 	), thumbs AS (
