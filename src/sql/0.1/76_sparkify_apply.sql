@@ -88,18 +88,12 @@ BEGIN
 	END IF;
 
 	WITH plays AS MATERIALIZED (
-		SELECT e.event_id, e.event_time, e.user_id, e.level, e.session_id,
-			   e.item_in_session, e.location, e.user_agent, e.song, e.artist, e.length_ms,
+		SELECT e.event_id, e.event_time, e.user_id, e.session_id, e.item_in_session,
+			   e.song, e.artist, e.length_ms,
 			   CASE WHEN e.song IS NOT NULL
 					THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS track_id
 		  FROM new_events e
 		 WHERE e.page = 'NextSong'
-	), matched AS (
-		SELECT DISTINCT ON (p.event_id) p.event_id, s.song_id, s.artist_id
-		  FROM plays p
-		  JOIN streamkpi.sparkify_songs s ON s.title = p.song AND s.artist_name = p.artist
-		 WHERE abs(s.duration_ms - p.length_ms) <= 10
-		 ORDER BY p.event_id, abs(s.duration_ms - p.length_ms), s.song_id
 	), new_tracks AS (
 		-- songs not seen before: name, artist and the first play's length
 		-- (the catalogue's song, when it comes, replaces them)
@@ -111,37 +105,6 @@ BEGIN
 		 GROUP BY p.track_id
 		 ORDER BY p.track_id
 		ON CONFLICT (track_id) DO NOTHING
-	), songplays AS (
-		INSERT INTO streamkpi.sparkify_songplays
-			(songplay_id, start_time, user_id, level, song_id, artist_id,
-			 session_id, item_in_session, location, user_agent, track_id, length_ms)
-		SELECT p.event_id, p.event_time, p.user_id, p.level, m.song_id, m.artist_id,
-			   p.session_id, p.item_in_session, p.location, p.user_agent, p.track_id,
-			   p.length_ms
-		  FROM plays p
-		  LEFT JOIN matched m USING (event_id)
-	), play_times AS (
-		-- distinct start times; one after the latest stored cannot be
-		-- stored yet (every writer holds the lock), so only the others need
-		-- the conflict check
-		SELECT d.t, d.t > coalesce(m.latest, '-infinity') AS later
-		  FROM (SELECT DISTINCT p.event_time FROM plays p) d(t),
-			   (SELECT max(s.start_time) AS latest FROM streamkpi.sparkify_time s) m
-	), later_times AS (
-		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
-			   date_part('month', l), date_part('year', l), date_part('isodow', l)
-		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
-		 WHERE later
-		 ORDER BY t
-	), earlier_times AS (
-		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
-			   date_part('month', l), date_part('year', l), date_part('isodow', l)
-		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
-		 WHERE NOT later
-		 ORDER BY t
-		ON CONFLICT (start_time) DO NOTHING
 	), thumbs AS (
 		SELECT e.event_id, e.user_id, e.session_id, e.item_in_session, e.event_time
 		  FROM new_events e
@@ -405,14 +368,6 @@ BEGIN
 	 WHERE (t.track_name, t.artists, t.duration_ms)
 		   IS DISTINCT FROM (excluded.track_name, excluded.artists, excluded.duration_ms);
 
-	UPDATE streamkpi.sparkify_songplays p
-	   SET song_id = m.song_id, artist_id = m.artist_id
-	  FROM (SELECT DISTINCT ON (p.songplay_id) p.songplay_id, s.song_id, s.artist_id
-			  FROM streamkpi.sparkify_songplays p
-			  JOIN new_songs s ON s.track_id = p.track_id
-			 WHERE p.song_id IS NULL AND abs(s.duration_ms - p.length_ms) <= 10
-			 ORDER BY p.songplay_id, abs(s.duration_ms - p.length_ms), s.song_id) m
-	 WHERE p.songplay_id = m.songplay_id;
 	RETURN NULL;
 END
 $fn$;
