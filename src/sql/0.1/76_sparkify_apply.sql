@@ -97,13 +97,16 @@ BEGIN
 	), new_tracks AS (
 		-- songs not seen before: name, artist and the first play's length
 		-- (the catalogue's song, when it comes, replaces them)
+		-- (grouped first: one probe of tracks per song, not per play)
 		INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
-		SELECT p.track_id, min(p.song), min(p.artist), min(p.length_ms)
-		  FROM plays p
-		 WHERE p.track_id IS NOT NULL
-		   AND NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = p.track_id)
-		 GROUP BY p.track_id
-		 ORDER BY p.track_id
+		SELECT g.track_id, g.song, g.artist, g.length_ms
+		  FROM (SELECT p.track_id, min(p.song) AS song, min(p.artist) AS artist,
+					   min(p.length_ms) AS length_ms
+				  FROM plays p
+				 WHERE p.track_id IS NOT NULL
+				 GROUP BY p.track_id) g
+		 WHERE NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = g.track_id)
+		 ORDER BY g.track_id
 		ON CONFLICT (track_id) DO NOTHING
 	), thumbs AS (
 		SELECT e.event_id, e.user_id, e.session_id, e.item_in_session, e.event_time
