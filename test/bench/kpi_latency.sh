@@ -28,9 +28,7 @@ max_worker_processes = 32
 CONF
 
 "${psql[@]}" <<SQL
-CREATE EXTENSION streamkpi CASCADE;
-CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-$(bench_kpi_dimensions)
+$(bench_kpi_sql)
 -- probe tracks, each of a genre of its own
 INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
 SELECT 'p' || i, 'probe ' || i, 'probe-' || i, 1000 FROM generate_series(1, 2000) i;
@@ -101,7 +99,8 @@ SQL
 	read -r -a st </proc/"$pid"/stat
 	cpu0=$((st[13] + st[14]))
 	nprobes=$((s * 20))
-	# the poller runs until every probe is in the KPI tables, or 60 s more
+	# the poller runs until every probe is in the KPI tables, or 60 s more;
+	# each poll is a transaction of its own
 	"${psql[@]}" -c "
 	DO \$\$
 	DECLARE deadline timestamptz := clock_timestamp() + interval '$((s + 60)) seconds';
@@ -116,6 +115,9 @@ SQL
 			   AND EXISTS (SELECT FROM streamkpi.trending t
 							WHERE t.region = 'r' || p.n AND t.window_size = '1 minute'
 							  AND t.track_id = 'p' || p.n);
+			-- a write transaction open for the whole run would keep every
+			-- row version the KPI worker replaces from being pruned
+			COMMIT;
 			PERFORM pg_sleep(0.02);
 		END LOOP;
 	END \$\$" >/dev/null &

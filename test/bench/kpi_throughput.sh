@@ -28,9 +28,7 @@ CONF
 
 # Listens of the last hour: 2,000 tracks in 8 genres, 20,000 users.
 "${psql[@]}" <<SQL
-CREATE EXTENSION streamkpi CASCADE;
-CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
-$(bench_kpi_dimensions)
+$(bench_kpi_sql)
 CREATE TABLE src AS
 SELECT 'e' || i AS event_id, 'u' || (1 + (i::bigint * 7919) % 20000) AS user_id,
 	   't' || (1 + ((i::bigint * 104729) % 2000) * ((i::bigint * 31) % 2000) / 2000) AS track_id,

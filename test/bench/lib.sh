@@ -10,7 +10,9 @@
 #   bench_postgres <<CONF            initdb, settings from stdin, start;
 #   streamkpi.kpi_worker = off       then "${psql[@]}" reaches it
 #   CONF
-#   bench_kpi_dimensions             SQL: the KPI benchmarks' tracks and users
+#   bench_kpi_sql                    SQL: the extension, a Kafka server on
+#                                    $bootstrap, the KPI benchmarks' tracks
+#                                    and users
 #
 #   "${psql[@]}" <<SQL
 #   $(bench_listens_sql src 1000000)  a table of generated listen events
@@ -77,10 +79,12 @@ CONF
 	"$bindir/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w start >/dev/null
 }
 
-# bench_kpi_dimensions: SQL for the KPI benchmarks' dimensions, 2,000 tracks
-# in 8 genres and 20,000 users
-bench_kpi_dimensions() {
+# bench_kpi_sql: SQL for the KPI benchmarks: the extension, server "kafka"
+# on $bootstrap, 2,000 tracks in 8 genres and 20,000 users
+bench_kpi_sql() {
 	cat <<SQL
+CREATE EXTENSION streamkpi CASCADE;
+CREATE SERVER kafka FOREIGN DATA WRAPPER streamkpi_kafka OPTIONS (brokers '$bootstrap');
 INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
 SELECT 't' || i, 'track ' || i,
 	   (ARRAY['rock', 'pop', 'jazz', 'folk', 'metal', 'hiphop', 'classical', 'soul'])[1 + i % 8],

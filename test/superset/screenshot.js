@@ -18,7 +18,7 @@ const t0 = Date.now();
 function step(what) { console.log(`  browser: ${what} (${((Date.now() - t0) / 1000).toFixed(1)}s)`); }
 
 // Open one dashboard, wait for all its charts, take the screenshot, and
-// return its tiles as they are right after the capture.
+// return its tiles as the capture shows them.
 async function renderDashboard(page, slug, expected, png) {
   const before = new Set(Object.keys(result.responses));
   await page.goto(base + '/superset/dashboard/' + slug + '/', { waitUntil: 'domcontentloaded' });
@@ -43,15 +43,28 @@ async function renderDashboard(page, slug, expected, png) {
   }
   step(`${slug}: ${fresh} charts loaded`);
   await sleep(2000);   // animations (ECharts draws in ~1 s)
-  // the dashboard refreshes itself every 30 s: capture between refreshes
-  for (const until = Date.now() + 60000; Date.now() < until; await sleep(500)) {
-    const loading = await page.evaluate(() => document.querySelectorAll(
-      '.dashboard-component-chart-holder .loading, .dashboard-component-chart-holder [data-test="loading-indicator"]').length);
-    if (loading === 0) break;
+  // The dashboard refreshes itself every 30 s, and a tile being redrawn has
+  // no chart for a moment: take the picture when every tile shows its chart,
+  // or, after a minute, as it is (then the checks say which tile failed).
+  let tiles = [];
+  for (const until = Date.now() + 60000; ; await sleep(1000)) {
+    try {
+      tiles = await readTiles(page, slug);
+    } catch (e) {
+      // the page was busy redrawing; look again
+      if (Date.now() > until) throw e;
+      continue;
+    }
+    if ((tiles.length >= expected && tiles.every((t) => t.viz && !t.error)) ||
+        Date.now() > until) break;
   }
-
   await page.screenshot({ path: png, fullPage: true });
   step(`${slug}: screenshot taken`);
+  return tiles;
+}
+
+// every chart tile of the page: title, text, an error shown, a chart drawn
+function readTiles(page, dashboard) {
   return page.evaluate((dashboard) => {
     const errorSel = '.alert-danger, .ant-alert-error, [data-test="error-tooltip"], .error-message';
     return Array.from(document.querySelectorAll('.dashboard-component-chart-holder')).map((h) => {
@@ -68,7 +81,7 @@ async function renderDashboard(page, slug, expected, png) {
           /\d/.test((h.querySelector('.superset-legacy-chart-big-number .header-line') || {}).innerText || ''),
       };
     });
-  }, slug);
+  }, dashboard);
 }
 
 const result = { responses: {}, tiles: [], external: [], console_errors: [] };

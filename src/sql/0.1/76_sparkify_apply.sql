@@ -1,7 +1,7 @@
 -- streamkpi 0.1: how the Sparkify tables stay current (DESIGN §8).
 --
--- Two statement triggers do all the work, each on the rows one statement
--- wrote (a pipeline batch, a COPY, an INSERT):
+-- Statement triggers do all the work, each on the rows one statement wrote
+-- (a pipeline batch, a COPY, an INSERT):
 --   app_events     -> sparkify_songplays, sparkify_time, sparkify_users,
 --                     user_churn_signals, daily_churn, and the plays and
 --                     likes in streamkpi.listens (with their tracks)
