@@ -106,7 +106,7 @@ test: deps
 fuzz: deps
 	test/run fuzz
 
-# the soak with every fault at once, full size (about an hour; SOAK_*
+# the soak with every fault at once, full size (about 25 minutes; SOAK_*
 # environment variables set smaller sizes, see docs/testing.md)
 soak: deps
 	$(MAKE) all
