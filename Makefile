@@ -43,6 +43,7 @@ OBJS = \
 	src/kpi_window.o \
 	src/kpi_write.o \
 	src/kpi_apply.o \
+	src/kpi_round_filter.o \
 	src/kpi_worker.o \
 	src/synthetic.o \
 	src/synthetic_common.o \
