@@ -43,6 +43,7 @@ OBJS = \
 	src/kpi_window.o \
 	src/kpi_write.o \
 	src/kpi_apply.o \
+	src/kpi_round_filter.o \
 	src/kpi_worker.o \
 	src/synthetic.o \
 	src/synthetic_common.o \
@@ -106,7 +107,7 @@ test: deps
 fuzz: deps
 	test/run fuzz
 
-# the soak with every fault at once, full size (about an hour; SOAK_*
+# the soak with every fault at once, full size (about 25 minutes; SOAK_*
 # environment variables set smaller sizes, see docs/testing.md)
 soak: deps
 	$(MAKE) all

@@ -408,6 +408,40 @@ SELECT streamkpi.unschedule_jobs() AS removed;
 SELECT count(*) AS jobs FROM cron.job;
 DROP EXTENSION pg_cron;
 
+-- ---- the round's event test ----
+-- streamkpi._kpi_in_round() is the SQL snapshot test, whatever the
+-- transaction ids and snapshots; through an index (its support function
+-- gives the ingest_xid range as a lossy index condition) it finds the same
+-- rows as a sequential scan does.
+CREATE TEMP TABLE x_round (xid xid8, s_old pg_snapshot, s_new pg_snapshot);
+INSERT INTO x_round
+SELECT x::text::xid8, o::pg_snapshot, n::pg_snapshot
+  FROM generate_series(1, 40) x,
+	   (VALUES ('10:20:12,15'), ('5:5:'), ('25:30:26')) o(o),
+	   (VALUES ('18:30:18,25'), ('20:20:'), ('35:41:36,40')) n(n);
+SELECT count(*) AS cases,
+	   count(*) FILTER (WHERE streamkpi._kpi_in_round(xid, s_old, s_new, 100)
+						IS DISTINCT FROM (pg_visible_in_snapshot(xid, s_new)
+										  AND NOT pg_visible_in_snapshot(xid, s_old))) AS differ,
+	   count(*) FILTER (WHERE streamkpi._kpi_in_round(xid, s_old, s_new, 100)) AS in_round
+  FROM x_round;
+CREATE TEMP TABLE x_xids AS SELECT x::text::xid8 AS xid FROM generate_series(1, 40) x;
+CREATE INDEX ON x_xids (xid);
+ANALYZE x_xids;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT xid FROM x_xids
+ WHERE streamkpi._kpi_in_round(xid, '10:20:12,15', '35:41:36,40', 20);
+SELECT array_agg(xid ORDER BY xid) AS by_index FROM x_xids
+ WHERE streamkpi._kpi_in_round(xid, '10:20:12,15', '35:41:36,40', 20);
+RESET enable_seqscan;
+SET enable_indexscan = off;
+SET enable_bitmapscan = off;
+SELECT array_agg(xid ORDER BY xid) AS by_scan FROM x_xids
+ WHERE streamkpi._kpi_in_round(xid, '10:20:12,15', '35:41:36,40', 20);
+RESET enable_indexscan;
+RESET enable_bitmapscan;
+DROP TABLE x_round, x_xids;
+
 -- ---- clean up for the tests that follow ----
 TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,

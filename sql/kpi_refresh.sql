@@ -442,6 +442,17 @@ SELECT streamkpi.refresh_kpis('2026-03-20', '2026-03-29');
 SELECT * FROM pg_temp.kpi_check();
 SELECT count(*) AS rows_before_mar30 FROM streamkpi.daily_engagement WHERE day < '2026-03-30';
 
+-- The functions that call hll name its schema and search only pg_catalog:
+-- no function planted in another schema can stand in for an hll function.
+SELECT p.oid::regprocedure AS function, p.proconfig,
+	   regexp_count(p.prosrc, '(?<![."])hll_[a-z_]+\(') AS unqualified_hll_calls,
+	   regexp_count(p.prosrc, quote_ident(n.nspname) || '\.hll_cardinality\(') AS qualified_hll_calls
+  FROM pg_proc p, pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ WHERE e.extname = 'hll'
+   AND p.oid IN ('streamkpi.refresh_kpis(date, date)'::regprocedure,
+				 'streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[])'::regprocedure)
+ ORDER BY 1::text;
+
 -- The reader sees the result.
 SET ROLE streamkpi_reader;
 SELECT count(*) > 0 AS reader_sees_kpis FROM streamkpi.daily_genre_kpis;

@@ -120,9 +120,11 @@ kpi_load_refreshed(KpiDelta *d)
 
 /*
  * Stream the rows of sql through the accumulation, flushing whenever the
- * deltas grow large, and flush at the end.  With hash_joins, the query is
- * planned without nested loops: the planner cannot estimate how many
- * events the snapshot tests let through.
+ * deltas grow large, and flush at the end.  The plan is made for the
+ * values given (streamkpi._kpi_in_round() turns them into an index
+ * condition and an estimate, kpi_round_filter.c), even where plan_cache_mode
+ * asks for generic plans.  With hash_joins, the query is planned without
+ * nested loops.
  */
 static void
 kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values,
@@ -132,6 +134,8 @@ kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values,
 	Portal		portal;
 	DestReceiver *dest = kpi_delta_receiver(d);
 
+	(void) set_config_option("plan_cache_mode", "force_custom_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	if (hash_joins)
 		(void) set_config_option("enable_nestloop", "off", PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
@@ -187,29 +191,37 @@ kpi_round_begin(KpiRound *r)
 }
 
 /*
- * Are there enough new events to repay hash joins, which read all of users
- * and tracks?  More than an eighth of the larger table, counted up to that.
+ * How many new events are there, counted up to twice the larger of users
+ * and tracks (enough for the planner to weigh hashing them against looking
+ * each one's track and user up)?  *large: enough to repay hash joins, which
+ * read all of users and tracks: more than an eighth of the larger table.
  */
-static bool
-kpi_round_is_large(KpiRound *r)
+static int64
+kpi_round_count(KpiRound *r, bool *large)
 {
 	Oid			types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
 	Datum		values[2] = {r->s_old, r->s_new};
 	bool		isnull;
+	int64		count;
+	int64		n;
 
 	if (SPI_execute_with_args(
-							  "WITH b AS (SELECT GREATEST(1000, pg_catalog.max(c.reltuples)::bigint / 8) AS n"
+							  "WITH b AS (SELECT GREATEST(1000, pg_catalog.max(c.reltuples)::bigint) AS n"
 							  "  FROM pg_catalog.pg_class c"
 							  " WHERE c.oid IN ('streamkpi.users'::pg_catalog.regclass,"
 							  "                 'streamkpi.tracks'::pg_catalog.regclass))"
 							  " SELECT (SELECT pg_catalog.count(*) FROM (SELECT FROM streamkpi.listens l"
 							  "   WHERE l.ingest_xid >= pg_catalog.pg_snapshot_xmin($1)"
 							  "     AND l.ingest_xid < pg_catalog.pg_snapshot_xmax($2)"
-							  "   LIMIT (SELECT n FROM b)) c) >= (SELECT n FROM b)",
+							  "   LIMIT (SELECT 2 * n FROM b)) c), (SELECT n FROM b)",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not count the new events");
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull));
+	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 2, &isnull));
+	*large = count >= Max(1000, n / 8);
+	return count;
 }
 
 /* Too late events: out of listens into dead letters; returns how many. */
@@ -272,8 +284,9 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 	KpiDelta   *d;
 	int64		late = 0;
 	int64		events;
-	Oid			types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
-	Datum		values[2];
+	Oid			types[3] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID};
+	Datum		values[3];
+	bool		large;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -285,14 +298,12 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 		kpi_load_refreshed(d);
 	values[0] = r.s_old;
 	values[1] = r.s_new;
+	values[2] = Int64GetDatum(kpi_round_count(&r, &large));
 	kpi_scan(d,
 			 "SELECT " KPI_EVENT_COLUMNS
 			 "  FROM streamkpi.kpi_events e"
-			 " WHERE e.ingest_xid >= pg_catalog.pg_snapshot_xmin($1)"
-			 "   AND e.ingest_xid < pg_catalog.pg_snapshot_xmax($2)"
-			 "   AND pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $2)"
-			 "   AND NOT pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $1)",
-			 2, types, values, kpi_round_is_large(&r));
+			 " WHERE streamkpi._kpi_in_round(e.ingest_xid, $1, $2, $3)",
+			 3, types, values, large);
 	if (d->late > 0)
 		late = kpi_move_late(&r);
 	events = d->events;

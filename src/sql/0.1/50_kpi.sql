@@ -32,14 +32,15 @@ COMMENT ON FUNCTION streamkpi.kpi_timezone() IS
 	'time zone of KPI days: setting streamkpi.kpi_timezone, default UTC';
 
 -- Events enriched with everything a KPI needs.  Filter on listened_at so
--- that partitions are pruned.  Not granted to streamkpi_reader.
+-- that partitions are pruned.  Not granted to streamkpi_reader.  The local
+-- day and hour of an event are not here: the engine derives them from
+-- listened_at on the wall clock of streamkpi.kpi_timezone (kpi_accumulate.c),
+-- their one definition.
 CREATE VIEW streamkpi.kpi_events AS
 SELECT l.event_id,
 	   l.listened_at,
 	   l.ingest_xid,
 	   l.ingested_at,
-	   (l.listened_at AT TIME ZONE streamkpi.kpi_timezone())::date AS day,
-	   pg_catalog.to_char(l.listened_at AT TIME ZONE streamkpi.kpi_timezone(), 'HH24') AS hour,
 	   l.user_id,
 	   l.track_id,
 	   l.action,
@@ -64,7 +65,7 @@ SELECT l.event_id,
   LEFT JOIN streamkpi.users u ON u.user_id = l.user_id;
 
 COMMENT ON VIEW streamkpi.kpi_events IS
-	'listen events with local day, genre, listen ms and user attributes, as KPIs see them';
+	'listen events with genre, listen ms and user attributes, as KPIs see them';
 
 -- Window sizes for trending and track_windows.
 CREATE TABLE streamkpi.trending_windows (
@@ -320,6 +321,21 @@ COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
 -- users where the engine counted them exactly (what hll_cardinality() gives
 -- for an explicit sketch), NULL where hll_cardinality() must estimate.  The
 -- caller holds the KPI lock (see refresh_kpis).
+--
+-- hll lives wherever CREATE EXTENSION put it (CASCADE: schema streamkpi, but
+-- it may have been installed before, elsewhere, even in a schema others can
+-- create functions in).  Its calls are qualified with that schema, resolved
+-- here once, so that search_path stays pg_catalog, pg_temp and no overload
+-- planted in another schema can be picked.  (Views resolved it at creation.)
+DO $hll$
+DECLARE
+	hll_schema text;
+BEGIN
+	SELECT n.nspname INTO STRICT hll_schema
+	  FROM pg_catalog.pg_extension e
+	  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+	 WHERE e.extname = 'hll';
+	EXECUTE pg_catalog.format($create$
 CREATE FUNCTION streamkpi._kpi_derive_days(p_dg_day date[], p_dg_genre text[],
 										   p_dg_users bigint[],
 										   p_en_day date[], p_en_dim text[],
@@ -359,7 +375,7 @@ BEGIN
 				 WHERE c.day = ANY (td)
 				 GROUP BY c.day, c.genre) c
 		  JOIN (SELECT g.day, g.genre,
-					   coalesce(t.n, round(hll_cardinality(g.users))::bigint) AS n
+					   coalesce(t.n, round(%1$I.hll_cardinality(g.users))::bigint) AS n
 				  FROM streamkpi.daily_genre_users g
 				  JOIN unnest(p_dg_day, p_dg_genre, p_dg_users) t(day, genre, n)
 					ON g.day = t.day AND g.genre = t.genre
@@ -402,7 +418,7 @@ BEGIN
 			(day, dimension, value, streams, skips, likes, unique_users,
 			 skip_rate, like_rate, completion_rate, avg_listen_ms)
 		SELECT s.day, s.dimension, s.value, s.plays, s.skips, s.likes,
-			   coalesce(t.n, round(hll_cardinality(s.users))::bigint),
+			   coalesce(t.n, round(%1$I.hll_cardinality(s.users))::bigint),
 			   round(s.skips::numeric / nullif(s.plays + s.skips, 0), 6),
 			   round(s.likes::numeric / nullif(s.plays, 0), 6),
 			   round(s.completed_plays::numeric / nullif(s.plays, 0), 6),
@@ -413,7 +429,10 @@ BEGIN
 		 WHERE s.day = ANY (p_en_day);
 	END IF;
 END
-$fn$;
+$fn$
+$create$, hll_schema);
+END
+$hll$;
 
 ---------------------------------------------------------------------------
 -- refresh_kpis: recompute a day range from raw events.
@@ -506,27 +525,6 @@ $fn$;
 
 COMMENT ON FUNCTION streamkpi.refresh_kpis(date, date) IS
 	'recompute every KPI table for local days p_from..p_to (and windows starting in them) from raw events';
-
--- hll lives wherever CREATE EXTENSION put it (CASCADE: schema streamkpi, but
--- it may have been installed before, elsewhere).  Functions that call hll
--- get that schema on their search_path; views resolved it at creation.
-DO $hll$
-DECLARE
-	hll_schema text;
-	f		text;
-BEGIN
-	SELECT n.nspname INTO STRICT hll_schema
-	  FROM pg_catalog.pg_extension e
-	  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-	 WHERE e.extname = 'hll';
-	FOREACH f IN ARRAY ARRAY['streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[])',
-							 'streamkpi.refresh_kpis(date, date)']
-	LOOP
-		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
-								  f, hll_schema);
-	END LOOP;
-END
-$hll$;
 
 REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;

@@ -98,6 +98,23 @@ BEGIN
 END
 $fn$;
 
+-- Is a listen one of a round's (committed as of p_new, not as of p_old)?
+-- Its planner support (kpi_round_filter.c) gives the ingest_xid range as an
+-- index condition and p_events, the engine's count, as the estimate.
+CREATE FUNCTION streamkpi._kpi_in_round_support(internal)
+	RETURNS internal
+	AS 'MODULE_PATHNAME', 'streamkpi_kpi_in_round_support'
+	LANGUAGE C STRICT;
+
+CREATE FUNCTION streamkpi._kpi_in_round(p_xid xid8, p_old pg_snapshot,
+										p_new pg_snapshot, p_events bigint)
+	RETURNS boolean
+	AS 'MODULE_PATHNAME', 'streamkpi_kpi_in_round'
+	LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+	SUPPORT streamkpi._kpi_in_round_support;
+
+REVOKE ALL ON FUNCTION streamkpi._kpi_in_round_support(internal) FROM PUBLIC;
+
 -- Called by refresh_kpis() under the KPI lock: record the range and return
 -- the snapshot whose events the refresh counts.
 CREATE FUNCTION streamkpi._kpi_refresh_begin(p_from date, p_to date,
