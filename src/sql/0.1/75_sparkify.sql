@@ -8,6 +8,8 @@
 -- statement wrote (its transition table), in the writer's transaction.  A
 -- pipeline batch therefore updates them in the batch's own transaction:
 -- exactly once, like the rows themselves, and without rescanning the log.
+-- sparkify_songplays and sparkify_time are views over app_events: current
+-- with every committed event by construction.
 
 -- Sparkify's catalogue identifies a song by artist name and title (its log
 -- has no song ids).  The same id names the song in streamkpi.tracks and
