@@ -129,6 +129,16 @@ SELECT start_time, song_id, artist_id FROM streamkpi.sparkify_songplays
 SELECT track_id = streamkpi.sparkify_track_id('Artist Two', 'Late Song') AS same_track_id,
 	   track_name, artists, duration_ms, genre
   FROM streamkpi.tracks WHERE track_name = 'Late Song';
+-- a song's new duration matches the plays within 10 ms of it, and a song
+-- deleted matches none
+UPDATE streamkpi.sparkify_songs SET duration_ms = 150021 WHERE song_id = 'S3';
+SELECT start_time, song_id, artist_id FROM streamkpi.sparkify_songplays
+ WHERE user_id = '8' ORDER BY start_time;
+DELETE FROM streamkpi.sparkify_songs WHERE song_id = 'S3';
+SELECT start_time, song_id, artist_id FROM streamkpi.sparkify_songplays
+ WHERE user_id = '8' ORDER BY start_time;
+SELECT count(*) AS lengths_of_late_song FROM streamkpi.sparkify_song_lengths
+ WHERE title = 'Late Song';
 
 -- settings a batch cannot work under are not data errors (no dead letters)
 SET streamkpi.kpi_timezone = 'Mars/Olympus_Mons';
@@ -192,8 +202,8 @@ SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_songs(-
 
 -- leave nothing for later tests
 TRUNCATE streamkpi.app_events, streamkpi.sparkify_songs, streamkpi.sparkify_artists,
-	streamkpi.sparkify_users, streamkpi.user_churn_signals, streamkpi.daily_churn, streamkpi.sparkify_session_state,
-	streamkpi.sparkify_user_day_state;
+	streamkpi.sparkify_users, streamkpi.user_churn_signals, streamkpi.sparkify_song_lengths,
+	streamkpi.daily_churn, streamkpi.sparkify_session_state, streamkpi.sparkify_user_day_state;
 DELETE FROM streamkpi.listens WHERE event_id LIKE 'sparkify:%';
 DELETE FROM streamkpi.tracks WHERE track_id LIKE 'sparkify:%';
 DELETE FROM streamkpi.users WHERE user_id IN ('7', '8');

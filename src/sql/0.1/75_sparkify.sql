@@ -99,28 +99,34 @@ COMMENT ON TABLE streamkpi.sparkify_users IS 'Sparkify users, with the level of 
 -- sparkify_time from that index alone.
 CREATE INDEX app_events_plays ON streamkpi.app_events (event_time)
 	WHERE page = 'NextSong';
--- the song match of a play: one index probe by title and artist
-CREATE INDEX sparkify_songs_title_artist ON streamkpi.sparkify_songs (title, artist_name);
+
+-- The song each play length matches, per title and artist: a catalogue
+-- song matches plays within 10 ms of its duration, so each song stands
+-- here under the 21 lengths it matches, and where songs of one title and
+-- artist overlap the closest, then the lowest song_id, has the length.  A
+-- play then finds its song by equality (title, artist, length_ms): an index
+-- probe or a hash join, and no join at all when a query does not ask for
+-- the song.  Kept by the sparkify_songs triggers (76_sparkify_apply.sql).
+CREATE TABLE streamkpi.sparkify_song_lengths (
+	title		text NOT NULL,
+	artist_name	text NOT NULL,
+	length_ms	int NOT NULL,
+	song_id		text NOT NULL,
+	artist_id	text,
+	PRIMARY KEY (title, artist_name, length_ms)
+);
 
 -- One row per NextSong event; songplay_id is its app_events.event_id.  The
 -- song matches on title, artist name and duration within 10 ms (the
 -- closest, then the lowest song_id) when the row is read, so a song that
--- arrives after its plays matches them at once.  The match is a scalar
--- subquery per column: a query that does not ask for song_id or artist_id
--- does not run it.
+-- arrives after its plays matches them at once.
 CREATE VIEW streamkpi.sparkify_songplays AS
 SELECT e.event_id AS songplay_id,
 	   e.event_time AS start_time,
 	   e.user_id,
 	   e.level,
-	   (SELECT s.song_id FROM streamkpi.sparkify_songs s
-		 WHERE s.title = e.song AND s.artist_name = e.artist
-		   AND abs(s.duration_ms - e.length_ms) <= 10
-		 ORDER BY abs(s.duration_ms - e.length_ms), s.song_id LIMIT 1) AS song_id,
-	   (SELECT s.artist_id FROM streamkpi.sparkify_songs s
-		 WHERE s.title = e.song AND s.artist_name = e.artist
-		   AND abs(s.duration_ms - e.length_ms) <= 10
-		 ORDER BY abs(s.duration_ms - e.length_ms), s.song_id LIMIT 1) AS artist_id,
+	   m.song_id,
+	   m.artist_id,
 	   e.session_id,
 	   e.item_in_session,
 	   e.location,
@@ -130,6 +136,8 @@ SELECT e.event_id AS songplay_id,
 			THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS track_id,
 	   e.length_ms
   FROM streamkpi.app_events e
+  LEFT JOIN streamkpi.sparkify_song_lengths m
+	ON m.title = e.song AND m.artist_name = e.artist AND m.length_ms = e.length_ms
  WHERE e.page = 'NextSong';
 COMMENT ON VIEW streamkpi.sparkify_songplays IS
 	'Sparkify song plays (NextSong events), matched to the catalogue on title, artist and duration within 10 ms';
@@ -231,7 +239,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON streamkpi.app_events,
 	streamkpi.sparkify_songs, streamkpi.sparkify_artists,
 	streamkpi.sparkify_users, streamkpi.user_churn_signals,
 	streamkpi.daily_churn, streamkpi.sparkify_session_state,
-	streamkpi.sparkify_user_day_state TO streamkpi_admin;
+	streamkpi.sparkify_user_day_state, streamkpi.sparkify_song_lengths TO streamkpi_admin;
 GRANT SELECT ON streamkpi.sparkify_songplays, streamkpi.sparkify_time TO streamkpi_admin;
 GRANT USAGE ON SEQUENCE streamkpi.app_events_event_id_seq TO streamkpi_admin;
 
@@ -246,6 +254,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamkpi.app_events', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.app_events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.sparkify_songs', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.sparkify_artists', '');
+SELECT pg_catalog.pg_extension_config_dump('streamkpi.sparkify_song_lengths', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.sparkify_users', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.user_churn_signals', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_churn', '');

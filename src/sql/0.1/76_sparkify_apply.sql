@@ -350,38 +350,69 @@ CREATE TRIGGER app_events_derive AFTER INSERT ON streamkpi.app_events
 	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_events();
 
 -- The catalogue: artists, tracks (genre stays as it is: unknown until
--- someone knows it), and plays that waited for this song.
+-- someone knows it), and the lengths each song matches
+-- (sparkify_song_lengths), recomputed for every title and artist the
+-- statement touched: plays that waited for a song match it from then on.
 CREATE FUNCTION streamkpi._sparkify_apply_songs()
 	RETURNS trigger
 	LANGUAGE plpgsql
 	SET search_path = pg_catalog, pg_temp
 	AS $fn$
+DECLARE
+	titles	text[];
+	artists	text[];
 BEGIN
 	PERFORM streamkpi._sparkify_check_session();
 	PERFORM streamkpi._sparkify_lock();
 
-	INSERT INTO streamkpi.sparkify_artists AS a (artist_id, name, location, latitude, longitude)
-	SELECT DISTINCT ON (s.artist_id) s.artist_id, s.artist_name, s.artist_location,
-		   s.artist_latitude, s.artist_longitude
-	  FROM new_songs s
-	 WHERE s.artist_id IS NOT NULL
-	 ORDER BY s.artist_id, s.song_id
-	ON CONFLICT (artist_id) DO UPDATE SET
-		name = excluded.name, location = excluded.location,
-		latitude = excluded.latitude, longitude = excluded.longitude
-	 WHERE (a.name, a.location, a.latitude, a.longitude)
-		   IS DISTINCT FROM (excluded.name, excluded.location, excluded.latitude, excluded.longitude);
+	IF TG_OP = 'DELETE' THEN
+		SELECT array_agg(k.title), array_agg(k.artist_name) INTO titles, artists
+		  FROM (SELECT DISTINCT s.title, s.artist_name FROM old_songs s) k;
+	ELSE
+		INSERT INTO streamkpi.sparkify_artists AS a (artist_id, name, location, latitude, longitude)
+		SELECT DISTINCT ON (s.artist_id) s.artist_id, s.artist_name, s.artist_location,
+			   s.artist_latitude, s.artist_longitude
+		  FROM new_songs s
+		 WHERE s.artist_id IS NOT NULL
+		 ORDER BY s.artist_id, s.song_id
+		ON CONFLICT (artist_id) DO UPDATE SET
+			name = excluded.name, location = excluded.location,
+			latitude = excluded.latitude, longitude = excluded.longitude
+		 WHERE (a.name, a.location, a.latitude, a.longitude)
+			   IS DISTINCT FROM (excluded.name, excluded.location, excluded.latitude, excluded.longitude);
 
-	INSERT INTO streamkpi.tracks AS t (track_id, track_name, artists, duration_ms)
-	SELECT DISTINCT ON (s.track_id) s.track_id, s.title, s.artist_name, s.duration_ms
-	  FROM new_songs s
-	 ORDER BY s.track_id, s.song_id
-	ON CONFLICT (track_id) DO UPDATE SET
-		track_name = excluded.track_name, artists = excluded.artists,
-		duration_ms = excluded.duration_ms
-	 WHERE (t.track_name, t.artists, t.duration_ms)
-		   IS DISTINCT FROM (excluded.track_name, excluded.artists, excluded.duration_ms);
+		INSERT INTO streamkpi.tracks AS t (track_id, track_name, artists, duration_ms)
+		SELECT DISTINCT ON (s.track_id) s.track_id, s.title, s.artist_name, s.duration_ms
+		  FROM new_songs s
+		 ORDER BY s.track_id, s.song_id
+		ON CONFLICT (track_id) DO UPDATE SET
+			track_name = excluded.track_name, artists = excluded.artists,
+			duration_ms = excluded.duration_ms
+		 WHERE (t.track_name, t.artists, t.duration_ms)
+			   IS DISTINCT FROM (excluded.track_name, excluded.artists, excluded.duration_ms);
 
+		IF TG_OP = 'UPDATE' THEN
+			SELECT array_agg(k.title), array_agg(k.artist_name) INTO titles, artists
+			  FROM (SELECT s.title, s.artist_name FROM new_songs s
+					UNION
+					SELECT s.title, s.artist_name FROM old_songs s) k;
+		ELSE
+			SELECT array_agg(k.title), array_agg(k.artist_name) INTO titles, artists
+			  FROM (SELECT DISTINCT s.title, s.artist_name FROM new_songs s) k;
+		END IF;
+	END IF;
+
+	-- two statements: the new rows take the keys the old ones leave
+	DELETE FROM streamkpi.sparkify_song_lengths m
+	 USING unnest(titles, artists) k(title, artist_name)
+	 WHERE m.title = k.title AND m.artist_name = k.artist_name;
+	INSERT INTO streamkpi.sparkify_song_lengths (title, artist_name, length_ms, song_id, artist_id)
+	SELECT DISTINCT ON (s.title, s.artist_name, l.ms) s.title, s.artist_name, l.ms, s.song_id,
+		   s.artist_id
+	  FROM unnest(titles, artists) k(title, artist_name)
+	  JOIN streamkpi.sparkify_songs s ON s.title = k.title AND s.artist_name = k.artist_name,
+		   generate_series(s.duration_ms - 10, s.duration_ms + 10) l(ms)
+	 ORDER BY s.title, s.artist_name, l.ms, abs(s.duration_ms - l.ms), s.song_id;
 	RETURN NULL;
 END
 $fn$;
@@ -390,7 +421,10 @@ CREATE TRIGGER sparkify_songs_inserted AFTER INSERT ON streamkpi.sparkify_songs
 	REFERENCING NEW TABLE AS new_songs
 	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_songs();
 CREATE TRIGGER sparkify_songs_updated AFTER UPDATE ON streamkpi.sparkify_songs
-	REFERENCING NEW TABLE AS new_songs
+	REFERENCING OLD TABLE AS old_songs NEW TABLE AS new_songs
+	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_songs();
+CREATE TRIGGER sparkify_songs_deleted AFTER DELETE ON streamkpi.sparkify_songs
+	REFERENCING OLD TABLE AS old_songs
 	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_songs();
 
 REVOKE ALL ON FUNCTION streamkpi._sparkify_check_session() FROM PUBLIC;
