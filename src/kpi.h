@@ -15,8 +15,8 @@
  *	                      (streamkpi._kpi_derive_days);
  *	    kpi_window.c      the window deltas are merged into one state row
  *	                      per window (streamkpi.window_state), and trending
- *	                      and track_windows rows of the touched keys are
- *	                      derived from it.
+ *	                      rows of the touched keys are derived from it
+ *	                      (track_windows is a view of that state).
  *
  *	  kpi_apply.c runs a round or a refresh range through them, and
  *	  kpi_worker.c is the background worker that runs rounds.
@@ -206,10 +206,6 @@ extern Datum kpi_text_datum(KpiDelta *d, int64 id);
 extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
 extern const char *kpi_hll_schema(void);
 extern void kpi_merge_days(KpiDelta *d);
-
-/* in kpi_write.c */
-extern bool kpi_insert_direct(const char *table, int natts, KpiArray *cols);
-extern bool kpi_unless_duplicate(bool (*write) (void *arg), void *arg);
 
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);

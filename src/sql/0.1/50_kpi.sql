@@ -227,22 +227,30 @@ CREATE TABLE streamkpi.trending (
 -- "Latest windows of a region".
 CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_size, window_start);
 
-CREATE TABLE streamkpi.track_windows (
-	window_size	interval NOT NULL,
-	window_start timestamptz NOT NULL,
-	track_id	text COLLATE "C" NOT NULL,
-	window_end	timestamptz NOT NULL,
-	total_listens bigint NOT NULL,
-	unique_users bigint NOT NULL,
-	avg_listen_ms numeric,
-	-- window_start first: range deletes across sizes use it, so the KPI
-	-- engine maintains two indexes per row, not three
-	PRIMARY KEY (window_start, window_size, track_id)
-) WITH (fillfactor = 50);	-- rows are rewritten per round: room for HOT updates
--- History of one track: its rows of a day are a few thousand, so the track
--- alone is key enough, and one text comparison per index level is what the
--- engine pays for every new row.
-CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id);
+-- track_windows is derived from window_state when it is read, not stored:
+-- a round of the KPI worker would otherwise write a row and two index
+-- entries for about every third event of sparse windows (most of its
+-- cost), and refresh_kpis() and the worker show the same rows by
+-- construction.  Filters on window_start and window_size use
+-- window_state's primary key.
+CREATE FUNCTION streamkpi._window_track_rows(tracks bytea,
+	OUT track_id text, OUT plays bigint, OUT listen_ms bigint,
+	OUT users bigint, OUT sketch bytea)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'streamkpi_window_track_rows'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 200;
+
+CREATE VIEW streamkpi.track_windows AS
+SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
+	   w.window_start OPERATOR(pg_catalog.+) w.window_size AS window_end,
+	   t.plays AS total_listens,
+	   coalesce(t.users, pg_catalog.round(hll_cardinality(t.sketch::hll))::bigint) AS unique_users,
+	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
+  FROM streamkpi.window_state w
+ CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks) t;
+
+COMMENT ON VIEW streamkpi.track_windows IS
+	'per window and track with at least one play, all regions: plays, distinct players, average listen ms (from streamkpi.window_state)';
 
 CREATE TABLE streamkpi.daily_engagement (
 	day			date NOT NULL,
@@ -515,7 +523,6 @@ BEGIN
 	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.daily_genre_track_topn WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.trending WHERE window_start >= lo AND window_start < hi;
-	DELETE FROM streamkpi.track_windows WHERE window_start >= lo AND window_start < hi;
 
 	-- The range's events through the engine: state, then KPI rows.
 	PERFORM streamkpi._kpi_refresh_apply(p_from, p_to, lo, hi, snap,
@@ -558,7 +565,6 @@ SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_kpis', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_top_tracks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_top_genres', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending', '');
-SELECT pg_catalog.pg_extension_config_dump('streamkpi.track_windows', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending_windows',
 	$$WHERE window_size NOT IN (interval '1 minute', interval '5 minutes', interval '10 minutes')$$);
