@@ -11,8 +11,9 @@
 -- One engine does it for both paths (src/kpi_*.c): the KPI worker's rounds
 -- (streamkpi.kpi_apply_new(), 60_kpi_incremental.sql) stream the events
 -- committed since the last round, refresh_kpis() the events of its range
--- after emptying it, through the same accumulation over the kpi_events view
--- below, the same merge into the state and the same derivation
+-- after emptying it, through the same accumulation of streamkpi.listens
+-- (each event completed by its track and user in C; kpi_events below shows
+-- them), the same merge into the state and the same derivation
 -- (streamkpi._kpi_derive_days() for days, kpi_window.c for windows).  That is
 -- why both paths give identical rows.  Weeks and months roll up from the
 -- state by hll union, never by rescanning raw events.
@@ -31,11 +32,29 @@ CREATE FUNCTION streamkpi.kpi_timezone()
 COMMENT ON FUNCTION streamkpi.kpi_timezone() IS
 	'time zone of KPI days: setting streamkpi.kpi_timezone, default UTC';
 
--- Events enriched with everything a KPI needs.  Filter on listened_at so
--- that partitions are pruned.  Not granted to streamkpi_reader.  The local
--- day and hour of an event are not here: the engine derives them from
--- listened_at on the wall clock of streamkpi.kpi_timezone (kpi_accumulate.c),
--- their one definition.
+-- An event as the KPIs see it: the event-level rules of docs/kpis.md
+-- (region and device 'unknown' when NULL; the track's genre, 'unknown' for
+-- a missing track or a NULL or empty genre; listen ms; completed; the
+-- user's subscription, country and age group, 'unknown' when missing) are
+-- written once, in C (src/kpi_dims.c), which the KPI engine calls for
+-- every event it reads from streamkpi.listens.  Not for PUBLIC: it reads
+-- tracks and users.
+CREATE FUNCTION streamkpi._kpi_event_attributes(p_track_id text, p_user_id text,
+	p_ms_played int, p_region text, p_device text,
+	OUT region text, OUT device text, OUT genre text, OUT listen_ms bigint,
+	OUT completed boolean, OUT subscription text, OUT country text,
+	OUT age_group text)
+	RETURNS record
+	AS 'MODULE_PATHNAME', 'streamkpi_kpi_event_attributes'
+	LANGUAGE C STABLE PARALLEL SAFE;
+
+REVOKE ALL ON FUNCTION streamkpi._kpi_event_attributes(text, text, int, text, text) FROM PUBLIC;
+
+-- Events enriched with everything a KPI needs, for inspection.  Filter on
+-- listened_at so that partitions are pruned.  Not granted to
+-- streamkpi_reader.  The local day and hour of an event are not here: the
+-- engine derives them from listened_at on the wall clock of
+-- streamkpi.kpi_timezone (kpi_accumulate.c), their one definition.
 CREATE VIEW streamkpi.kpi_events AS
 SELECT l.event_id,
 	   l.listened_at,
@@ -44,25 +63,17 @@ SELECT l.event_id,
 	   l.user_id,
 	   l.track_id,
 	   l.action,
-	   COALESCE(l.region, 'unknown') AS region,
-	   COALESCE(l.device, 'unknown') AS device,
-	   COALESCE(NULLIF(t.genre, ''), 'unknown') AS genre,
-	   COALESCE(l.ms_played, t.duration_ms, 0)::bigint AS listen_ms,
-	   (t.duration_ms > 0 AND
-		COALESCE(l.ms_played, t.duration_ms)::bigint * 10
-			>= t.duration_ms::bigint * 9) IS TRUE AS completed,
-	   COALESCE(u.subscription, 'unknown') AS subscription,
-	   COALESCE(u.country, 'unknown') AS country,
-	   CASE WHEN u.age IS NULL THEN 'unknown'
-			WHEN u.age < 18 THEN '<18'
-			WHEN u.age < 25 THEN '18-24'
-			WHEN u.age < 35 THEN '25-34'
-			WHEN u.age < 45 THEN '35-44'
-			WHEN u.age < 55 THEN '45-54'
-			ELSE '55+' END AS age_group
+	   a.region,
+	   a.device,
+	   a.genre,
+	   a.listen_ms,
+	   a.completed,
+	   a.subscription,
+	   a.country,
+	   a.age_group
   FROM streamkpi.listens l
-  LEFT JOIN streamkpi.tracks t ON t.track_id = l.track_id
-  LEFT JOIN streamkpi.users u ON u.user_id = l.user_id;
+ CROSS JOIN LATERAL streamkpi._kpi_event_attributes(l.track_id, l.user_id, l.ms_played,
+													 l.region, l.device) a;
 
 COMMENT ON VIEW streamkpi.kpi_events IS
 	'listen events with genre, listen ms and user attributes, as KPIs see them';
