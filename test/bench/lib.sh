@@ -95,6 +95,21 @@ SELECT 'u' || i, 15 + i % 60, (ARRAY['GH', 'DE', 'US', 'NG', 'FR'])[1 + i % 5],
 SQL
 }
 
+# bench_wait_offsets_sql PIPELINE N: a DO block that returns once the
+# committed offsets of PIPELINE add up to N (every partition starts at 0)
+bench_wait_offsets_sql() {
+	cat <<SQL
+DO \$\$
+BEGIN
+	LOOP
+		EXIT WHEN (SELECT coalesce(sum(next_offset), 0) FROM streamkpi.pipeline_offsets
+				   WHERE pipeline = '$1') >= $2;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END \$\$;
+SQL
+}
+
 # bench_listens_sql TABLE N: the SQL that creates TABLE with N generated
 # listen events, ~150 bytes each as JSON, in the columns of streamkpi.listens
 bench_listens_sql() {

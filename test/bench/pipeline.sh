@@ -72,14 +72,7 @@ SELECT streamkpi.create_pipeline('$name',
   batch_size => ${BENCH_BATCH_SIZE:-20000}, parallelism => $par);
 SELECT clock_timestamp() AS t0 \gset
 SELECT streamkpi.start_pipeline('$name');
-DO \$\$
-BEGIN
-	LOOP
-		EXIT WHEN (SELECT coalesce(sum(next_offset), 0) FROM streamkpi.pipeline_offsets
-				   WHERE pipeline = '$name') >= $events;
-		PERFORM pg_sleep(0.01);
-	END LOOP;
-END \$\$;
+$(bench_wait_offsets_sql "$name" "$events")
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
 SQL
 )

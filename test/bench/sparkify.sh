@@ -89,14 +89,7 @@ done
 pipeline_time=$("${psql[@]}" -At <<SQL
 SELECT clock_timestamp() AS t0 \gset
 SELECT streamkpi.create_sparkify_pipelines('kafka');
-DO \$\$
-BEGIN
-	LOOP
-		EXIT WHEN (SELECT coalesce(sum(next_offset), 0) FROM streamkpi.pipeline_offsets
-				   WHERE pipeline = 'sparkify_events') >= $n;
-		PERFORM pg_sleep(0.01);
-	END LOOP;
-END \$\$;
+$(bench_wait_offsets_sql "sparkify_events" "$n")
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3);
 SQL
 )

@@ -3,10 +3,16 @@
 -- Statement triggers do all the work, each on the rows one statement wrote
 -- (a pipeline batch, a COPY, an INSERT):
 --   app_events     -> sparkify_songplays, sparkify_time, sparkify_users,
---                     user_churn_signals, daily_churn, and the plays and
---                     likes in streamkpi.listens (with their tracks)
+--                     user_churn_signals, daily_churn, streamkpi.users, and
+--                     the plays and likes in streamkpi.listens (with their
+--                     tracks)
 --   sparkify_songs -> sparkify_artists, streamkpi.tracks, and the plays
 --                     that were waiting for the song
+-- The app_events trigger is one set-based statement over the batch (data-
+-- modifying CTEs): the plays are read and their track ids hashed once, and
+-- everything per user, session or day is summed from one pre-aggregation
+-- of the batch by (user, session, day, level), so the batch's events are
+-- read a few times instead of once per derived table.
 -- Counts only ever add the statement's own contribution: distinct things
 -- (sessions, active users of a day) are counted when their state row is
 -- inserted, and "latest" values replace older ones only when newer.  So
@@ -55,9 +61,14 @@ BEGIN
 END
 $fn$;
 
--- Plays: songplays matched to the catalogue, their time rows, tracks for
--- songs the catalogue lacks, and listens (plays and likes).
-CREATE FUNCTION streamkpi._sparkify_apply_plays()
+-- Everything an app_events statement derives, in one statement over its
+-- rows: each play's track id (an md5) is computed once, in the plays CTE
+-- that every play-derived table reads, and every CTE sees the tables as
+-- they were before the statement, so likes look at the sessions' last
+-- songs before this statement's songs replace them.  Songs match on a hash
+-- join by title and artist, the 10 ms check after it; the closest song,
+-- then the lowest song_id, wins.  Upserts go in key order.
+CREATE FUNCTION streamkpi._sparkify_apply_events()
 	RETURNS trigger
 	LANGUAGE plpgsql
 	SET search_path = pg_catalog, pg_temp
@@ -69,131 +80,121 @@ DECLARE
 BEGIN
 	PERFORM streamkpi._sparkify_lock();
 
-	-- Tracks of songs not seen before: name, artist and the first play's
-	-- length (the catalogue's song, when it comes, replaces them).
-	INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
-	SELECT p.track_id, min(p.song), min(p.artist), min(p.length_ms)
-	  FROM (SELECT streamkpi.sparkify_track_id(e.artist, e.song) AS track_id,
-				   e.song, e.artist, e.length_ms
-			  FROM new_events e
-			 WHERE e.page = 'NextSong' AND e.song IS NOT NULL) p
-	 WHERE NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = p.track_id)
-	 GROUP BY p.track_id
-	ON CONFLICT (track_id) DO NOTHING;
-
-	-- A play matches the closest catalogue song within 10 ms, then the
-	-- lowest song_id; only the plays with a match are sorted for that.
-	INSERT INTO streamkpi.sparkify_songplays
-		(songplay_id, start_time, user_id, level, song_id, artist_id,
-		 session_id, item_in_session, location, user_agent, track_id, length_ms)
-	SELECT e.event_id, e.event_time, e.user_id, e.level, b.song_id, b.artist_id,
-		   e.session_id, e.item_in_session, e.location, e.user_agent,
-		   CASE WHEN e.song IS NOT NULL THEN streamkpi.sparkify_track_id(e.artist, e.song) END,
-		   e.length_ms
-	  FROM new_events e
-	  LEFT JOIN (SELECT DISTINCT ON (e.event_id) e.event_id, s.song_id, s.artist_id
-				   FROM new_events e
-				   JOIN streamkpi.sparkify_songs s
-					 ON s.track_id = streamkpi.sparkify_track_id(e.artist, e.song)
-					AND s.title = e.song AND s.artist_name = e.artist
-					AND abs(s.duration_ms - e.length_ms) <= 10
-				  WHERE e.page = 'NextSong' AND e.song IS NOT NULL
-				  ORDER BY e.event_id, abs(s.duration_ms - e.length_ms), s.song_id) b
-		USING (event_id)
-	 WHERE e.page = 'NextSong';
-
-	INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-	SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
-		   date_part('month', l), date_part('year', l), date_part('isodow', l)
-	  FROM (SELECT DISTINCT e.event_time FROM new_events e WHERE e.page = 'NextSong') d(t),
-		   LATERAL (SELECT t AT TIME ZONE tz) x(l)
-	ON CONFLICT (start_time) DO NOTHING;
-
-	-- Listens: plays, and likes of the song a session played last.  The
-	-- likes look back within the statement first (its song may be in the
-	-- same batch), then at what earlier statements left in the session state.
 	SELECT min(e.event_time), max(e.event_time) INTO lo, hi
 	  FROM new_events e
 	 WHERE e.page IN ('NextSong', 'Thumbs Up') AND e.user_id IS NOT NULL;
-	IF lo IS NULL THEN
-		RETURN NULL;
+	IF lo IS NOT NULL THEN
+		PERFORM streamkpi.ensure_listens_partitions(lo, hi);
 	END IF;
-	PERFORM streamkpi.ensure_listens_partitions(lo, hi);
-	INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
-	SELECT 'sparkify:' || e.event_id, e.user_id, streamkpi.sparkify_track_id(e.artist, e.song),
-		   e.event_time, e.length_ms, 'play'
-	  FROM new_events e
-	 WHERE e.page = 'NextSong' AND e.song IS NOT NULL AND e.user_id IS NOT NULL
-	UNION ALL
-	-- only the sessions with a Thumbs Up in this statement are looked at
-	SELECT 'sparkify:' || q.event_id, q.user_id, coalesce(q.track_id, st.last_track_id),
-		   q.event_time, NULL, 'like'
-	  FROM (SELECT p.*,
-				   first_value(p.played) OVER (PARTITION BY p.user_id, p.session_id, p.nsongs
-											   ORDER BY p.item_in_session, p.event_time, p.event_id) AS track_id
-			  FROM (SELECT e.event_id, e.user_id, e.session_id, e.item_in_session,
-						   e.event_time, e.page,
-						   CASE WHEN e.page = 'NextSong'
-								THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS played,
-						   count(*) FILTER (WHERE e.page = 'NextSong')
-							   OVER (PARTITION BY e.user_id, e.session_id
-									 ORDER BY e.item_in_session, e.event_time, e.event_id) AS nsongs
-					  FROM new_events e
-					 WHERE e.user_id IS NOT NULL
-					   AND ((e.page = 'NextSong' AND e.song IS NOT NULL) OR e.page = 'Thumbs Up')
-					   AND (e.user_id, e.session_id) IN (SELECT t.user_id, t.session_id
-														   FROM new_events t
-														  WHERE t.page = 'Thumbs Up')) p
-		   ) q
-	  LEFT JOIN streamkpi.sparkify_session_state st
-		ON q.track_id IS NULL
-	   AND st.user_id = q.user_id AND st.session_id = q.session_id
-	   AND st.last_song_item < q.item_in_session
-	 WHERE q.page = 'Thumbs Up' AND coalesce(q.track_id, st.last_track_id) IS NOT NULL;
-	RETURN NULL;
-END
-$fn$;
 
--- Per user: sessions, the churn signals and the user row.
-CREATE FUNCTION streamkpi._sparkify_apply_users()
-	RETURNS trigger
-	LANGUAGE plpgsql
-	SET search_path = pg_catalog, pg_temp
-	AS $fn$
-DECLARE
-	tz		text := streamkpi._sparkify_check_session();
-BEGIN
-	PERFORM streamkpi._sparkify_lock();
-	WITH last_songs AS (
-		SELECT DISTINCT ON (e.user_id, e.session_id) e.user_id, e.session_id,
-			   e.item_in_session AS item, streamkpi.sparkify_track_id(e.artist, e.song) AS track_id
+	WITH plays AS MATERIALIZED (
+		SELECT e.event_id, e.event_time, e.user_id, e.level, e.session_id,
+			   e.item_in_session, e.location, e.user_agent, e.song, e.artist, e.length_ms,
+			   CASE WHEN e.song IS NOT NULL
+					THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS track_id
 		  FROM new_events e
-		 WHERE e.user_id IS NOT NULL AND e.session_id IS NOT NULL
-		   AND e.page = 'NextSong' AND e.song IS NOT NULL
-		 ORDER BY e.user_id, e.session_id, e.item_in_session DESC, e.event_time DESC, e.event_id DESC
-	), sessions AS (
-		INSERT INTO streamkpi.sparkify_session_state AS s
-			(user_id, session_id, last_song_item, last_track_id)
-		SELECT k.user_id, k.session_id, l.item, l.track_id
-		  FROM (SELECT DISTINCT e.user_id, e.session_id FROM new_events e
-				 WHERE e.user_id IS NOT NULL AND e.session_id IS NOT NULL) k
-		  LEFT JOIN last_songs l USING (user_id, session_id)
-		 ORDER BY k.user_id, k.session_id
-		ON CONFLICT (user_id, session_id) DO UPDATE
-		   SET last_song_item = excluded.last_song_item,
-			   last_track_id = excluded.last_track_id
-		 WHERE excluded.last_song_item >= coalesce(s.last_song_item, -1)
-		RETURNING s.user_id, (s.xmax = 0) AS inserted
-	), new_sessions AS (
-		SELECT user_id, count(*) AS n FROM sessions WHERE inserted GROUP BY user_id
-	), latest AS (
-		SELECT DISTINCT ON (e.user_id) e.user_id, e.event_time, coalesce(e.item_in_session, -1) AS item,
-			   e.level, e.first_name, e.last_name, e.gender, e.registered_at
+		 WHERE e.page = 'NextSong'
+	), matched AS (
+		SELECT DISTINCT ON (p.event_id) p.event_id, s.song_id, s.artist_id
+		  FROM plays p
+		  JOIN streamkpi.sparkify_songs s ON s.title = p.song AND s.artist_name = p.artist
+		 WHERE abs(s.duration_ms - p.length_ms) <= 10
+		 ORDER BY p.event_id, abs(s.duration_ms - p.length_ms), s.song_id
+	), new_tracks AS (
+		-- songs not seen before: name, artist and the first play's length
+		-- (the catalogue's song, when it comes, replaces them)
+		INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
+		SELECT p.track_id, min(p.song), min(p.artist), min(p.length_ms)
+		  FROM plays p
+		 WHERE p.track_id IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = p.track_id)
+		 GROUP BY p.track_id
+		 ORDER BY p.track_id
+		ON CONFLICT (track_id) DO NOTHING
+	), songplays AS (
+		INSERT INTO streamkpi.sparkify_songplays
+			(songplay_id, start_time, user_id, level, song_id, artist_id,
+			 session_id, item_in_session, location, user_agent, track_id, length_ms)
+		SELECT p.event_id, p.event_time, p.user_id, p.level, m.song_id, m.artist_id,
+			   p.session_id, p.item_in_session, p.location, p.user_agent, p.track_id,
+			   p.length_ms
+		  FROM plays p
+		  LEFT JOIN matched m USING (event_id)
+	), play_times AS (
+		-- distinct start times; one after the latest stored cannot be
+		-- stored yet (every writer holds the lock), so only the others need
+		-- the conflict check
+		SELECT d.t, d.t > coalesce(m.latest, '-infinity') AS later
+		  FROM (SELECT DISTINCT p.event_time FROM plays p) d(t),
+			   (SELECT max(s.start_time) AS latest FROM streamkpi.sparkify_time s) m
+	), later_times AS (
+		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
+		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
+			   date_part('month', l), date_part('year', l), date_part('isodow', l)
+		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
+		 WHERE later
+		 ORDER BY t
+	), earlier_times AS (
+		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
+		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
+			   date_part('month', l), date_part('year', l), date_part('isodow', l)
+		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
+		 WHERE NOT later
+		 ORDER BY t
+		ON CONFLICT (start_time) DO NOTHING
+	), thumbs AS (
+		SELECT e.event_id, e.user_id, e.session_id, e.item_in_session, e.event_time
 		  FROM new_events e
-		 WHERE e.user_id IS NOT NULL
-		 ORDER BY e.user_id, e.event_time DESC, e.item_in_session DESC NULLS LAST, e.event_id DESC
-	), batch AS (
-		SELECT e.user_id, min(e.event_time) AS first_at,
+		 WHERE e.page = 'Thumbs Up' AND e.user_id IS NOT NULL AND e.session_id IS NOT NULL
+	), seq AS (
+		-- the plays and likes of each session in order: nsongs counts the
+		-- plays so far, songs all of the session's plays in the statement
+		SELECT x.*,
+			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id
+									 ORDER BY x.item_in_session, x.event_time, x.event_id) AS nsongs,
+			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id) AS songs
+		  FROM (SELECT p.event_id, p.user_id, p.session_id, p.item_in_session,
+					   p.event_time, p.track_id AS played
+				  FROM plays p
+				 WHERE p.user_id IS NOT NULL AND p.session_id IS NOT NULL
+				   AND p.track_id IS NOT NULL
+				UNION ALL
+				SELECT t.event_id, t.user_id, t.session_id, t.item_in_session,
+					   t.event_time, NULL
+				  FROM thumbs t) x
+	), likes AS (
+		-- a like is of the session's last song before it: the statement's
+		-- nsongs-th play, else (none yet) what earlier statements left in
+		-- the session state
+		SELECT t.event_id, t.user_id, coalesce(p.played, st.last_track_id) AS track_id,
+			   t.event_time
+		  FROM seq t
+		  LEFT JOIN seq p
+			ON p.user_id = t.user_id AND p.session_id = t.session_id
+		   AND p.nsongs = t.nsongs AND p.played IS NOT NULL
+		  LEFT JOIN streamkpi.sparkify_session_state st
+			ON t.nsongs = 0
+		   AND st.user_id = t.user_id AND st.session_id = t.session_id
+		   AND st.last_song_item < t.item_in_session
+		 WHERE t.played IS NULL AND coalesce(p.played, st.last_track_id) IS NOT NULL
+	), listened AS (
+		INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
+		SELECT 'sparkify:' || p.event_id, p.user_id, p.track_id, p.event_time, p.length_ms, 'play'
+		  FROM plays p
+		 WHERE p.track_id IS NOT NULL AND p.user_id IS NOT NULL
+		UNION ALL
+		SELECT 'sparkify:' || l.event_id, l.user_id, l.track_id, l.event_time, NULL, 'like'
+		  FROM likes l
+	), last_songs AS (
+		SELECT q.user_id, q.session_id, q.item_in_session AS item, q.played AS track_id
+		  FROM seq q
+		 WHERE q.played IS NOT NULL AND q.nsongs = q.songs
+	), groups AS (
+		-- one pass over the logged-in events: per user, session, day and
+		-- level; everything per user or per day below sums these few rows
+		SELECT e.user_id, e.session_id, (e.event_time AT TIME ZONE tz)::date AS day, e.level,
+			   min(e.event_time) AS first_at, max(e.event_time) AS last_at,
+			   min(e.registered_at) AS registered_at,
 			   count(*) FILTER (WHERE e.page = 'NextSong') AS songs,
 			   count(*) FILTER (WHERE e.page = 'Thumbs Up') AS thumbs_up,
 			   count(*) FILTER (WHERE e.page = 'Thumbs Down') AS thumbs_down,
@@ -204,10 +205,46 @@ BEGIN
 			   count(*) FILTER (WHERE e.page = 'Submit Downgrade') AS downgrades,
 			   count(*) FILTER (WHERE e.page = 'Error') AS errors,
 			   count(*) FILTER (WHERE e.page = 'Help') AS help_visits,
+			   count(*) FILTER (WHERE e.page = 'Cancellation Confirmation') AS cancellations,
 			   min(e.event_time) FILTER (WHERE e.page = 'Cancellation Confirmation') AS churned_at
 		  FROM new_events e
 		 WHERE e.user_id IS NOT NULL
-		 GROUP BY e.user_id
+		 GROUP BY e.user_id, e.session_id, 3, e.level
+	), batch AS (
+		SELECT g.user_id, min(g.first_at) AS first_at, max(g.last_at) AS last_at,
+			   sum(g.songs) AS songs, sum(g.thumbs_up) AS thumbs_up,
+			   sum(g.thumbs_down) AS thumbs_down, sum(g.add_to_playlist) AS add_to_playlist,
+			   sum(g.add_friend) AS add_friend, sum(g.roll_advert) AS roll_advert,
+			   sum(g.upgrades) AS upgrades, sum(g.downgrades) AS downgrades,
+			   sum(g.errors) AS errors, sum(g.help_visits) AS help_visits,
+			   min(g.churned_at) AS churned_at,
+			   (min(g.registered_at) AT TIME ZONE tz)::date AS registered_on
+		  FROM groups g
+		 GROUP BY g.user_id
+	), latest AS (
+		-- each user's latest event: the events at the user's latest time,
+		-- then the highest item and event_id among them
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.event_time,
+			   coalesce(e.item_in_session, -1) AS item, e.level, e.first_name,
+			   e.last_name, e.gender, e.registered_at
+		  FROM new_events e
+		  JOIN batch b ON b.user_id = e.user_id AND b.last_at = e.event_time
+		 ORDER BY e.user_id, e.item_in_session DESC NULLS LAST, e.event_id DESC
+	), sessions AS (
+		INSERT INTO streamkpi.sparkify_session_state AS s
+			(user_id, session_id, last_song_item, last_track_id)
+		SELECT k.user_id, k.session_id, l.item, l.track_id
+		  FROM (SELECT DISTINCT g.user_id, g.session_id FROM groups g
+				 WHERE g.session_id IS NOT NULL) k
+		  LEFT JOIN last_songs l USING (user_id, session_id)
+		 ORDER BY k.user_id, k.session_id
+		ON CONFLICT (user_id, session_id) DO UPDATE
+		   SET last_song_item = excluded.last_song_item,
+			   last_track_id = excluded.last_track_id
+		 WHERE excluded.last_song_item >= coalesce(s.last_song_item, -1)
+		RETURNING s.user_id, (s.xmax = 0) AS inserted
+	), new_sessions AS (
+		SELECT user_id, count(*) AS n FROM sessions WHERE inserted GROUP BY user_id
 	), signals AS (
 		INSERT INTO streamkpi.user_churn_signals AS c
 			(user_id, level, registered_at, first_event_at, last_event_at, last_item,
@@ -246,93 +283,78 @@ BEGIN
 			churned_on = CASE WHEN c.churned_at IS NULL OR excluded.churned_at < c.churned_at
 							  THEN excluded.churned_on ELSE c.churned_on END,
 			churned_at = least(c.churned_at, excluded.churned_at)
-		RETURNING c.user_id
-	)
-	INSERT INTO streamkpi.sparkify_users AS u
-		(user_id, first_name, last_name, gender, level, registered_at, level_at, level_item)
-	SELECT l.user_id, l.first_name, l.last_name, l.gender, l.level, l.registered_at,
-		   l.event_time, l.item
-	  FROM latest l
-	 ORDER BY l.user_id
-	ON CONFLICT (user_id) DO UPDATE SET
-		first_name = excluded.first_name, last_name = excluded.last_name,
-		gender = excluded.gender, level = excluded.level,
-		registered_at = excluded.registered_at,
-		level_at = excluded.level_at, level_item = excluded.level_item
-	 WHERE (excluded.level_at, excluded.level_item) >= (u.level_at, u.level_item);
-
-	-- The user dimension of the KPIs (subscription = latest level).
-	INSERT INTO streamkpi.users AS d (user_id, user_name, gender, subscription, created_at)
-	SELECT u.user_id, nullif(concat_ws(' ', u.first_name, u.last_name), ''), u.gender,
-		   u.level, (u.registered_at AT TIME ZONE tz)::date
-	  FROM streamkpi.sparkify_users u
-	 WHERE u.user_id IN (SELECT e.user_id FROM new_events e)
-	 ORDER BY u.user_id
-	ON CONFLICT (user_id) DO UPDATE SET
-		user_name = excluded.user_name, gender = excluded.gender,
-		subscription = excluded.subscription, created_at = excluded.created_at
-	 WHERE (d.user_name, d.gender, d.subscription, d.created_at)
-		   IS DISTINCT FROM (excluded.user_name, excluded.gender, excluded.subscription, excluded.created_at);
-	RETURN NULL;
-END
-$fn$;
-
--- Per day: users counted once (state rows inserted now), level changes
--- and cancellations.
-CREATE FUNCTION streamkpi._sparkify_apply_days()
-	RETURNS trigger
-	LANGUAGE plpgsql
-	SET search_path = pg_catalog, pg_temp
-	AS $fn$
-DECLARE
-	tz		text := streamkpi._sparkify_check_session();
-BEGIN
-	PERFORM streamkpi._sparkify_lock();
-	WITH ev AS (
-		SELECT (e.event_time AT TIME ZONE tz)::date AS day, e.user_id, e.level,
-			   e.page, e.registered_at
-		  FROM new_events e
+	), user_rows AS (
+		-- each user's row as the upsert below leaves it: the latest event's
+		-- values unless the stored row is of a later event
+		SELECT l.user_id, l.event_time, l.item,
+			   CASE WHEN newer THEN l.first_name ELSE u.first_name END AS first_name,
+			   CASE WHEN newer THEN l.last_name ELSE u.last_name END AS last_name,
+			   CASE WHEN newer THEN l.gender ELSE u.gender END AS gender,
+			   CASE WHEN newer THEN l.level ELSE u.level END AS level,
+			   CASE WHEN newer THEN l.registered_at ELSE u.registered_at END AS registered_at,
+			   newer
+		  FROM latest l
+		  LEFT JOIN streamkpi.sparkify_users u USING (user_id),
+			   LATERAL (SELECT u.user_id IS NULL
+							   OR (l.event_time, l.item) >= (u.level_at, u.level_item)) n(newer)
+	), users AS (
+		INSERT INTO streamkpi.sparkify_users
+			(user_id, first_name, last_name, gender, level, registered_at, level_at, level_item)
+		SELECT r.user_id, r.first_name, r.last_name, r.gender, r.level, r.registered_at,
+			   r.event_time, r.item
+		  FROM user_rows r
+		 WHERE r.newer
+		 ORDER BY r.user_id
+		ON CONFLICT (user_id) DO UPDATE SET
+			first_name = excluded.first_name, last_name = excluded.last_name,
+			gender = excluded.gender, level = excluded.level,
+			registered_at = excluded.registered_at,
+			level_at = excluded.level_at, level_item = excluded.level_item
+	), user_dimension AS (
+		-- the user dimension of the KPIs (subscription = latest level)
+		INSERT INTO streamkpi.users AS d (user_id, user_name, gender, subscription, created_at)
+		SELECT r.user_id, nullif(concat_ws(' ', r.first_name, r.last_name), ''), r.gender,
+			   r.level, (r.registered_at AT TIME ZONE tz)::date
+		  FROM user_rows r
+		 ORDER BY r.user_id
+		ON CONFLICT (user_id) DO UPDATE SET
+			user_name = excluded.user_name, gender = excluded.gender,
+			subscription = excluded.subscription, created_at = excluded.created_at
+		 WHERE (d.user_name, d.gender, d.subscription, d.created_at)
+			   IS DISTINCT FROM (excluded.user_name, excluded.gender, excluded.subscription, excluded.created_at)
 	), first_seen AS (
+		-- a user counted in daily_churn the first time its state row goes in
 		INSERT INTO streamkpi.sparkify_user_day_state (day, user_id, level)
-		SELECT DISTINCT d.day, d.user_id, lv.level
-		  FROM (SELECT DISTINCT ev.day, ev.user_id, ev.level FROM ev
-				 WHERE ev.user_id IS NOT NULL) d,
-			   LATERAL (VALUES (''), (d.level)) lv(level)
+		SELECT DISTINCT g.day, g.user_id, lv.level
+		  FROM groups g,
+			   LATERAL (VALUES (''), (g.level)) lv(level)
 		 WHERE lv.level IN ('', 'paid', 'free')
 		 ORDER BY 1, 2, 3
 		ON CONFLICT DO NOTHING
 		RETURNING day, user_id, level
-	), registered AS (
-		SELECT DISTINCT ON (ev.user_id) ev.user_id, (ev.registered_at AT TIME ZONE tz)::date AS day
-		  FROM ev
-		 WHERE ev.user_id IS NOT NULL AND ev.registered_at IS NOT NULL
-		 ORDER BY ev.user_id
-	), users AS (
+	), day_users AS (
 		SELECT f.day,
 			   count(*) FILTER (WHERE f.level = '') AS active,
 			   count(*) FILTER (WHERE f.level = 'paid') AS paid,
 			   count(*) FILTER (WHERE f.level = 'free') AS free,
-			   count(*) FILTER (WHERE f.level = '' AND r.day = f.day) AS new
+			   count(*) FILTER (WHERE f.level = '' AND b.registered_on = f.day) AS new
 		  FROM first_seen f
-		  LEFT JOIN registered r USING (user_id)
+		  JOIN batch b USING (user_id)
 		 GROUP BY f.day
-	), pages AS (
-		SELECT ev.day,
-			   count(*) FILTER (WHERE ev.page = 'Submit Upgrade') AS upgrades,
-			   count(*) FILTER (WHERE ev.page = 'Submit Downgrade') AS downgrades,
-			   count(*) FILTER (WHERE ev.page = 'Cancellation Confirmation') AS cancellations
-		  FROM ev
-		 WHERE ev.user_id IS NOT NULL
-		   AND ev.page IN ('Submit Upgrade', 'Submit Downgrade', 'Cancellation Confirmation')
-		 GROUP BY ev.day
+	), day_pages AS (
+		SELECT g.day, sum(g.upgrades) AS upgrades, sum(g.downgrades) AS downgrades,
+			   sum(g.cancellations) AS cancellations
+		  FROM groups g
+		 GROUP BY g.day
+		HAVING sum(g.upgrades + g.downgrades + g.cancellations) > 0
 	)
 	INSERT INTO streamkpi.daily_churn AS d
 		(day, active_users, paid_users, free_users, new_users, upgrades, downgrades, cancellations)
 	SELECT coalesce(u.day, p.day), coalesce(u.active, 0), coalesce(u.paid, 0),
 		   coalesce(u.free, 0), coalesce(u.new, 0), coalesce(p.upgrades, 0),
 		   coalesce(p.downgrades, 0), coalesce(p.cancellations, 0)
-	  FROM users u
-	  FULL JOIN pages p USING (day)
+	  FROM day_users u
+	  FULL JOIN day_pages p USING (day)
 	 ORDER BY 1
 	ON CONFLICT (day) DO UPDATE SET
 		active_users = d.active_users + excluded.active_users,
@@ -346,17 +368,9 @@ BEGIN
 END
 $fn$;
 
--- Three triggers, one per concern; they fire in name order, so likes look
--- at the sessions' last songs before this statement's songs replace them.
-CREATE TRIGGER app_events_1_plays AFTER INSERT ON streamkpi.app_events
+CREATE TRIGGER app_events_derive AFTER INSERT ON streamkpi.app_events
 	REFERENCING NEW TABLE AS new_events
-	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_plays();
-CREATE TRIGGER app_events_2_users AFTER INSERT ON streamkpi.app_events
-	REFERENCING NEW TABLE AS new_events
-	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_users();
-CREATE TRIGGER app_events_3_days AFTER INSERT ON streamkpi.app_events
-	REFERENCING NEW TABLE AS new_events
-	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_days();
+	FOR EACH STATEMENT EXECUTE FUNCTION streamkpi._sparkify_apply_events();
 
 -- The catalogue: artists, tracks (genre stays as it is: unknown until
 -- someone knows it), and plays that waited for this song.
