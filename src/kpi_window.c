@@ -467,31 +467,37 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 
 /* ---- the step ---- */
 
-typedef struct WinSortArg
+/* a delta entry with its place in merge order: window start, size, track, region */
+typedef struct WinSortItem
 {
-	uint32	   *rank;			/* of each interned string */
-} WinSortArg;
+	int64		start;
+	int64		size;
+	uint32		track;			/* ranks of the interned strings */
+	uint32		region;
+	KpiEntry   *entry;
+} WinSortItem;
 
-/* window start, size, track, region: the delta in merge order */
-static int
-delta_order(const void *a, const void *b, void *arg)
+static inline int
+win_item_order(const WinSortItem *x, const WinSortItem *y)
 {
-	const KpiEntry *x = *(KpiEntry *const *) a;
-	const KpiEntry *y = *(KpiEntry *const *) b;
-	uint32	   *rank = ((WinSortArg *) arg)->rank;
-	uint32		xt = rank[x->key.c & 0xffffffff];
-	uint32		yt = rank[y->key.c & 0xffffffff];
-	uint32		xr = rank[(uint64) x->key.c >> 32];
-	uint32		yr = rank[(uint64) y->key.c >> 32];
-
-	if (x->key.a != y->key.a)
-		return x->key.a < y->key.a ? -1 : 1;
-	if (x->key.b != y->key.b)
-		return x->key.b < y->key.b ? -1 : 1;
-	if (xt != yt)
-		return xt < yt ? -1 : 1;
-	return (xr > yr) - (xr < yr);
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	if (x->size != y->size)
+		return x->size < y->size ? -1 : 1;
+	if (x->track != y->track)
+		return x->track < y->track ? -1 : 1;
+	return (x->region > y->region) - (x->region < y->region);
 }
+
+/* a sort with the comparison inlined: the delta has an entry per event or so */
+#define ST_SORT win_sort
+#define ST_ELEMENT_TYPE WinSortItem
+#define ST_COMPARE(a, b) win_item_order(a, b)
+#define ST_SCOPE static
+#define ST_CHECK_FOR_INTERRUPTS
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 static void
 add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
@@ -532,28 +538,39 @@ collect_windows(KpiDelta *d, int *nwins)
 {
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->windows, &n);
-	WinSortArg arg = {kpi_string_ranks(d)};
+	uint32	   *rank = kpi_string_ranks(d);
+	WinSortItem *items = palloc(Max(n, 1) * sizeof(WinSortItem));
 	Win		   *wins = palloc0((n + 1) * sizeof(Win));
 	int			nw = 0;
 
-	qsort_arg(es, n, sizeof(KpiEntry *), delta_order, &arg);
 	for (uint32 i = 0; i < n; i++)
 	{
-		bool		new_window = i == 0 || es[i]->key.a != es[i - 1]->key.a ||
-			es[i]->key.b != es[i - 1]->key.b;
+		items[i].start = es[i]->key.a;
+		items[i].size = es[i]->key.b;
+		items[i].track = rank[es[i]->key.c & 0xffffffff];
+		items[i].region = rank[(uint64) es[i]->key.c >> 32];
+		items[i].entry = es[i];
+	}
+	pfree(es);
+	win_sort(items, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		bool		new_window = i == 0 || items[i].start != items[i - 1].start ||
+			items[i].size != items[i - 1].size;
 		Win		   *w;
 
 		if (new_window)
 		{
 			w = &wins[nw++];
-			w->start = es[i]->key.a;
-			w->size = (int) es[i]->key.b;
+			w->start = items[i].start;
+			w->size = (int) items[i].size;
 			w->delta = palloc((n - i) * sizeof(WinTrack));
 		}
 		w = &wins[nw - 1];
-		add_delta_region(d, w, es[i], new_window ||
-						 (es[i]->key.c & 0xffffffff) != (es[i - 1]->key.c & 0xffffffff));
+		add_delta_region(d, w, items[i].entry,
+						 new_window || items[i].track != items[i - 1].track);
 	}
+	pfree(items);
 	*nwins = nw;
 	return wins;
 }
