@@ -192,8 +192,7 @@ SELECT pg_temp.fails($$SELECT count(*) FROM streamkpi.synthetic_sparkify_songs(-
 
 -- leave nothing for later tests
 TRUNCATE streamkpi.app_events, streamkpi.sparkify_songs, streamkpi.sparkify_artists,
-	streamkpi.sparkify_songplays, streamkpi.sparkify_users, streamkpi.sparkify_time,
-	streamkpi.user_churn_signals, streamkpi.daily_churn, streamkpi.sparkify_session_state,
+	streamkpi.sparkify_users, streamkpi.user_churn_signals, streamkpi.daily_churn, streamkpi.sparkify_session_state,
 	streamkpi.sparkify_user_day_state;
 DELETE FROM streamkpi.listens WHERE event_id LIKE 'sparkify:%';
 DELETE FROM streamkpi.tracks WHERE track_id LIKE 'sparkify:%';

@@ -2,12 +2,12 @@
 --
 -- Statement triggers do all the work, each on the rows one statement wrote
 -- (a pipeline batch, a COPY, an INSERT):
---   app_events     -> sparkify_songplays, sparkify_time, sparkify_users,
---                     user_churn_signals, daily_churn, streamkpi.users, and
---                     the plays and likes in streamkpi.listens (with their
---                     tracks)
---   sparkify_songs -> sparkify_artists, streamkpi.tracks, and the plays
---                     that were waiting for the song
+--   app_events     -> sparkify_users, user_churn_signals, daily_churn,
+--                     streamkpi.users, and the plays and likes in
+--                     streamkpi.listens (with their tracks)
+--   sparkify_songs -> sparkify_artists, streamkpi.tracks
+-- (sparkify_songplays and sparkify_time are views over app_events: see
+-- 75_sparkify.sql.)
 -- The app_events trigger is one set-based statement over the batch (data-
 -- modifying CTEs): the plays are read and their track ids hashed once, and
 -- everything per user, session or day is summed from one pre-aggregation
@@ -20,8 +20,8 @@
 --
 -- Writers take turns: each trigger first takes one advisory lock, held to
 -- the end of the transaction.  Concurrent writers (parallel pipeline
--- workers, a COPY beside them, the songs pipeline) share days, tracks and
--- play times, and a pipeline may run its statement more than once in one
+-- workers, a COPY beside them, the songs pipeline) share days, users and
+-- tracks, and a pipeline may run its statement more than once in one
 -- transaction (it splits a batch around a bad message), so no key order can
 -- rule out deadlocks; the lock does.  Their inserts into app_events still
 -- run side by side.  In READ COMMITTED each statement after the lock sees
@@ -88,60 +88,27 @@ BEGIN
 	END IF;
 
 	WITH plays AS MATERIALIZED (
-		SELECT e.event_id, e.event_time, e.user_id, e.level, e.session_id,
-			   e.item_in_session, e.location, e.user_agent, e.song, e.artist, e.length_ms,
+		SELECT e.event_id, e.event_time, e.user_id, e.session_id, e.item_in_session,
+			   e.song, e.artist, e.length_ms,
 			   CASE WHEN e.song IS NOT NULL
 					THEN streamkpi.sparkify_track_id(e.artist, e.song) END AS track_id
 		  FROM new_events e
 		 WHERE e.page = 'NextSong'
-	), matched AS (
-		SELECT DISTINCT ON (p.event_id) p.event_id, s.song_id, s.artist_id
-		  FROM plays p
-		  JOIN streamkpi.sparkify_songs s ON s.title = p.song AND s.artist_name = p.artist
-		 WHERE abs(s.duration_ms - p.length_ms) <= 10
-		 ORDER BY p.event_id, abs(s.duration_ms - p.length_ms), s.song_id
 	), new_tracks AS (
 		-- songs not seen before: name, artist and the first play's length
-		-- (the catalogue's song, when it comes, replaces them)
+		-- (the catalogue's song, when it comes, replaces them); grouped
+		-- before the probe of tracks, in byte order ("C": the order does
+		-- not matter, and comparing by bytes is several times cheaper)
 		INSERT INTO streamkpi.tracks (track_id, track_name, artists, duration_ms)
-		SELECT p.track_id, min(p.song), min(p.artist), min(p.length_ms)
-		  FROM plays p
-		 WHERE p.track_id IS NOT NULL
-		   AND NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = p.track_id)
-		 GROUP BY p.track_id
-		 ORDER BY p.track_id
+		SELECT g.track_id, g.song, g.artist, g.length_ms
+		  FROM (SELECT p.track_id COLLATE "C" AS track_id, min(p.song COLLATE "C") AS song,
+					   min(p.artist COLLATE "C") AS artist, min(p.length_ms) AS length_ms
+				  FROM plays p
+				 WHERE p.track_id IS NOT NULL
+				 GROUP BY 1) g
+		 WHERE NOT EXISTS (SELECT FROM streamkpi.tracks t WHERE t.track_id = g.track_id)
+		 ORDER BY g.track_id
 		ON CONFLICT (track_id) DO NOTHING
-	), songplays AS (
-		INSERT INTO streamkpi.sparkify_songplays
-			(songplay_id, start_time, user_id, level, song_id, artist_id,
-			 session_id, item_in_session, location, user_agent, track_id, length_ms)
-		SELECT p.event_id, p.event_time, p.user_id, p.level, m.song_id, m.artist_id,
-			   p.session_id, p.item_in_session, p.location, p.user_agent, p.track_id,
-			   p.length_ms
-		  FROM plays p
-		  LEFT JOIN matched m USING (event_id)
-	), play_times AS (
-		-- distinct start times; one after the latest stored cannot be
-		-- stored yet (every writer holds the lock), so only the others need
-		-- the conflict check
-		SELECT d.t, d.t > coalesce(m.latest, '-infinity') AS later
-		  FROM (SELECT DISTINCT p.event_time FROM plays p) d(t),
-			   (SELECT max(s.start_time) AS latest FROM streamkpi.sparkify_time s) m
-	), later_times AS (
-		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
-			   date_part('month', l), date_part('year', l), date_part('isodow', l)
-		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
-		 WHERE later
-		 ORDER BY t
-	), earlier_times AS (
-		INSERT INTO streamkpi.sparkify_time (start_time, hour, day, week, month, year, weekday)
-		SELECT t, date_part('hour', l), date_part('day', l), date_part('week', l),
-			   date_part('month', l), date_part('year', l), date_part('isodow', l)
-		  FROM play_times, LATERAL (SELECT t AT TIME ZONE tz) x(l)
-		 WHERE NOT later
-		 ORDER BY t
-		ON CONFLICT (start_time) DO NOTHING
 	), thumbs AS (
 		SELECT e.event_id, e.user_id, e.session_id, e.item_in_session, e.event_time
 		  FROM new_events e
@@ -150,9 +117,9 @@ BEGIN
 		-- the plays and likes of each session in order: nsongs counts the
 		-- plays so far, songs all of the session's plays in the statement
 		SELECT x.*,
-			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id
+			   count(x.played) OVER (PARTITION BY x.user_id COLLATE "C", x.session_id
 									 ORDER BY x.item_in_session, x.event_time, x.event_id) AS nsongs,
-			   count(x.played) OVER (PARTITION BY x.user_id, x.session_id) AS songs
+			   count(x.played) OVER (PARTITION BY x.user_id COLLATE "C", x.session_id) AS songs
 		  FROM (SELECT p.event_id, p.user_id, p.session_id, p.item_in_session,
 					   p.event_time, p.track_id AS played
 				  FROM plays p
@@ -189,27 +156,34 @@ BEGIN
 		SELECT q.user_id, q.session_id, q.item_in_session AS item, q.played AS track_id
 		  FROM seq q
 		 WHERE q.played IS NOT NULL AND q.nsongs = q.songs
-	), groups AS (
-		-- one pass over the logged-in events: per user, session, day and
-		-- level; everything per user or per day below sums these few rows
+	), pages AS (
+		-- one pass over the logged-in events: per user, session, day, level
+		-- and page; everything below sums these few rows
 		SELECT e.user_id, e.session_id, (e.event_time AT TIME ZONE tz)::date AS day, e.level,
-			   min(e.event_time) AS first_at, max(e.event_time) AS last_at,
-			   min(e.registered_at) AS registered_at,
-			   count(*) FILTER (WHERE e.page = 'NextSong') AS songs,
-			   count(*) FILTER (WHERE e.page = 'Thumbs Up') AS thumbs_up,
-			   count(*) FILTER (WHERE e.page = 'Thumbs Down') AS thumbs_down,
-			   count(*) FILTER (WHERE e.page = 'Add to Playlist') AS add_to_playlist,
-			   count(*) FILTER (WHERE e.page = 'Add Friend') AS add_friend,
-			   count(*) FILTER (WHERE e.page = 'Roll Advert') AS roll_advert,
-			   count(*) FILTER (WHERE e.page = 'Submit Upgrade') AS upgrades,
-			   count(*) FILTER (WHERE e.page = 'Submit Downgrade') AS downgrades,
-			   count(*) FILTER (WHERE e.page = 'Error') AS errors,
-			   count(*) FILTER (WHERE e.page = 'Help') AS help_visits,
-			   count(*) FILTER (WHERE e.page = 'Cancellation Confirmation') AS cancellations,
-			   min(e.event_time) FILTER (WHERE e.page = 'Cancellation Confirmation') AS churned_at
+			   e.page, count(*)::int AS n, min(e.event_time) AS first_at,
+			   max(e.event_time) AS last_at, min(e.registered_at) AS registered_at
 		  FROM new_events e
 		 WHERE e.user_id IS NOT NULL
-		 GROUP BY e.user_id, e.session_id, 3, e.level
+		 GROUP BY e.user_id, e.session_id, 3, e.level, e.page
+	), groups AS (
+		-- per user, session, day and level
+		SELECT p.user_id, p.session_id, p.day, p.level,
+			   min(p.first_at) AS first_at, max(p.last_at) AS last_at,
+			   min(p.registered_at) AS registered_at,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'NextSong'), 0) AS songs,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Thumbs Up'), 0) AS thumbs_up,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Thumbs Down'), 0) AS thumbs_down,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Add to Playlist'), 0) AS add_to_playlist,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Add Friend'), 0) AS add_friend,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Roll Advert'), 0) AS roll_advert,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Submit Upgrade'), 0) AS upgrades,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Submit Downgrade'), 0) AS downgrades,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Error'), 0) AS errors,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Help'), 0) AS help_visits,
+			   coalesce(sum(p.n) FILTER (WHERE p.page = 'Cancellation Confirmation'), 0) AS cancellations,
+			   min(p.first_at) FILTER (WHERE p.page = 'Cancellation Confirmation') AS churned_at
+		  FROM pages p
+		 GROUP BY p.user_id, p.session_id, p.day, p.level
 	), batch AS (
 		SELECT g.user_id, min(g.first_at) AS first_at, max(g.last_at) AS last_at,
 			   sum(g.songs) AS songs, sum(g.thumbs_up) AS thumbs_up,
@@ -323,14 +297,17 @@ BEGIN
 		 WHERE (d.user_name, d.gender, d.subscription, d.created_at)
 			   IS DISTINCT FROM (excluded.user_name, excluded.gender, excluded.subscription, excluded.created_at)
 	), first_seen AS (
-		-- a user counted in daily_churn the first time its state row goes in
+		-- a user counted in daily_churn the first time its state row goes
+		-- in (every writer holds the lock, so what is not there yet is
+		-- inserted by no one else: no conflict check)
 		INSERT INTO streamkpi.sparkify_user_day_state (day, user_id, level)
-		SELECT DISTINCT g.day, g.user_id, lv.level
-		  FROM groups g,
-			   LATERAL (VALUES (''), (g.level)) lv(level)
-		 WHERE lv.level IN ('', 'paid', 'free')
-		 ORDER BY 1, 2, 3
-		ON CONFLICT DO NOTHING
+		SELECT k.day, k.user_id, k.level
+		  FROM (SELECT DISTINCT g.day, g.user_id, lv.level
+				  FROM groups g,
+					   LATERAL (VALUES (''), (g.level)) lv(level)
+				 WHERE lv.level IN ('', 'paid', 'free')) k
+		 WHERE NOT EXISTS (SELECT FROM streamkpi.sparkify_user_day_state s
+							WHERE s.day = k.day AND s.user_id = k.user_id AND s.level = k.level)
 		RETURNING day, user_id, level
 	), day_users AS (
 		SELECT f.day,
@@ -405,14 +382,6 @@ BEGIN
 	 WHERE (t.track_name, t.artists, t.duration_ms)
 		   IS DISTINCT FROM (excluded.track_name, excluded.artists, excluded.duration_ms);
 
-	UPDATE streamkpi.sparkify_songplays p
-	   SET song_id = m.song_id, artist_id = m.artist_id
-	  FROM (SELECT DISTINCT ON (p.songplay_id) p.songplay_id, s.song_id, s.artist_id
-			  FROM streamkpi.sparkify_songplays p
-			  JOIN new_songs s ON s.track_id = p.track_id
-			 WHERE p.song_id IS NULL AND abs(s.duration_ms - p.length_ms) <= 10
-			 ORDER BY p.songplay_id, abs(s.duration_ms - p.length_ms), s.song_id) m
-	 WHERE p.songplay_id = m.songplay_id;
 	RETURN NULL;
 END
 $fn$;
