@@ -39,9 +39,9 @@ OBJS = \
 	src/sketch_topn_format.o \
 	src/window.o \
 	src/kpi_accumulate.o \
+	src/kpi_dims.o \
 	src/kpi_merge.o \
 	src/kpi_window.o \
-	src/kpi_write.o \
 	src/kpi_apply.o \
 	src/kpi_round_filter.o \
 	src/kpi_worker.o \

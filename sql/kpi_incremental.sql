@@ -19,7 +19,7 @@ TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
 	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
+	streamkpi.trending, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed, streamkpi.data_checks;
 DELETE FROM streamkpi.dead_letters WHERE pipeline = 'kpi';
 UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
@@ -365,7 +365,7 @@ TRUNCATE streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
 	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
+	streamkpi.trending, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed;
 UPDATE streamkpi.kpi_state SET snapshot = '1:1:';	-- no transaction applied yet
 SELECT streamkpi.kpi_apply_new() = (SELECT count(*) FROM streamkpi.listens) AS all_applied;
@@ -448,6 +448,6 @@ TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
 	streamkpi.window_state, streamkpi.daily_genre_kpis,
 	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement,
+	streamkpi.trending, streamkpi.daily_engagement,
 	streamkpi.kpi_refreshed, streamkpi.data_checks;
 DELETE FROM streamkpi.dead_letters WHERE pipeline = 'kpi';

@@ -16,7 +16,7 @@ TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
 	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_engagement_state, streamkpi.window_state,
 	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks,
-	streamkpi.daily_top_genres, streamkpi.trending, streamkpi.track_windows,
+	streamkpi.daily_top_genres, streamkpi.trending,
 	streamkpi.daily_engagement;
 -- Start without this test's day partitions (2026), so that creating them is
 -- part of the test whatever ran before.

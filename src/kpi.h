@@ -4,8 +4,10 @@
  *	  The KPI engine.  Raw listens become KPI rows in three steps, the same
  *	  for the KPI worker's rounds and for refresh_kpis():
  *
- *	    kpi_accumulate.c  a query over streamkpi.kpi_events (the event-level
- *	                      definitions) streams into in-memory hash tables:
+ *	    kpi_accumulate.c  a query over streamkpi.listens streams into
+ *	                      in-memory hash tables, each event completed by
+ *	                      its track and user (kpi_dims.c, the event-level
+ *	                      definitions):
  *	                      counters and hll sketches per (day, genre, track),
  *	                      (day, genre), (day, dimension, value),
  *	                      (window, region, track) and (window, track);
@@ -15,8 +17,8 @@
  *	                      (streamkpi._kpi_derive_days);
  *	    kpi_window.c      the window deltas are merged into one state row
  *	                      per window (streamkpi.window_state), and trending
- *	                      and track_windows rows of the touched keys are
- *	                      derived from it.
+ *	                      rows of the touched keys are derived from it
+ *	                      (track_windows is a view of that state).
  *
  *	  kpi_apply.c runs a round or a refresh range through them, and
  *	  kpi_worker.c is the background worker that runs rounds.
@@ -28,9 +30,12 @@
 
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "datatype/timestamp.h"
 #include "tcop/dest.h"
 #include "utils/date.h"
+#include "utils/relcache.h"
+#include "utils/resowner.h"
 
 #include "sketch.h"
 
@@ -109,7 +114,7 @@ typedef struct KpiRefreshed
  * The last strings a low-cardinality column (region, genre, ...) gave, so
  * that most events intern them with a comparison instead of a hash lookup.
  */
-#define KPI_RECENT_COLUMNS	6
+#define KPI_RECENT_COLUMNS	2
 #define KPI_RECENT_SIZE		8
 typedef struct KpiRecent
 {
@@ -129,6 +134,77 @@ typedef struct KpiString
  * The deltas of a round or a refresh range.  Everything lives in cxt and
  * goes with kpi_delta_reset().
  */
+/* in kpi_dims.c: tracks and users by primary key, the event-level rules */
+typedef struct KpiDim
+{
+	Relation	rel;
+	Relation	index;			/* the primary key */
+	IndexScanDesc scan;			/* begun at the first lookup */
+	TupleTableSlot *slot;
+	AttrNumber	attnums[3];		/* the columns read */
+	int			ncols;
+	ResourceOwner owner;		/* of the opener: lookups run inside portals */
+	MemoryContext cxt;			/* the opener's, for the scan */
+	AttrNumber	keyatt;			/* the primary key's column */
+} KpiDim;
+
+typedef struct KpiDims
+{
+	KpiDim		tracks;
+	KpiDim		users;
+} KpiDims;
+
+typedef struct KpiText
+{
+	const char *data;
+	uint32		len;
+} KpiText;
+
+typedef struct KpiTrackAttrs
+{
+	KpiText		genre;
+	bool		has_duration;
+	int32		duration_ms;
+} KpiTrackAttrs;
+
+typedef struct KpiUserAttrs
+{
+	KpiText		subscription;
+	KpiText		country;
+	KpiText		age_group;
+} KpiUserAttrs;
+
+extern void kpi_dims_open(KpiDims *dims);
+extern void kpi_dims_close(KpiDims *dims);
+extern void kpi_dims_track(KpiDims *dims, const char *id, uint32 len, KpiTrackAttrs *out);
+extern void kpi_dims_user(KpiDims *dims, const char *id, uint32 len, KpiUserAttrs *out);
+extern double kpi_dim_rows(KpiDim *dim);
+extern void kpi_dims_load(KpiDims *dims,
+						  void (*track) (void *arg, const char *id, uint32 len,
+										 const KpiTrackAttrs *attrs),
+						  void (*user) (void *arg, const char *id, uint32 len,
+										const KpiUserAttrs *attrs),
+						  void *arg);
+extern void kpi_text_or_unknown(KpiText *out, const char *data, uint32 len);
+extern int64 kpi_listen_ms(bool has_ms_played, int32 ms_played, const KpiTrackAttrs *track);
+extern bool kpi_completed(bool has_ms_played, int32 ms_played, const KpiTrackAttrs *track);
+
+/* a track's attributes as the delta's strings */
+typedef struct KpiTrackCache
+{
+	bool		looked_up;
+	uint32		genre;			/* interned */
+	KpiTrackAttrs attrs;
+} KpiTrackCache;
+
+/* a user's attributes as the delta's strings */
+typedef struct KpiUserCache
+{
+	uint32		subscription;
+	uint32		country;
+	uint32		age_group;
+} KpiUserCache;
+
 typedef struct KpiDelta
 {
 	MemoryContext cxt;
@@ -160,6 +236,18 @@ typedef struct KpiDelta
 	TimestampTz late_before;	/* ... and what is too late for it */
 	uint32		hours[24];		/* interned '00' .. '23', or UINT32_MAX */
 	KpiRecent	recent[KPI_RECENT_COLUMNS]; /* per low-cardinality column */
+	/* tracks and users of the events, looked up once per delta */
+	KpiDims    *dims;			/* open while events stream in */
+	KpiTrackCache *track_attrs; /* by the track's interned id */
+	uint32		ntrack_attrs;
+	struct kpi_strings_hash *users;	/* user_id -> index into user_attrs */
+	KpiUserCache *user_attrs;
+	uint32		nusers;
+	uint32		maxusers;
+	uint32		unknown;		/* interned 'unknown' */
+	int64		expected_events;	/* of the scan, to choose how to look up */
+	bool		dims_loaded;	/* every track and user is in the caches */
+	bool		dims_chosen;	/* looking up or loading was decided */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
@@ -179,15 +267,16 @@ extern uint32 *kpi_string_ranks(KpiDelta *d);
 extern void kpi_snapshot_parse(const char *text, KpiSnapshot *snap);
 
 /*
- * The columns of streamkpi.kpi_events that kpi_delta_receiver() expects, in
- * this order.  The local day and hour come from listened_at on the clock of
- * streamkpi.kpi_timezone, and lateness from ingested_at, in C.
+ * The columns of streamkpi.listens (alias l) that kpi_delta_receiver()
+ * expects, in this order.  The local day and hour come from listened_at on
+ * the clock of streamkpi.kpi_timezone, lateness from ingested_at, and the
+ * rest from the track and the user (kpi_dims.c), in C.
  */
 #define KPI_EVENT_COLUMNS \
-	"e.listened_at, e.ingest_xid, e.ingested_at, e.user_id, e.track_id, " \
-	"e.action, e.region, e.device, e.genre, e.listen_ms, e.completed, " \
-	"e.subscription, e.country, e.age_group"
-#define KPI_EVENT_NCOLUMNS	14
+	"l.listened_at, l.ingest_xid, l.ingested_at, l.user_id, l.track_id, " \
+	"l.action, l.region, l.device, l.ms_played"
+#define KPI_EVENT_NCOLUMNS	9
+#define KPI_EVENT_NOTNULL	6	/* the first six are NOT NULL */
 
 /* in kpi_merge.c: statement parameters as arrays, and the day step */
 typedef struct KpiArray
@@ -206,10 +295,6 @@ extern Datum kpi_text_datum(KpiDelta *d, int64 id);
 extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
 extern const char *kpi_hll_schema(void);
 extern void kpi_merge_days(KpiDelta *d);
-
-/* in kpi_write.c */
-extern bool kpi_insert_direct(const char *table, int natts, KpiArray *cols);
-extern bool kpi_unless_duplicate(bool (*write) (void *arg), void *arg);
 
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);

@@ -2,9 +2,11 @@
  *
  * kpi_accumulate.c
  *	  The first step of the KPI engine: events, as the query over
- *	  streamkpi.kpi_events gives them, stream into a DestReceiver that adds
- *	  each one to four hash tables in memory.  Strings are interned once per
- *	  delta, so that every key is three machine words:
+ *	  streamkpi.listens gives them, stream into a DestReceiver that
+ *	  completes each one with its track's and user's attributes (kpi_dims.c,
+ *	  looked up once per delta and kept by interned id) and adds it to hash
+ *	  tables in memory.  Strings are interned once per delta, so that every
+ *	  key is three machine words:
  *
  *	    day_tracks  (day, genre, track)           plays, listen_ms
  *	    day_genres  (day, genre, 0)               users who played
@@ -98,6 +100,11 @@ kpi_key_hash(KpiKey k)
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
+static uint32 kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len);
+
+/* tracks and users are read whole up to this size (kpi_choose_dims) */
+#define KPI_DIMS_LOAD_MAX_ROWS	1000000.0
+
 /* first sizes: a round of a few thousand events needs no growing */
 #define KPI_STRINGS_INITIAL		1024
 #define KPI_TABLE_INITIAL		1024
@@ -117,6 +124,15 @@ kpi_delta_init_tables(KpiDelta *d)
 	d->engagement = kpi_table_create(d->cxt, 256, NULL);
 	d->windows = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
 	d->window_users = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+	d->track_attrs = NULL;
+	d->ntrack_attrs = 0;
+	d->users = kpi_strings_create(d->cxt, KPI_STRINGS_INITIAL, NULL);
+	d->maxusers = KPI_STRINGS_INITIAL;
+	d->user_attrs = MemoryContextAlloc(d->cxt, d->maxusers * sizeof(KpiUserCache));
+	d->nusers = 0;
+	d->unknown = kpi_intern_bytes(d, "unknown", 7);
+	d->dims_loaded = false;
+	d->dims_chosen = false;
 }
 
 /*
@@ -396,6 +412,144 @@ kpi_add_user(KpiDelta *d, KpiCounts *c, uint64 user_hash)
 	}
 }
 
+/* ---- tracks and users ---- */
+
+static inline uint32
+kpi_intern_text(KpiDelta *d, const KpiText *t)
+{
+	return t->data == NULL ? d->unknown : kpi_intern_bytes(d, t->data, t->len);
+}
+
+/* the cache entry of the track with interned id track */
+static KpiTrackCache *
+kpi_track_cache(KpiDelta *d, uint32 track)
+{
+	if (track >= d->ntrack_attrs)
+	{
+		uint32		n = Max(d->nstrs, track + 1) * 2;
+
+		if (d->track_attrs == NULL)
+			d->track_attrs = MemoryContextAllocZero(d->cxt, n * sizeof(KpiTrackCache));
+		else
+		{
+			d->track_attrs = repalloc(d->track_attrs, n * sizeof(KpiTrackCache));
+			memset(&d->track_attrs[d->ntrack_attrs], 0,
+				   (n - d->ntrack_attrs) * sizeof(KpiTrackCache));
+		}
+		d->ntrack_attrs = n;
+	}
+	return &d->track_attrs[track];
+}
+
+static void
+kpi_track_cache_set(KpiDelta *d, KpiTrackCache *c, const KpiTrackAttrs *attrs)
+{
+	c->attrs = *attrs;
+	c->genre = kpi_intern_text(d, &attrs->genre);
+	c->attrs.genre.data = d->strs[c->genre].data;
+	c->looked_up = true;
+}
+
+/* The attributes of the track with interned id track, looked up once. */
+static KpiTrackCache *
+kpi_track_attrs(KpiDelta *d, uint32 track)
+{
+	KpiTrackCache *c = kpi_track_cache(d, track);
+
+	if (!c->looked_up)
+	{
+		KpiTrackAttrs attrs;
+
+		/* loaded: a track not among them does not exist */
+		kpi_dims_track(d->dims, d->dims_loaded ? NULL : d->strs[track].data,
+					   d->strs[track].len, &attrs);
+		kpi_track_cache_set(d, c, &attrs);
+	}
+	return c;
+}
+
+/* The cache entry of a user; *found: it has attributes. */
+static KpiUserCache *
+kpi_user_cache(KpiDelta *d, const char *data, uint32 len, bool *found)
+{
+	KpiStringKey key = {data, len};
+	KpiStringEntry *e = kpi_strings_insert(d->users, key, found);
+
+	if (*found)
+		return &d->user_attrs[e->id];
+	e->key.data = MemoryContextAlloc(d->cxt, len + 1);
+	memcpy((char *) e->key.data, data, len);
+	if (d->nusers == d->maxusers)
+	{
+		d->maxusers *= 2;
+		d->user_attrs = repalloc(d->user_attrs, d->maxusers * sizeof(KpiUserCache));
+	}
+	e->id = d->nusers++;
+	return &d->user_attrs[e->id];
+}
+
+static void
+kpi_user_cache_set(KpiDelta *d, KpiUserCache *c, const KpiUserAttrs *attrs)
+{
+	c->subscription = kpi_intern_text(d, &attrs->subscription);
+	c->country = kpi_intern_text(d, &attrs->country);
+	c->age_group = kpi_intern_text(d, &attrs->age_group);
+}
+
+/* The attributes of a user, looked up once. */
+static KpiUserCache *
+kpi_user_attrs(KpiDelta *d, const char *data, uint32 len)
+{
+	bool		found;
+	KpiUserCache *c = kpi_user_cache(d, data, len, &found);
+
+	if (!found)
+	{
+		KpiUserAttrs attrs;
+
+		/* loaded: a user not among them does not exist */
+		kpi_dims_user(d->dims, d->dims_loaded ? NULL : data, len, &attrs);
+		kpi_user_cache_set(d, c, &attrs);
+	}
+	return c;
+}
+
+static void
+kpi_load_track(void *arg, const char *id, uint32 len, const KpiTrackAttrs *attrs)
+{
+	KpiDelta   *d = (KpiDelta *) arg;
+
+	kpi_track_cache_set(d, kpi_track_cache(d, kpi_intern_bytes(d, id, len)), attrs);
+}
+
+static void
+kpi_load_user(void *arg, const char *id, uint32 len, const KpiUserAttrs *attrs)
+{
+	KpiDelta   *d = (KpiDelta *) arg;
+	bool		found;
+
+	kpi_user_cache_set(d, kpi_user_cache(d, id, len, &found), attrs);
+}
+
+/*
+ * Look tracks and users up one by one, or read them all at once when the
+ * events are many for their number (as a hash join would), and the tables
+ * small enough to hold.
+ */
+static void
+kpi_choose_dims(KpiDelta *d)
+{
+	double		rows = Max(kpi_dim_rows(&d->dims->tracks), kpi_dim_rows(&d->dims->users));
+
+	if (rows <= KPI_DIMS_LOAD_MAX_ROWS &&
+		(double) d->expected_events >= Max(1000.0, rows / 8))
+	{
+		kpi_dims_load(d->dims, kpi_load_track, kpi_load_user, d);
+		d->dims_loaded = true;
+	}
+	d->dims_chosen = true;
+}
+
 /* One event, as read from the query; see KPI_EVENT_COLUMNS. */
 typedef struct KpiEvent
 {
@@ -560,6 +714,15 @@ kpi_local_day_hour(KpiDelta *d, KpiEvent *ev)
 	ev->values[3] = d->hours[hour];
 }
 
+/* region or device: 'unknown' when NULL */
+static inline uint32
+kpi_intern_or_unknown(KpiDelta *d, int column, TupleTableSlot *slot, int att)
+{
+	if (slot->tts_isnull[att])
+		return d->unknown;
+	return kpi_intern_recent(d, column, slot->tts_values[att]);
+}
+
 static void
 kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 {
@@ -568,11 +731,14 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	const char *s;
 	uint32		len;
 	bool		day_counts;
+	bool		has_ms;
+	KpiTrackCache *track;
+	KpiUserCache *user;
 
 	slot_getallattrs(slot);
-	for (int i = 0; i < KPI_EVENT_NCOLUMNS; i++)
+	for (int i = 0; i < KPI_EVENT_NOTNULL; i++)
 		if (slot->tts_isnull[i])
-			elog(ERROR, "streamkpi.kpi_events gave a NULL in column %d", i + 1);
+			elog(ERROR, "streamkpi.listens gave a NULL in column %d", i + 1);
 	v = slot->tts_values;
 	ev.listened_at = DatumGetTimestampTz(v[0]);
 	if (kpi_too_late(d, ev.listened_at, DatumGetTimestampTz(v[2])))
@@ -581,22 +747,27 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 		return;
 	}
 	ev.xid = DatumGetUInt64(v[1]);
+	if (unlikely(!d->dims_chosen))
+		kpi_choose_dims(d);
 	kpi_local_day_hour(d, &ev);
 	s = kpi_text(v[3], &len);
 	ev.user_hash = sketch_hll_hash_text(s, len);
+	user = kpi_user_attrs(d, s, len);
 	ev.track = kpi_intern(d, v[4]);
+	track = kpi_track_attrs(d, ev.track);
 	s = kpi_text(v[5], &len);
 	ev.action = len > 0 ? s[0] : '?';
 	if (ev.action != 'p' && ev.action != 's' && ev.action != 'l')
-		elog(ERROR, "unexpected action \"%.*s\" in streamkpi.kpi_events", (int) len, s);
-	ev.region = ev.values[6] = kpi_intern_recent(d, 0, v[6]);
-	ev.values[5] = kpi_intern_recent(d, 1, v[7]);
-	ev.genre = ev.values[0] = kpi_intern_recent(d, 2, v[8]);
-	ev.listen_ms = DatumGetInt64(v[9]);
-	ev.completed = DatumGetBool(v[10]);
-	ev.values[1] = kpi_intern_recent(d, 3, v[11]);
-	ev.values[4] = kpi_intern_recent(d, 4, v[12]);
-	ev.values[2] = kpi_intern_recent(d, 5, v[13]);
+		elog(ERROR, "unexpected action \"%.*s\" in streamkpi.listens", (int) len, s);
+	ev.region = ev.values[6] = kpi_intern_or_unknown(d, 0, slot, 6);
+	ev.values[5] = kpi_intern_or_unknown(d, 1, slot, 7);
+	ev.genre = ev.values[0] = track->genre;
+	has_ms = !slot->tts_isnull[8];
+	ev.listen_ms = kpi_listen_ms(has_ms, has_ms ? DatumGetInt32(v[8]) : 0, &track->attrs);
+	ev.completed = kpi_completed(has_ms, has_ms ? DatumGetInt32(v[8]) : 0, &track->attrs);
+	ev.values[1] = user->subscription;
+	ev.values[4] = user->country;
+	ev.values[2] = user->age_group;
 
 	if (d->refresh)
 		day_counts = ev.day >= d->from_day && ev.day <= d->to_day;

@@ -9,8 +9,9 @@
  *	  streamkpi._kpi_refresh_apply(...)  the events of a refresh_kpis()
  *	      range (50_kpi.sql deletes the range's rows first).
  *
- *	  Both stream a query over streamkpi.kpi_events through the same
- *	  accumulation (kpi_accumulate.c) and merge and derive with the same
+ *	  Both stream a query over streamkpi.listens through the same
+ *	  accumulation (kpi_accumulate.c, which completes each event with its
+ *	  track and user, kpi_dims.c) and merge and derive with the same
  *	  code (kpi_merge.c, kpi_window.c): one definition of every KPI.  The
  *	  events are fetched in chunks; when the deltas outgrow
  *	  KPI_FLUSH_BYTES they are merged before the next chunk, so that a
@@ -123,22 +124,20 @@ kpi_load_refreshed(KpiDelta *d)
  * deltas grow large, and flush at the end.  The plan is made for the
  * values given (streamkpi._kpi_in_round() turns them into an index
  * condition and an estimate, kpi_round_filter.c), even where plan_cache_mode
- * asks for generic plans.  With hash_joins, the query is planned without
- * nested loops.
+ * asks for generic plans.  Tracks and users are open meanwhile.
  */
 static void
-kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values,
-		 bool hash_joins)
+kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values)
 {
 	int			nestlevel = NewGUCNestLevel();
 	Portal		portal;
 	DestReceiver *dest = kpi_delta_receiver(d);
+	KpiDims		dims;
 
 	(void) set_config_option("plan_cache_mode", "force_custom_plan", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	if (hash_joins)
-		(void) set_config_option("enable_nestloop", "off", PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	kpi_dims_open(&dims);
+	d->dims = &dims;
 	portal = SPI_cursor_open_with_args(NULL, sql, nargs, types, values, NULL,
 									   false, 0);
 	AtEOXact_GUC(true, nestlevel);
@@ -157,6 +156,8 @@ kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values,
 			kpi_flush(d);
 	}
 	SPI_cursor_close(portal);
+	d->dims = NULL;
+	kpi_dims_close(&dims);
 	kpi_flush(d);
 }
 
@@ -192,18 +193,16 @@ kpi_round_begin(KpiRound *r)
 
 /*
  * How many new events are there, counted up to twice the larger of users
- * and tracks (enough for the planner to weigh hashing them against looking
- * each one's track and user up)?  *large: enough to repay hash joins, which
- * read all of users and tracks: more than an eighth of the larger table.
+ * and tracks?  The planner's estimate of the round's rows, and what decides
+ * how the round finds tracks and users (kpi_choose_dims()).
  */
 static int64
-kpi_round_count(KpiRound *r, bool *large)
+kpi_round_count(KpiRound *r)
 {
 	Oid			types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
 	Datum		values[2] = {r->s_old, r->s_new};
 	bool		isnull;
 	int64		count;
-	int64		n;
 
 	if (SPI_execute_with_args(
 							  "WITH b AS (SELECT GREATEST(1000, pg_catalog.max(c.reltuples)::bigint) AS n"
@@ -213,14 +212,11 @@ kpi_round_count(KpiRound *r, bool *large)
 							  " SELECT (SELECT pg_catalog.count(*) FROM (SELECT FROM streamkpi.listens l"
 							  "   WHERE l.ingest_xid >= pg_catalog.pg_snapshot_xmin($1)"
 							  "     AND l.ingest_xid < pg_catalog.pg_snapshot_xmax($2)"
-							  "   LIMIT (SELECT 2 * n FROM b)) c), (SELECT n FROM b)",
+							  "   LIMIT (SELECT 2 * n FROM b)) c)",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not count the new events");
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull));
-	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									SPI_tuptable->tupdesc, 2, &isnull));
-	*large = count >= Max(1000, n / 8);
 	return count;
 }
 
@@ -286,7 +282,6 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 	int64		events;
 	Oid			types[3] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID};
 	Datum		values[3];
-	bool		large;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -298,12 +293,13 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 		kpi_load_refreshed(d);
 	values[0] = r.s_old;
 	values[1] = r.s_new;
-	values[2] = Int64GetDatum(kpi_round_count(&r, &large));
+	d->expected_events = kpi_round_count(&r);
+	values[2] = Int64GetDatum(d->expected_events);
 	kpi_scan(d,
 			 "SELECT " KPI_EVENT_COLUMNS
-			 "  FROM streamkpi.kpi_events e"
-			 " WHERE streamkpi._kpi_in_round(e.ingest_xid, $1, $2, $3)",
-			 3, types, values, large);
+			 "  FROM streamkpi.listens l"
+			 " WHERE streamkpi._kpi_in_round(l.ingest_xid, $1, $2, $3)",
+			 3, types, values);
 	if (d->late > 0)
 		late = kpi_move_late(&r);
 	events = d->events;
@@ -337,6 +333,7 @@ streamkpi_kpi_refresh_apply(PG_FUNCTION_ARGS)
 	d->hll = kpi_hll_schema();
 	kpi_load_sizes(d);
 	d->refresh = true;
+	d->expected_events = PG_INT64_MAX;	/* a range is days of events */
 	d->from_day = PG_GETARG_DATEADT(0);
 	d->to_day = PG_GETARG_DATEADT(1);
 	d->lo = PG_GETARG_TIMESTAMPTZ(2);
@@ -350,10 +347,10 @@ streamkpi_kpi_refresh_apply(PG_FUNCTION_ARGS)
 	/* too late events are not counted: the accumulation skips them */
 	kpi_scan(d,
 			 "SELECT " KPI_EVENT_COLUMNS
-			 "  FROM streamkpi.kpi_events e"
-			 " WHERE e.listened_at >= $1 AND e.listened_at < $2"
-			 "   AND pg_catalog.pg_visible_in_snapshot(e.ingest_xid, $3)",
-			 3, types, values, false);
+			 "  FROM streamkpi.listens l"
+			 " WHERE l.listened_at >= $1 AND l.listened_at < $2"
+			 "   AND pg_catalog.pg_visible_in_snapshot(l.ingest_xid, $3)",
+			 3, types, values);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -11,9 +11,8 @@
  *	    as an index condition (lossy: the test itself filters the rows);
  *	  - that about "events" rows pass (the engine counted them, up to a
  *	    bound), where the statistics of listens, older than the round's
- *	    transactions, give a few dozen.  With a few dozen, the planner
- *	    hashes the events for the joins of kpi_events instead of tracks
- *	    and users, which cost a quarter of a round (docs/benchmarks.md).
+ *	    transactions, give a few dozen: a plan for a few dozen rows is
+ *	    not the plan for a round of a hundred thousand.
  *
  *-------------------------------------------------------------------------
  */

@@ -16,14 +16,13 @@
  *	  A round reads the rows of the windows its events fall in, merges the
  *	  deltas in (one pass over two sorted lists), writes each row back in
  *	  one statement, and derives from the merged entries the trending rows
- *	  of the touched (window, region) keys and the track_windows rows of the
- *	  touched (window, track) keys.  One row per window instead of one per
- *	  (window, region, track) is what makes a round's writes scale with
- *	  the windows it touches rather than with its events.
+ *	  of the touched (window, region) keys.  One row per window instead of
+ *	  one per (window, region, track) is what makes a round's writes scale
+ *	  with the windows it touches rather than with its events.
  *
- *	  Rows of track_windows whose track played in the window before exist
- *	  and are updated in place; the others are inserted.
- *
+ *	  streamkpi.track_windows is a view over these rows
+ *	  (streamkpi._window_track_rows()): a round writes no row per (window,
+ *	  track), and what the view shows is the state the round committed.
  *	  streamkpi.window_track_state shows the entries as rows.
  *
  *-------------------------------------------------------------------------
@@ -35,6 +34,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
@@ -66,7 +66,6 @@ typedef struct WinTrack
 	WinRegion  *regions;		/* sorted by name */
 	int			nregions;
 	bool		touched;		/* the delta has it */
-	bool		existed;		/* played before: its track_windows row exists */
 } WinTrack;
 
 /* A window the delta touched. */
@@ -199,7 +198,6 @@ unpack_regions(const uint8 **p, const uint8 *end, WinTrack *t)
 		r->likes = (int64) take_varint(p, end);
 		zz = take_varint(p, end);
 		r->listen_ms = (int64) (zz >> 1) ^ -(int64) (zz & 1);
-		t->existed |= r->plays > 0;
 	}
 }
 
@@ -338,7 +336,7 @@ window_merge(Win *w)
 	}
 }
 
-/* ---- deriving trending and track_windows ---- */
+/* ---- deriving trending ---- */
 
 /* The statements' parameters, one set per flush. */
 typedef struct WinOutput
@@ -347,12 +345,6 @@ typedef struct WinOutput
 	KpiArray	region_keys[3];	/* size, start, region: trending to replace */
 	KpiArray	trending[8];	/* size, start, region, rank, track, plays,
 								 * skips, likes */
-	KpiArray	added[7];		/* new track_windows rows: size, start,
-								 * track, plays, listen_ms, users (exact),
-								 * users (sketch, when not exact) */
-	KpiArray	changed[7];		/* existing rows, the same columns */
-	KpiArray	direct[7];		/* new rows counted exactly, as the table's
-								 * columns, for kpi_insert_direct() */
 } WinOutput;
 
 static Datum
@@ -473,117 +465,39 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 	}
 }
 
-/* round(listen_ms::numeric / plays, 3), as SQL computes it */
-static Datum
-avg_listen_ms(int64 listen_ms, int64 plays)
-{
-	return DirectFunctionCall2(numeric_round,
-							   DirectFunctionCall2(numeric_div,
-												   DirectFunctionCall1(int8_numeric, Int64GetDatum(listen_ms)),
-												   DirectFunctionCall1(int8_numeric, Int64GetDatum(plays))),
-							   Int32GetDatum(3));
-}
-
-/*
- * One track_windows row.  Its distinct users are counted here while the
- * sketch holds them exactly, else hll_cardinality() counts them from the
- * sketch (beyond about 1,280 users).  A new row counted exactly is ready
- * for kpi_insert_direct(); the others go through SQL.
- */
-static void
-add_track_row(WinOutput *out, bool existed, Datum size, Datum start, Datum end,
-			  WinTrack *t, int64 plays, int64 listen_ms)
-{
-	KpiArray   *rows = existed ? out->changed : out->added;
-	int64		exact = 0;
-
-	if (t->users != NULL)
-		exact = sketch_hll_exact_count(t->users);
-	else if (t->packed != NULL)
-		exact = sketch_hll_value_exact_count(t->packed, t->packed_len);
-	if (!existed && exact >= 0)
-	{
-		kpi_array_add(&out->direct[0], size);
-		kpi_array_add(&out->direct[1], start);
-		kpi_array_add(&out->direct[2], bytes_text(t->name, t->len));
-		kpi_array_add(&out->direct[3], end);
-		kpi_array_add(&out->direct[4], Int64GetDatum(plays));
-		kpi_array_add(&out->direct[5], Int64GetDatum(exact));
-		kpi_array_add(&out->direct[6], avg_listen_ms(listen_ms, plays));
-		return;
-	}
-	kpi_array_add(&rows[0], size);
-	kpi_array_add(&rows[1], start);
-	kpi_array_add(&rows[2], bytes_text(t->name, t->len));
-	kpi_array_add(&rows[3], Int64GetDatum(plays));
-	kpi_array_add(&rows[4], Int64GetDatum(listen_ms));
-	if (exact >= 0)
-	{
-		kpi_array_add(&rows[5], Int64GetDatum(exact));
-		kpi_array_add_null(&rows[6]);
-	}
-	else
-	{
-		kpi_array_add_null(&rows[5]);
-		kpi_array_add(&rows[6], PointerGetDatum(t->users != NULL ? sketch_hll_pack(t->users)
-												: window_value(t->packed, t->packed_len)));
-	}
-}
-
-/* The touched tracks of w (every track in a refresh) get new rows. */
-static void
-derive_track_windows(KpiDelta *d, Win *w, WinOutput *out)
-{
-	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
-	Datum		start = TimestampTzGetDatum(w->start);
-	Datum		end = DirectFunctionCall2(timestamptz_pl_interval, start, size);
-
-	for (int i = 0; i < w->nmerged; i++)
-	{
-		WinTrack   *t = &w->merged[i];
-		int64		plays = 0;
-		int64		listen_ms = 0;
-
-		if (!d->refresh && !t->touched)
-			continue;
-		for (int j = 0; j < t->nregions; j++)
-		{
-			plays += t->regions[j].plays;
-			listen_ms += t->regions[j].listen_ms;
-		}
-		if (plays > 0)
-			add_track_row(out, t->existed && !d->refresh, size, start, end, t,
-						  plays, listen_ms);
-	}
-}
-
 /* ---- the step ---- */
 
-typedef struct WinSortArg
+/* a delta entry with its place in merge order: window start, size, track, region */
+typedef struct WinSortItem
 {
-	uint32	   *rank;			/* of each interned string */
-} WinSortArg;
+	int64		start;
+	int64		size;
+	uint32		track;			/* ranks of the interned strings */
+	uint32		region;
+	KpiEntry   *entry;
+} WinSortItem;
 
-/* window start, size, track, region: the delta in merge order */
-static int
-delta_order(const void *a, const void *b, void *arg)
+static inline int
+win_item_order(const WinSortItem *x, const WinSortItem *y)
 {
-	const KpiEntry *x = *(KpiEntry *const *) a;
-	const KpiEntry *y = *(KpiEntry *const *) b;
-	uint32	   *rank = ((WinSortArg *) arg)->rank;
-	uint32		xt = rank[x->key.c & 0xffffffff];
-	uint32		yt = rank[y->key.c & 0xffffffff];
-	uint32		xr = rank[(uint64) x->key.c >> 32];
-	uint32		yr = rank[(uint64) y->key.c >> 32];
-
-	if (x->key.a != y->key.a)
-		return x->key.a < y->key.a ? -1 : 1;
-	if (x->key.b != y->key.b)
-		return x->key.b < y->key.b ? -1 : 1;
-	if (xt != yt)
-		return xt < yt ? -1 : 1;
-	return (xr > yr) - (xr < yr);
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	if (x->size != y->size)
+		return x->size < y->size ? -1 : 1;
+	if (x->track != y->track)
+		return x->track < y->track ? -1 : 1;
+	return (x->region > y->region) - (x->region < y->region);
 }
+
+/* a sort with the comparison inlined: the delta has an entry per event or so */
+#define ST_SORT win_sort
+#define ST_ELEMENT_TYPE WinSortItem
+#define ST_COMPARE(a, b) win_item_order(a, b)
+#define ST_SCOPE static
+#define ST_CHECK_FOR_INTERRUPTS
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 static void
 add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
@@ -624,28 +538,39 @@ collect_windows(KpiDelta *d, int *nwins)
 {
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->windows, &n);
-	WinSortArg arg = {kpi_string_ranks(d)};
+	uint32	   *rank = kpi_string_ranks(d);
+	WinSortItem *items = palloc(Max(n, 1) * sizeof(WinSortItem));
 	Win		   *wins = palloc0((n + 1) * sizeof(Win));
 	int			nw = 0;
 
-	qsort_arg(es, n, sizeof(KpiEntry *), delta_order, &arg);
 	for (uint32 i = 0; i < n; i++)
 	{
-		bool		new_window = i == 0 || es[i]->key.a != es[i - 1]->key.a ||
-			es[i]->key.b != es[i - 1]->key.b;
+		items[i].start = es[i]->key.a;
+		items[i].size = es[i]->key.b;
+		items[i].track = rank[es[i]->key.c & 0xffffffff];
+		items[i].region = rank[(uint64) es[i]->key.c >> 32];
+		items[i].entry = es[i];
+	}
+	pfree(es);
+	win_sort(items, n);
+	for (uint32 i = 0; i < n; i++)
+	{
+		bool		new_window = i == 0 || items[i].start != items[i - 1].start ||
+			items[i].size != items[i - 1].size;
 		Win		   *w;
 
 		if (new_window)
 		{
 			w = &wins[nw++];
-			w->start = es[i]->key.a;
-			w->size = (int) es[i]->key.b;
+			w->start = items[i].start;
+			w->size = (int) items[i].size;
 			w->delta = palloc((n - i) * sizeof(WinTrack));
 		}
 		w = &wins[nw - 1];
-		add_delta_region(d, w, es[i], new_window ||
-						 (es[i]->key.c & 0xffffffff) != (es[i - 1]->key.c & 0xffffffff));
+		add_delta_region(d, w, items[i].entry,
+						 new_window || items[i].track != items[i - 1].track);
 	}
+	pfree(items);
 	*nwins = nw;
 	return wins;
 }
@@ -684,89 +609,8 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 	}
 }
 
-/* the columns of track_windows rows from the arrays $1..$7 */
-#define TRACK_ROWS_SELECT \
-	" SELECT sz, st, tr, st OPERATOR(pg_catalog.+) sz, p," \
-	" COALESCE(n, pg_catalog.round(%s.hll_cardinality(u::%s.hll))::bigint)," \
-	" pg_catalog.round(ms::numeric OPERATOR(pg_catalog./) NULLIF(p, 0), 3)" \
-	" FROM unnest($1, $2, $3, $4, $5, $6, $7) x(sz, st, tr, p, ms, n, u)"
-
-/* An INSERT of rows given as arrays, for kpi_unless_duplicate(). */
-typedef struct KpiStatement
-{
-	const char *sql;
-	int			nargs;
-	KpiArray   *args;
-} KpiStatement;
-
-static bool
-run_statement(void *arg)
-{
-	KpiStatement *st = (KpiStatement *) arg;
-
-	kpi_run(st->sql, st->nargs, st->args, SPI_OK_INSERT);
-	return true;
-}
-
-static bool
-insert_direct(void *arg)
-{
-	return kpi_insert_direct("track_windows", 7, (KpiArray *) arg);
-}
-
 static void
-write_track_windows(WinOutput *out, const char *hll)
-{
-	const char *upsert = psprintf("INSERT INTO streamkpi.track_windows AS t (window_size,"
-								  " window_start, track_id, window_end, total_listens,"
-								  " unique_users, avg_listen_ms)" TRACK_ROWS_SELECT
-								  " ON CONFLICT (window_start, window_size, track_id) DO UPDATE"
-								  " SET total_listens = excluded.total_listens,"
-								  " unique_users = excluded.unique_users,"
-								  " avg_listen_ms = excluded.avg_listen_ms", hll, hll);
-
-	/* rows of tracks that played before in the window exist: update them */
-	if (out->changed[0].n > 0)
-	{
-		kpi_run(psprintf("UPDATE streamkpi.track_windows t"
-						 " SET total_listens = x.p, unique_users = x.n, avg_listen_ms = x.a"
-						 " FROM (SELECT tr, sz, st, p,"
-						 " COALESCE(n, pg_catalog.round(%s.hll_cardinality(u::%s.hll))::bigint) n,"
-						 " pg_catalog.round(ms::numeric OPERATOR(pg_catalog./) NULLIF(p, 0), 3) a"
-						 " FROM unnest($1, $2, $3, $4, $5, $6, $7) x(sz, st, tr, p, ms, n, u)) x"
-						 " WHERE t.window_start OPERATOR(pg_catalog.=) x.st"
-						 " AND t.window_size OPERATOR(pg_catalog.=) x.sz"
-						 " AND t.track_id OPERATOR(pg_catalog.=) x.tr", hll, hll),
-				7, out->changed, SPI_OK_UPDATE);
-		/* someone removed rows: put them back */
-		if (SPI_processed != (uint64) out->changed[0].n)
-			kpi_run(upsert, 7, out->changed, SPI_OK_INSERT);
-	}
-	/*
-	 * The others are new, unless someone wrote rows behind the engine's
-	 * back: a plain insert (no conflict checks), and the upsert if not.
-	 */
-	if (out->added[0].n > 0)
-	{
-		KpiStatement insert = {psprintf("INSERT INTO streamkpi.track_windows (window_size,"
-										" window_start, track_id, window_end, total_listens,"
-										" unique_users, avg_listen_ms)" TRACK_ROWS_SELECT,
-										hll, hll), 7, out->added};
-
-		if (!kpi_unless_duplicate(run_statement, &insert))
-			kpi_run(upsert, 7, out->added, SPI_OK_INSERT);
-	}
-	if (out->direct[0].n > 0 && !kpi_unless_duplicate(insert_direct, out->direct))
-		kpi_run("INSERT INTO streamkpi.track_windows AS t SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7)"
-				" ON CONFLICT (window_start, window_size, track_id) DO UPDATE"
-				" SET total_listens = excluded.total_listens,"
-				" unique_users = excluded.unique_users,"
-				" avg_listen_ms = excluded.avg_listen_ms",
-				7, out->direct, SPI_OK_INSERT);
-}
-
-static void
-write_windows(WinOutput *out, const char *hll)
+write_windows(WinOutput *out)
 {
 	kpi_run("INSERT INTO streamkpi.window_state AS s (window_start, window_size, tracks)"
 			" SELECT * FROM unnest($1, $2, $3)"
@@ -786,7 +630,6 @@ write_windows(WinOutput *out, const char *hll)
 				" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
 				" x(sz, st, r, rk, tr, p, sk, lk)",
 				8, out->trending, SPI_OK_INSERT);
-	write_track_windows(out, hll);
 }
 
 static void
@@ -794,10 +637,6 @@ init_output(WinOutput *out, int nw)
 {
 	Oid			trending_types[8] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, INT4OID,
 	TEXTOID, INT8OID, INT8OID, INT8OID};
-	Oid			track_types[7] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, INT8OID,
-	INT8OID, INT8OID, BYTEAOID};
-	Oid			table_types[7] = {INTERVALOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID,
-	INT8OID, INT8OID, NUMERICOID};
 
 	kpi_array_init(&out->state[0], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->state[1], INTERVALOID, nw);
@@ -807,17 +646,11 @@ init_output(WinOutput *out, int nw)
 	kpi_array_init(&out->region_keys[2], TEXTOID, nw);
 	for (int i = 0; i < 8; i++)
 		kpi_array_init(&out->trending[i], trending_types[i], nw * 4);
-	for (int i = 0; i < 7; i++)
-	{
-		kpi_array_init(&out->added[i], track_types[i], nw * 16);
-		kpi_array_init(&out->changed[i], track_types[i], nw * 16);
-		kpi_array_init(&out->direct[i], table_types[i], nw * 16);
-	}
 }
 
 /*
  * Merge the window deltas into streamkpi.window_state and derive the
- * trending and track_windows rows they change.
+ * trending rows they change (track_windows shows the state as it is).
  */
 void
 kpi_merge_windows(KpiDelta *d)
@@ -848,13 +681,12 @@ kpi_merge_windows(KpiDelta *d)
 		kpi_array_add(&out.state[1], IntervalPGetDatum(&d->sizes[w->size].size));
 		kpi_array_add(&out.state[2], PointerGetDatum(packed));
 		derive_trending(d, w, &out);
-		derive_track_windows(d, w, &out);
 	}
 	t2 = GetCurrentTimestamp();
-	write_windows(&out, d->hll);
-	elog(DEBUG1, "KPI windows: %d windows (%zu bytes of state), %d new and %d changed track rows;"
+	write_windows(&out);
+	elog(DEBUG1, "KPI windows: %d windows (%zu bytes of state);"
 		 " read %.1f ms, merge %.1f ms, write %.1f ms",
-		 nw, bytes, out.added[0].n + out.direct[0].n, out.changed[0].n, (t1 - t0) / 1000.0,
+		 nw, bytes, (t1 - t0) / 1000.0,
 		 (t2 - t1) / 1000.0, (GetCurrentTimestamp() - t2) / 1000.0);
 }
 
@@ -895,5 +727,56 @@ streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 				values[6] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
+	PG_RETURN_VOID();
+}
+
+/* ---- streamkpi._window_track_rows(bytea) ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_track_rows);
+
+/*
+ * The tracks of a window_state row that were played, all regions together
+ * (track_id, plays, listen_ms, users, sketch), for streamkpi.track_windows:
+ * users is the count of distinct players while the sketch holds them
+ * exactly (sketch NULL), else NULL and the sketch for hll_cardinality().
+ */
+Datum
+streamkpi_window_track_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+	WinTrack   *ts;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	ts = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		int64		plays = 0;
+		int64		listen_ms = 0;
+		int64		exact = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int j = 0; j < ts[i].nregions; j++)
+		{
+			plays += ts[i].regions[j].plays;
+			listen_ms += ts[i].regions[j].listen_ms;
+		}
+		if (plays <= 0)
+			continue;
+		if (ts[i].packed != NULL)
+			exact = sketch_hll_value_exact_count(ts[i].packed, ts[i].packed_len);
+		values[0] = bytes_text(ts[i].name, ts[i].len);
+		values[1] = Int64GetDatum(plays);
+		values[2] = Int64GetDatum(listen_ms);
+		values[3] = Int64GetDatum(exact);
+		nulls[3] = exact < 0;
+		nulls[4] = exact >= 0;
+		if (exact < 0)
+			values[4] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	PG_RETURN_VOID();
 }

@@ -83,7 +83,7 @@ DROP FOREIGN TABLE IF EXISTS kafka_lat;
 TRUNCATE streamkpi.listens, streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state, streamkpi.window_state,
 	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement, probe_seen;
+	streamkpi.trending, streamkpi.daily_engagement, probe_seen;
 CREATE FOREIGN TABLE kafka_lat (event_id text, user_id text, track_id text,
   listened_at timestamptz, ms_played int, action text, region text, device text,
   ktimestamp timestamptz OPTIONS (meta 'timestamp'))

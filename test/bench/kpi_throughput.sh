@@ -128,7 +128,7 @@ reset() {
 TRUNCATE streamkpi.listens, streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
 	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state, streamkpi.window_state,
 	streamkpi.daily_genre_kpis, streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.track_windows, streamkpi.daily_engagement;
+	streamkpi.trending, streamkpi.daily_engagement;
 UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
 SQL
 }

@@ -11,8 +11,9 @@
 -- One engine does it for both paths (src/kpi_*.c): the KPI worker's rounds
 -- (streamkpi.kpi_apply_new(), 60_kpi_incremental.sql) stream the events
 -- committed since the last round, refresh_kpis() the events of its range
--- after emptying it, through the same accumulation over the kpi_events view
--- below, the same merge into the state and the same derivation
+-- after emptying it, through the same accumulation of streamkpi.listens
+-- (each event completed by its track and user in C; kpi_events below shows
+-- them), the same merge into the state and the same derivation
 -- (streamkpi._kpi_derive_days() for days, kpi_window.c for windows).  That is
 -- why both paths give identical rows.  Weeks and months roll up from the
 -- state by hll union, never by rescanning raw events.
@@ -31,11 +32,29 @@ CREATE FUNCTION streamkpi.kpi_timezone()
 COMMENT ON FUNCTION streamkpi.kpi_timezone() IS
 	'time zone of KPI days: setting streamkpi.kpi_timezone, default UTC';
 
--- Events enriched with everything a KPI needs.  Filter on listened_at so
--- that partitions are pruned.  Not granted to streamkpi_reader.  The local
--- day and hour of an event are not here: the engine derives them from
--- listened_at on the wall clock of streamkpi.kpi_timezone (kpi_accumulate.c),
--- their one definition.
+-- An event as the KPIs see it: the event-level rules of docs/kpis.md
+-- (region and device 'unknown' when NULL; the track's genre, 'unknown' for
+-- a missing track or a NULL or empty genre; listen ms; completed; the
+-- user's subscription, country and age group, 'unknown' when missing) are
+-- written once, in C (src/kpi_dims.c), which the KPI engine calls for
+-- every event it reads from streamkpi.listens.  Not for PUBLIC: it reads
+-- tracks and users.
+CREATE FUNCTION streamkpi._kpi_event_attributes(p_track_id text, p_user_id text,
+	p_ms_played int, p_region text, p_device text,
+	OUT region text, OUT device text, OUT genre text, OUT listen_ms bigint,
+	OUT completed boolean, OUT subscription text, OUT country text,
+	OUT age_group text)
+	RETURNS record
+	AS 'MODULE_PATHNAME', 'streamkpi_kpi_event_attributes'
+	LANGUAGE C STABLE PARALLEL SAFE;
+
+REVOKE ALL ON FUNCTION streamkpi._kpi_event_attributes(text, text, int, text, text) FROM PUBLIC;
+
+-- Events enriched with everything a KPI needs, for inspection.  Filter on
+-- listened_at so that partitions are pruned.  Not granted to
+-- streamkpi_reader.  The local day and hour of an event are not here: the
+-- engine derives them from listened_at on the wall clock of
+-- streamkpi.kpi_timezone (kpi_accumulate.c), their one definition.
 CREATE VIEW streamkpi.kpi_events AS
 SELECT l.event_id,
 	   l.listened_at,
@@ -44,25 +63,17 @@ SELECT l.event_id,
 	   l.user_id,
 	   l.track_id,
 	   l.action,
-	   COALESCE(l.region, 'unknown') AS region,
-	   COALESCE(l.device, 'unknown') AS device,
-	   COALESCE(NULLIF(t.genre, ''), 'unknown') AS genre,
-	   COALESCE(l.ms_played, t.duration_ms, 0)::bigint AS listen_ms,
-	   (t.duration_ms > 0 AND
-		COALESCE(l.ms_played, t.duration_ms)::bigint * 10
-			>= t.duration_ms::bigint * 9) IS TRUE AS completed,
-	   COALESCE(u.subscription, 'unknown') AS subscription,
-	   COALESCE(u.country, 'unknown') AS country,
-	   CASE WHEN u.age IS NULL THEN 'unknown'
-			WHEN u.age < 18 THEN '<18'
-			WHEN u.age < 25 THEN '18-24'
-			WHEN u.age < 35 THEN '25-34'
-			WHEN u.age < 45 THEN '35-44'
-			WHEN u.age < 55 THEN '45-54'
-			ELSE '55+' END AS age_group
+	   a.region,
+	   a.device,
+	   a.genre,
+	   a.listen_ms,
+	   a.completed,
+	   a.subscription,
+	   a.country,
+	   a.age_group
   FROM streamkpi.listens l
-  LEFT JOIN streamkpi.tracks t ON t.track_id = l.track_id
-  LEFT JOIN streamkpi.users u ON u.user_id = l.user_id;
+ CROSS JOIN LATERAL streamkpi._kpi_event_attributes(l.track_id, l.user_id, l.ms_played,
+													 l.region, l.device) a;
 
 COMMENT ON VIEW streamkpi.kpi_events IS
 	'listen events with genre, listen ms and user attributes, as KPIs see them';
@@ -227,22 +238,30 @@ CREATE TABLE streamkpi.trending (
 -- "Latest windows of a region".
 CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_size, window_start);
 
-CREATE TABLE streamkpi.track_windows (
-	window_size	interval NOT NULL,
-	window_start timestamptz NOT NULL,
-	track_id	text COLLATE "C" NOT NULL,
-	window_end	timestamptz NOT NULL,
-	total_listens bigint NOT NULL,
-	unique_users bigint NOT NULL,
-	avg_listen_ms numeric,
-	-- window_start first: range deletes across sizes use it, so the KPI
-	-- engine maintains two indexes per row, not three
-	PRIMARY KEY (window_start, window_size, track_id)
-) WITH (fillfactor = 50);	-- rows are rewritten per round: room for HOT updates
--- History of one track: its rows of a day are a few thousand, so the track
--- alone is key enough, and one text comparison per index level is what the
--- engine pays for every new row.
-CREATE INDEX track_windows_track_idx ON streamkpi.track_windows (track_id);
+-- track_windows is derived from window_state when it is read, not stored:
+-- a round of the KPI worker would otherwise write a row and two index
+-- entries for about every third event of sparse windows (most of its
+-- cost), and refresh_kpis() and the worker show the same rows by
+-- construction.  Filters on window_start and window_size use
+-- window_state's primary key.
+CREATE FUNCTION streamkpi._window_track_rows(tracks bytea,
+	OUT track_id text, OUT plays bigint, OUT listen_ms bigint,
+	OUT users bigint, OUT sketch bytea)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'streamkpi_window_track_rows'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 200;
+
+CREATE VIEW streamkpi.track_windows AS
+SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
+	   w.window_start OPERATOR(pg_catalog.+) w.window_size AS window_end,
+	   t.plays AS total_listens,
+	   coalesce(t.users, pg_catalog.round(hll_cardinality(t.sketch::hll))::bigint) AS unique_users,
+	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
+  FROM streamkpi.window_state w
+ CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks) t;
+
+COMMENT ON VIEW streamkpi.track_windows IS
+	'per window and track with at least one play, all regions: plays, distinct players, average listen ms (from streamkpi.window_state)';
 
 CREATE TABLE streamkpi.daily_engagement (
 	day			date NOT NULL,
@@ -515,7 +534,6 @@ BEGIN
 	DELETE FROM streamkpi.daily_engagement WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.daily_genre_track_topn WHERE day BETWEEN p_from AND p_to;
 	DELETE FROM streamkpi.trending WHERE window_start >= lo AND window_start < hi;
-	DELETE FROM streamkpi.track_windows WHERE window_start >= lo AND window_start < hi;
 
 	-- The range's events through the engine: state, then KPI rows.
 	PERFORM streamkpi._kpi_refresh_apply(p_from, p_to, lo, hi, snap,
@@ -558,7 +576,6 @@ SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_kpis', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_genre_top_tracks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_top_genres', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending', '');
-SELECT pg_catalog.pg_extension_config_dump('streamkpi.track_windows', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.daily_engagement', '');
 SELECT pg_catalog.pg_extension_config_dump('streamkpi.trending_windows',
 	$$WHERE window_size NOT IN (interval '1 minute', interval '5 minutes', interval '10 minutes')$$);
