@@ -246,7 +246,11 @@ typedef struct KpiDelta
 	uint32		maxusers;
 	uint32		unknown;		/* interned 'unknown' */
 	int64		expected_events;	/* of the scan, to choose how to look up */
-	bool		dims_loaded;	/* every track and user is in the caches */
+	MemoryContext users_cxt;	/* the users' cache, reset with the delta but
+								 * not counted in its size (a loaded users
+								 * table would make every batch a flush) */
+	bool		tracks_loaded;	/* every track is in the cache */
+	bool		users_loaded;	/* every user is in the cache */
 	bool		dims_chosen;	/* looking up or loading was decided */
 	/* counts since the delta was created */
 	int64		events;			/* counted */

@@ -102,8 +102,13 @@ kpi_key_hash(KpiKey k)
 
 static uint32 kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len);
 
-/* tracks and users are read whole up to this size (kpi_choose_dims) */
-#define KPI_DIMS_LOAD_MAX_ROWS	1000000.0
+/*
+ * Tracks and users are read whole up to these sizes (kpi_choose_dims).
+ * Tracks are interned into the delta, whose size decides its flushes: they
+ * must stay well below KPI_FLUSH_BYTES.  The users' cache is not counted.
+ */
+#define KPI_TRACKS_LOAD_MAX_ROWS	100000.0
+#define KPI_USERS_LOAD_MAX_ROWS		1000000.0
 
 /* first sizes: a round of a few thousand events needs no growing */
 #define KPI_STRINGS_INITIAL		1024
@@ -126,12 +131,13 @@ kpi_delta_init_tables(KpiDelta *d)
 	d->window_users = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
 	d->track_attrs = NULL;
 	d->ntrack_attrs = 0;
-	d->users = kpi_strings_create(d->cxt, KPI_STRINGS_INITIAL, NULL);
+	d->users = kpi_strings_create(d->users_cxt, KPI_STRINGS_INITIAL, NULL);
 	d->maxusers = KPI_STRINGS_INITIAL;
-	d->user_attrs = MemoryContextAlloc(d->cxt, d->maxusers * sizeof(KpiUserCache));
+	d->user_attrs = MemoryContextAlloc(d->users_cxt, d->maxusers * sizeof(KpiUserCache));
 	d->nusers = 0;
 	d->unknown = kpi_intern_bytes(d, "unknown", 7);
-	d->dims_loaded = false;
+	d->tracks_loaded = false;
+	d->users_loaded = false;
 	d->dims_chosen = false;
 }
 
@@ -147,6 +153,8 @@ kpi_delta_create(MemoryContext parent, const Interval *horizon)
 
 	d->cxt = AllocSetContextCreate(parent, "streamkpi KPI delta",
 								   ALLOCSET_DEFAULT_SIZES);
+	d->users_cxt = AllocSetContextCreate(parent, "streamkpi KPI users",
+										 ALLOCSET_DEFAULT_SIZES);
 	window_clock_init(&d->clock, zone == NULL || zone[0] == '\0' ? "UTC" : zone);
 	d->horizon = *horizon;
 	d->late_ingested = DT_NOBEGIN;
@@ -159,6 +167,7 @@ void
 kpi_delta_reset(KpiDelta *d)
 {
 	MemoryContextReset(d->cxt);
+	MemoryContextReset(d->users_cxt);
 	kpi_delta_init_tables(d);
 }
 
@@ -461,7 +470,7 @@ kpi_track_attrs(KpiDelta *d, uint32 track)
 		KpiTrackAttrs attrs;
 
 		/* loaded: a track not among them does not exist */
-		kpi_dims_track(d->dims, d->dims_loaded ? NULL : d->strs[track].data,
+		kpi_dims_track(d->dims, d->tracks_loaded ? NULL : d->strs[track].data,
 					   d->strs[track].len, &attrs);
 		kpi_track_cache_set(d, c, &attrs);
 	}
@@ -477,7 +486,7 @@ kpi_user_cache(KpiDelta *d, const char *data, uint32 len, bool *found)
 
 	if (*found)
 		return &d->user_attrs[e->id];
-	e->key.data = MemoryContextAlloc(d->cxt, len + 1);
+	e->key.data = MemoryContextAlloc(d->users_cxt, len + 1);
 	memcpy((char *) e->key.data, data, len);
 	if (d->nusers == d->maxusers)
 	{
@@ -508,7 +517,7 @@ kpi_user_attrs(KpiDelta *d, const char *data, uint32 len)
 		KpiUserAttrs attrs;
 
 		/* loaded: a user not among them does not exist */
-		kpi_dims_user(d->dims, d->dims_loaded ? NULL : data, len, &attrs);
+		kpi_dims_user(d->dims, d->users_loaded ? NULL : data, len, &attrs);
 		kpi_user_cache_set(d, c, &attrs);
 	}
 	return c;
@@ -531,22 +540,27 @@ kpi_load_user(void *arg, const char *id, uint32 len, const KpiUserAttrs *attrs)
 	kpi_user_cache_set(d, kpi_user_cache(d, id, len, &found), attrs);
 }
 
+/* many events for the rows of a table: reading it whole costs less */
+static bool
+kpi_worth_loading(KpiDelta *d, KpiDim *dim, double max_rows)
+{
+	double		rows = kpi_dim_rows(dim);
+
+	return rows <= max_rows && (double) d->expected_events >= Max(1000.0, rows / 8);
+}
+
 /*
- * Look tracks and users up one by one, or read them all at once when the
- * events are many for their number (as a hash join would), and the tables
- * small enough to hold.
+ * Look tracks and users up one by one, or read a table whole when the
+ * events are many for its rows (as a hash join would) and it is small
+ * enough to hold: tracks are interned into the delta, users are not.
  */
 static void
 kpi_choose_dims(KpiDelta *d)
 {
-	double		rows = Max(kpi_dim_rows(&d->dims->tracks), kpi_dim_rows(&d->dims->users));
-
-	if (rows <= KPI_DIMS_LOAD_MAX_ROWS &&
-		(double) d->expected_events >= Max(1000.0, rows / 8))
-	{
-		kpi_dims_load(d->dims, kpi_load_track, kpi_load_user, d);
-		d->dims_loaded = true;
-	}
+	d->tracks_loaded = kpi_worth_loading(d, &d->dims->tracks, KPI_TRACKS_LOAD_MAX_ROWS);
+	d->users_loaded = kpi_worth_loading(d, &d->dims->users, KPI_USERS_LOAD_MAX_ROWS);
+	kpi_dims_load(d->dims, d->tracks_loaded ? kpi_load_track : NULL,
+				  d->users_loaded ? kpi_load_user : NULL, d);
 	d->dims_chosen = true;
 }
 

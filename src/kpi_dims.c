@@ -44,9 +44,27 @@
 
 /* ---- looking up by primary key ---- */
 
+/* column name of table as attribute number, of type type */
+static AttrNumber
+dim_column(Relation rel, const char *table, const char *name, Oid type)
+{
+	AttrNumber	att = attnameAttNum(rel, name, false);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of streamkpi.%s does not exist", name, table)));
+	if (TupleDescAttr(RelationGetDescr(rel), att - 1)->atttypid != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of streamkpi.%s is not of type %s", name, table,
+						format_type_be(type))));
+	return att;
+}
+
 static void
 dim_open(KpiDim *dim, const char *table, const char *key, int ncols,
-		 const char *const *cols)
+		 const char *const *cols, const Oid *types)
 {
 	RangeVar   *rv = makeRangeVar("streamkpi", (char *) table, -1);
 	Oid			pkey;
@@ -58,25 +76,19 @@ dim_open(KpiDim *dim, const char *table, const char *key, int ncols,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table streamkpi.%s has no primary key", table)));
 	dim->index = index_open(pkey, AccessShareLock);
+	dim->keyatt = dim_column(dim->rel, table, key, TEXTOID);
 	if (dim->index->rd_index->indnatts != 1 ||
-		dim->index->rd_index->indkey.values[0] != attnameAttNum(dim->rel, key, false))
+		dim->index->rd_index->indkey.values[0] != dim->keyatt)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the primary key of streamkpi.%s is not (%s)", table, key)));
 	for (int i = 0; i < ncols; i++)
-	{
-		dim->attnums[i] = attnameAttNum(dim->rel, cols[i], false);
-		if (dim->attnums[i] == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of streamkpi.%s does not exist", cols[i], table)));
-	}
+		dim->attnums[i] = dim_column(dim->rel, table, cols[i], types[i]);
 	dim->ncols = ncols;
 	dim->slot = table_slot_create(dim->rel, NULL);
 	dim->scan = NULL;
 	dim->owner = CurrentResourceOwner;
 	dim->cxt = CurrentMemoryContext;
-	dim->keyatt = attnameAttNum(dim->rel, key, false);
 }
 
 static void
@@ -157,10 +169,12 @@ void
 kpi_dims_open(KpiDims *dims)
 {
 	static const char *const track_cols[] = {"genre", "duration_ms"};
+	static const Oid track_types[] = {TEXTOID, INT4OID};
 	static const char *const user_cols[] = {"subscription", "country", "age"};
+	static const Oid user_types[] = {TEXTOID, TEXTOID, INT4OID};
 
-	dim_open(&dims->tracks, "tracks", "track_id", 2, track_cols);
-	dim_open(&dims->users, "users", "user_id", 3, user_cols);
+	dim_open(&dims->tracks, "tracks", "track_id", 2, track_cols, track_types);
+	dim_open(&dims->users, "users", "user_id", 3, user_cols, user_types);
 }
 
 void
@@ -343,9 +357,10 @@ load_user(void *arg, const char *key, uint32 len)
 }
 
 /*
- * Every track and every user with their attributes, for a delta that
- * would look most of them up anyway: reading the tables costs less than
- * an index descent per key (strings valid during the call only).
+ * Every track (unless track is NULL) and every user (unless user is NULL)
+ * with their attributes, for a delta that would look most of them up
+ * anyway: reading a table costs less than an index descent per key
+ * (strings valid during the call only).
  */
 void
 kpi_dims_load(KpiDims *dims,
@@ -355,8 +370,10 @@ kpi_dims_load(KpiDims *dims,
 {
 	LoadArg		la = {dims, track, user, arg};
 
-	dim_scan_all(&dims->tracks, load_track, &la);
-	dim_scan_all(&dims->users, load_user, &la);
+	if (track != NULL)
+		dim_scan_all(&dims->tracks, load_track, &la);
+	if (user != NULL)
+		dim_scan_all(&dims->users, load_user, &la);
 }
 
 /* listen ms: ms_played, else the track's duration, else 0 */
