@@ -47,7 +47,8 @@ OBJS = \
 	src/kpi_worker.o \
 	src/synthetic.o \
 	src/synthetic_common.o \
-	src/synthetic_sparkify.o
+	src/synthetic_sparkify.o \
+	src/sparkify_track_id.o
 
 # The install script is assembled from one fragment per subsystem, in
 # file-name order, so that subsystems never edit each other's SQL.
@@ -57,7 +58,7 @@ DATA_built = src/sql/streamkpi--0.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare
-SHLIB_LINK = -lrdkafka
+SHLIB_LINK = -lrdkafka -lcrypto
 EXTRA_CLEAN = test/kafka/mockbroker
 
 # pg_regress and TAP runs are driven by test/run, which gives them a private

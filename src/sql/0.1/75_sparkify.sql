@@ -14,12 +14,12 @@
 -- Sparkify's catalogue identifies a song by artist name and title (its log
 -- has no song ids).  The same id names the song in streamkpi.tracks and
 -- streamkpi.listens, whichever of the catalogue or the plays arrives first.
+-- 'sparkify:' || md5(coalesce(artist, '') || E'\x1f' || coalesce(title, '')),
+-- in C (src/sparkify_track_id.c): every play of a batch needs one.
 CREATE FUNCTION streamkpi.sparkify_track_id(artist text, title text)
 	RETURNS text
-	LANGUAGE sql IMMUTABLE PARALLEL SAFE
-	RETURN 'sparkify:' OPERATOR(pg_catalog.||) pg_catalog.md5(
-		COALESCE(artist, '') OPERATOR(pg_catalog.||) E'\x1f'
-		OPERATOR(pg_catalog.||) COALESCE(title, ''));
+	LANGUAGE C IMMUTABLE PARALLEL SAFE
+	AS 'MODULE_PATHNAME', 'streamkpi_sparkify_track_id';
 
 COMMENT ON FUNCTION streamkpi.sparkify_track_id(text, text) IS
 	'track_id of a Sparkify song in streamkpi.tracks and listens: a hash of artist name and title';
