@@ -690,6 +690,21 @@ kpi_merge_windows(KpiDelta *d)
 		 (t2 - t1) / 1000.0, (GetCurrentTimestamp() - t2) / 1000.0);
 }
 
+/* ---- SQL functions over one window_state row ---- */
+
+/*
+ * The start of both SQL functions below: a materialized result set, and
+ * the tracks of the window_state row in argument 0.
+ */
+static WinTrack *
+window_srf_tracks(FunctionCallInfo fcinfo, int *n)
+{
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+
+	InitMaterializedSRF(fcinfo, 0);
+	return window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), n);
+}
+
 /* ---- streamkpi._window_state_entries(bytea) ---- */
 
 PG_FUNCTION_INFO_V1(streamkpi_window_state_entries);
@@ -702,13 +717,12 @@ Datum
 streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	WinTrack   *ts;
 	int			n;
+	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
 
-	InitMaterializedSRF(fcinfo, 0);
-	ts = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &n);
 	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
 		for (int j = 0; j < ts[i].nregions; j++)
 		{
 			WinRegion  *r = &ts[i].regions[j];
@@ -727,6 +741,7 @@ streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 				values[6] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
+	}
 	PG_RETURN_VOID();
 }
 
@@ -744,12 +759,9 @@ Datum
 streamkpi_window_track_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	WinTrack   *ts;
 	int			n;
+	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
 
-	InitMaterializedSRF(fcinfo, 0);
-	ts = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &n);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[5];
