@@ -427,13 +427,20 @@ kafka_handle_create_ex(rd_kafka_type_t type, List *props, const char *topic,
 	}
 	else
 	{
-		conf_set_or_error(conf, "message.timeout.ms", tmo, false);
+		/*
+		 * No per-message deadline: a message may wait in the local queue as
+		 * long as the broker keeps acknowledging others (a slow or throttled
+		 * broker, a saturated machine); kafka_await_delivery fails the
+		 * statement when no acknowledgement arrives within kafka_timeout.
+		 * The queue is kept small, which bounds the backend's memory.
+		 */
+		conf_set_or_error(conf, "message.timeout.ms", "0", false);
 		conf_set_or_error(conf, "acks", "all", false);
 		conf_set_or_error(conf, "enable.idempotence", "true", false);
 		conf_set_or_error(conf, "linger.ms", "5", false);
 		conf_set_or_error(conf, "batch.num.messages", "10000", false);
-		conf_set_or_error(conf, "queue.buffering.max.messages", "1000000", false);
-		conf_set_or_error(conf, "queue.buffering.max.kbytes", "1048576", false);
+		conf_set_or_error(conf, "queue.buffering.max.messages", "100000", false);
+		conf_set_or_error(conf, "queue.buffering.max.kbytes", "65536", false);
 	}
 
 	foreach(lc, props)
@@ -888,6 +895,37 @@ kafka_consume_next(KafkaHandle *h, TimestampTz *idle_since)
 }
 
 /*
+ * Serve delivery reports for one slice (flushing: also send what lingers,
+ * and return only when the queue is empty or the slice is over; otherwise
+ * return after the first report, so that a full queue refills at once).
+ * *seen and *since track the last
+ * progress of this wait: ERROR when the producer has waited
+ * streamkpi.kafka_timeout without a single delivery report (the broker
+ * stopped answering), however long the whole statement has taken.
+ */
+static void
+kafka_await_delivery(KafkaHandle *h, bool flushing, int64 *seen,
+					  TimestampTz *since)
+{
+	TimestampTz now;
+
+	CHECK_FOR_INTERRUPTS();
+	if (flushing)
+		rd_kafka_flush(h->rk, KAFKA_SLICE_MS);
+	else
+		rd_kafka_poll(h->rk, KAFKA_SLICE_MS);
+	now = GetCurrentTimestamp();
+	if (*since == 0 || h->delivered + h->failed != *seen)
+	{
+		*seen = h->delivered + h->failed;
+		*since = now;
+	}
+	else if (TimestampDifferenceExceeds(*since, now, streamkpi_kafka_timeout_ms))
+		kafka_timeout_error(h, psprintf("deliver messages to Kafka topic \"%s\"",
+										h->topic));
+}
+
+/*
  * Queue one message for delivery; delivery reports are counted in the
  * handle.  A full local queue is drained, interruptibly.
  */
@@ -895,6 +933,9 @@ void
 kafka_produce(KafkaHandle *h, int32 partition, const char *payload, size_t len,
 			  const char *key, size_t keylen, int64 timestamp_ms)
 {
+	int64		seen = 0;
+	TimestampTz since = 0;
+
 	for (;;)
 	{
 		rd_kafka_resp_err_t err;
@@ -911,23 +952,19 @@ kafka_produce(KafkaHandle *h, int32 partition, const char *payload, size_t len,
 			break;
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			kafka_report_error(err, psprintf("produce to Kafka topic \"%s\"", h->topic));
-		CHECK_FOR_INTERRUPTS();
-		rd_kafka_poll(h->rk, KAFKA_SLICE_MS);
+		kafka_await_delivery(h, false, &seen, &since);
 	}
 }
 
-/*
- * Wait for every delivery report.  Bounded by message.timeout.ms, after
- * which librdkafka fails the undelivered messages; interruptible.
- */
+/* Wait for every delivery report; see kafka_await_delivery for the bound. */
 void
 kafka_flush(KafkaHandle *h)
 {
+	int64		seen = 0;
+	TimestampTz since = 0;
+
 	while (rd_kafka_outq_len(h->rk) > 0)
-	{
-		CHECK_FOR_INTERRUPTS();
-		rd_kafka_flush(h->rk, KAFKA_SLICE_MS);
-	}
+		kafka_await_delivery(h, true, &seen, &since);
 	rd_kafka_poll(h->rk, 0);
 }
 

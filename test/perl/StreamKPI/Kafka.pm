@@ -7,7 +7,8 @@
 #   $kafka->create_topic('listens', 4);
 #   $kafka->produce('listens', [ '{"a":1}', '{"a":2}' ], partition => 0);
 #   my @msgs = $kafka->consume('listens');   # hashes: partition offset key payload ts
-#   $kafka->stop;  $kafka->restart;
+#   $kafka->stop;  $kafka->restart;  $kafka->pause;  $kafka->resume;
+#   my $slow = $kafka->throttle(0.9, 0.1);  ...;  $slow->stop;
 #
 # Each broker lives in its own directory under the test's tmp_check and is
 # stopped when the test ends.
@@ -22,7 +23,9 @@ use File::Spec;
 use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
+use POSIX ();
 use Test::More ();
+use Time::HiRes ();
 
 my $broker_script = File::Spec->rel2abs(
 	File::Spec->catfile(dirname(__FILE__), '..', '..', 'kafka', 'broker'));
@@ -90,6 +93,55 @@ sub restart
 	return;
 }
 
+# Freeze the broker's process (SIGSTOP): connections stay open, nothing is
+# answered; resume() lets it go on (SIGCONT).
+sub pause
+{
+	my ($self) = @_;
+	kill 'STOP', $self->_pid or croak "could not stop the broker's process";
+	return;
+}
+
+sub resume
+{
+	my ($self) = @_;
+	kill 'CONT', $self->_pid or croak "could not resume the broker's process";
+	return;
+}
+
+# Make the broker slow but alive: from now on it is frozen for $stopped
+# seconds out of every $stopped + $running, until the returned guard's
+# stop() (or its destruction) leaves it running.
+sub throttle
+{
+	my ($self, $stopped, $running) = @_;
+	my $pid = $self->_pid;
+	my $child = fork() // croak "fork: $!";
+	if ($child == 0)
+	{
+		my $done = 0;
+		local $SIG{TERM} = sub { $done = 1; };
+		until ($done)
+		{
+			kill 'STOP', $pid;
+			Time::HiRes::sleep($stopped);
+			kill 'CONT', $pid;
+			Time::HiRes::sleep($running) unless $done;
+		}
+		kill 'CONT', $pid;
+		POSIX::_exit(0);
+	}
+	return bless { child => $child }, 'StreamKPI::Kafka::Throttle';
+}
+
+sub _pid
+{
+	my ($self) = @_;
+	my $pid = PostgreSQL::Test::Utils::slurp_file("$self->{dir}/pid");
+	chomp $pid;
+	return $pid;
+}
+
 sub is_running
 {
 	my ($self) = @_;
@@ -155,6 +207,22 @@ sub consume
 	} grep { /\S/ } split /\n/, $out;
 	return sort { $a->{partition} <=> $b->{partition} || $a->{offset} <=> $b->{offset} } @msgs;
 }
+
+package StreamKPI::Kafka::Throttle;
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{child};
+	kill 'TERM', $self->{child};
+	waitpid($self->{child}, 0);
+	$self->{child} = undef;
+	return;
+}
+
+sub DESTROY { $_[0]->stop; }
+
+package StreamKPI::Kafka;
 
 END
 {
