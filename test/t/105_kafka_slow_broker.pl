@@ -32,8 +32,8 @@ $node->safe_psql('postgres', qq{
 
 # A broker frozen 0.25 s of every 0.3 s, as on a saturated machine: slow,
 # but it acknowledges something several times a second, well within the
-# timeout of 2 s.  300,000 rows queue faster than it takes them.
-my $rows = 300000;
+# timeout of 2 s.  1,000,000 rows queue faster than it takes them.
+my $rows = 1000000;
 my $slow = $kafka->throttle(0.25, 0.05);
 my $t0 = time;
 my ($rc, $out, $err) = $node->psql('postgres', qq{
@@ -59,7 +59,7 @@ my ($in, $iout, $ierr) = ('', '', '');
 my $h = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-v', 'VERBOSITY=verbose', '-c',
 		"SET application_name = 'frozen'; SET streamkpi.kafka_timeout = '2s';
-		 INSERT INTO big SELECT g, repeat('y', 100) FROM generate_series(1, 1000000) g" ],
+		 INSERT INTO big SELECT g, repeat('y', 100) FROM generate_series(1, 3000000) g" ],
 	'<', \$in, '>', \$iout, '2>', \$ierr);
 $node->poll_query_until('postgres', qq{
 	SELECT (SELECT count(*) FROM pg_stat_activity
