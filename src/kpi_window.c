@@ -30,6 +30,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -467,37 +468,125 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 
 /* ---- the step ---- */
 
-/* a delta entry with its place in merge order: window start, size, track, region */
+/*
+ * A delta entry with its place in merge order (window start and size, track,
+ * region) as one number: the window's ordinal among the touched windows,
+ * then the ranks of the track's and the region's interned strings.
+ */
 typedef struct WinSortItem
 {
-	int64		start;
-	int64		size;
-	uint32		track;			/* ranks of the interned strings */
-	uint32		region;
+	uint64		key;
 	KpiEntry   *entry;
 } WinSortItem;
 
-static inline int
-win_item_order(const WinSortItem *x, const WinSortItem *y)
+/* a touched window: (start, size) and its ordinal in merge order */
+typedef struct WinKeyEntry
 {
-	if (x->start != y->start)
-		return x->start < y->start ? -1 : 1;
-	if (x->size != y->size)
-		return x->size < y->size ? -1 : 1;
-	if (x->track != y->track)
-		return x->track < y->track ? -1 : 1;
-	return (x->region > y->region) - (x->region < y->region);
+	KpiKey		key;			/* start, size, 0 */
+	uint32		ordinal;
+	char		status;
+} WinKeyEntry;
+
+static inline uint32
+win_key_hash(KpiKey k)
+{
+	uint64		h = ((uint64) k.a ^ ((uint64) k.b << 56)) * UINT64CONST(0x9E3779B97F4A7C15);
+
+	return (uint32) (h >> 32);
 }
 
-/* a sort with the comparison inlined: the delta has an entry per event or so */
-#define ST_SORT win_sort
-#define ST_ELEMENT_TYPE WinSortItem
-#define ST_COMPARE(a, b) win_item_order(a, b)
-#define ST_SCOPE static
-#define ST_CHECK_FOR_INTERRUPTS
-#define ST_DECLARE
-#define ST_DEFINE
-#include "lib/sort_template.h"
+#define SH_PREFIX win_keys
+#define SH_ELEMENT_TYPE WinKeyEntry
+#define SH_KEY_TYPE KpiKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) win_key_hash(k)
+#define SH_EQUAL(tb, x, y) ((x).a == (y).a && (x).b == (y).b)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+static int
+win_key_order(const void *a, const void *b)
+{
+	const WinKeyEntry *x = *(WinKeyEntry *const *) a;
+	const WinKeyEntry *y = *(WinKeyEntry *const *) b;
+
+	if (x->key.a != y->key.a)
+		return x->key.a < y->key.a ? -1 : 1;
+	return (x->key.b > y->key.b) - (x->key.b < y->key.b);
+}
+
+/*
+ * The touched windows of the entries in merge order (start, then size),
+ * with their ordinals set.
+ */
+static WinKeyEntry **
+win_keys_ordered(struct win_keys_hash *tb, KpiEntry **es, uint32 n, int *nw)
+{
+	WinKeyEntry **keys;
+	win_keys_iterator it;
+	WinKeyEntry *e;
+	int			k = 0;
+
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+		bool		found;
+
+		win_keys_insert(tb, key, &found);
+	}
+	keys = palloc(Max(tb->members, 1) * sizeof(WinKeyEntry *));
+	win_keys_start_iterate(tb, &it);
+	while ((e = win_keys_iterate(tb, &it)) != NULL)
+		keys[k++] = e;
+	qsort(keys, k, sizeof(WinKeyEntry *), win_key_order);
+	for (int i = 0; i < k; i++)
+		keys[i]->ordinal = i;
+	*nw = k;
+	return keys;
+}
+
+#define WIN_RADIX_BITS	11
+#define WIN_RADIX_SIZE	(1 << WIN_RADIX_BITS)
+
+/*
+ * Sort items by key, keys below limit: an LSD radix sort, a few passes of
+ * 11 bits over a delta that has an entry per few events (a comparison
+ * sort cost ten times more).
+ */
+static WinSortItem *
+win_radix_sort(WinSortItem *items, uint32 n, uint64 limit)
+{
+	WinSortItem *tmp = palloc(Max(n, 1) * sizeof(WinSortItem));
+	uint32	   *count = palloc(WIN_RADIX_SIZE * sizeof(uint32));
+
+	for (int shift = 0; shift < 64 && (limit - 1) >> shift != 0; shift += WIN_RADIX_BITS)
+	{
+		uint32		sum = 0;
+		WinSortItem *swap;
+
+		CHECK_FOR_INTERRUPTS();
+		memset(count, 0, WIN_RADIX_SIZE * sizeof(uint32));
+		for (uint32 i = 0; i < n; i++)
+			count[(items[i].key >> shift) & (WIN_RADIX_SIZE - 1)]++;
+		for (int b = 0; b < WIN_RADIX_SIZE; b++)
+		{
+			uint32		c = count[b];
+
+			count[b] = sum;
+			sum += c;
+		}
+		for (uint32 i = 0; i < n; i++)
+			tmp[count[(items[i].key >> shift) & (WIN_RADIX_SIZE - 1)]++] = items[i];
+		swap = items;
+		items = tmp;
+		tmp = swap;
+	}
+	pfree(tmp);
+	pfree(count);
+	return items;
+}
 
 static void
 add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
@@ -539,38 +628,48 @@ collect_windows(KpiDelta *d, int *nwins)
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->windows, &n);
 	uint32	   *rank = kpi_string_ranks(d);
+	uint64		nstrs = Max(d->nstrs, 1);
+	struct win_keys_hash *tb = win_keys_create(CurrentMemoryContext, 64, NULL);
+	int			nw;
+	WinKeyEntry **keys = win_keys_ordered(tb, es, n, &nw);
+	uint64		limit;
 	WinSortItem *items = palloc(Max(n, 1) * sizeof(WinSortItem));
-	Win		   *wins = palloc0((n + 1) * sizeof(Win));
-	int			nw = 0;
+	Win		   *wins = palloc0((nw + 1) * sizeof(Win));
 
 	for (uint32 i = 0; i < n; i++)
 	{
-		items[i].start = es[i]->key.a;
-		items[i].size = es[i]->key.b;
-		items[i].track = rank[es[i]->key.c & 0xffffffff];
-		items[i].region = rank[(uint64) es[i]->key.c >> 32];
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+		uint64		ordinal = win_keys_lookup(tb, key)->ordinal;
+
+		items[i].key = (ordinal * nstrs + rank[es[i]->key.c & 0xffffffff]) * nstrs
+			+ rank[(uint64) es[i]->key.c >> 32];
 		items[i].entry = es[i];
 	}
 	pfree(es);
-	win_sort(items, n);
+	if (pg_mul_u64_overflow(nstrs, nstrs, &limit) ||
+		pg_mul_u64_overflow(limit, (uint64) nw, &limit))
+		elog(ERROR, "too many KPI window keys to sort (%d windows, %u strings)",
+			 nw, d->nstrs);
+	items = win_radix_sort(items, n, limit);
+	for (int k = 0; k < nw; k++)
+	{
+		wins[k].start = keys[k]->key.a;
+		wins[k].size = (int) keys[k]->key.b;
+	}
 	for (uint32 i = 0; i < n; i++)
 	{
-		bool		new_window = i == 0 || items[i].start != items[i - 1].start ||
-			items[i].size != items[i - 1].size;
-		Win		   *w;
+		uint64		track = items[i].key / nstrs;
+		bool		new_window = i == 0 || track / nstrs != items[i - 1].key / nstrs / nstrs;
+		Win		   *w = &wins[track / nstrs];
 
 		if (new_window)
-		{
-			w = &wins[nw++];
-			w->start = items[i].start;
-			w->size = (int) items[i].size;
 			w->delta = palloc((n - i) * sizeof(WinTrack));
-		}
-		w = &wins[nw - 1];
 		add_delta_region(d, w, items[i].entry,
-						 new_window || items[i].track != items[i - 1].track);
+						 new_window || track != items[i - 1].key / nstrs);
 	}
 	pfree(items);
+	pfree(keys);
+	win_keys_destroy(tb);
 	*nwins = nw;
 	return wins;
 }
