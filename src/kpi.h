@@ -205,6 +205,8 @@ typedef struct KpiUserCache
 	uint32		age_group;
 } KpiUserCache;
 
+typedef struct KpiMemo KpiMemo;
+
 typedef struct KpiDelta
 {
 	MemoryContext cxt;
@@ -219,6 +221,9 @@ typedef struct KpiDelta
 	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
 	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */
 	struct kpi_table_hash *window_users;	/* (start, size index, track) */
+	struct KpiMemo *day_tracks_memo;	/* the last keys of the day tables */
+	struct KpiMemo *day_genres_memo;
+	struct KpiMemo *engagement_memo;
 	/* settings, fixed for the life of the delta */
 	KpiWindowSize *sizes;
 	int			nsizes;
@@ -252,6 +257,8 @@ typedef struct KpiDelta
 	bool		tracks_loaded;	/* every track is in the cache */
 	bool		users_loaded;	/* every user is in the cache */
 	bool		dims_chosen;	/* looking up or loading was decided */
+	bool		rollup;			/* events count in the smallest windows only;
+								 * kpi_delta_rollup() adds the larger */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
@@ -263,6 +270,7 @@ extern void kpi_delta_reset(KpiDelta *d);
 extern Size kpi_delta_memory(KpiDelta *d);
 extern DestReceiver *kpi_delta_receiver(KpiDelta *d);
 extern bool kpi_delta_empty(KpiDelta *d);
+extern void kpi_delta_rollup(KpiDelta *d);
 extern uint32 kpi_table_count(struct kpi_table_hash *tb);
 extern KpiEntry **kpi_table_entries(struct kpi_table_hash *tb, uint32 *n);
 extern KpiCounts *kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c);

@@ -762,6 +762,7 @@ kpi_merge_windows(KpiDelta *d)
 	TimestampTz t2;
 	Size		bytes = 0;
 
+	kpi_delta_rollup(d);
 	if (kpi_table_count(d->windows) == 0)
 		return;
 	wins = collect_windows(d, &nw);
