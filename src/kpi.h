@@ -258,11 +258,22 @@ typedef struct KpiDelta
 	bool		users_loaded;	/* every user is in the cache */
 	bool		dims_chosen;	/* looking up or loading was decided */
 	bool		rollup;			/* events count in the smallest windows only;
-								 * kpi_delta_rollup() adds the larger */
+								 * the merge sums them into the larger */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
 } KpiDelta;
+
+/* date_bin(size, ts, '2000-01-01 00:00+00'): the origin is 0 */
+static inline TimestampTz
+kpi_window_start(TimestampTz ts, int64 usecs)
+{
+	int64		rem = ts % usecs;
+
+	if (rem < 0)
+		rem += usecs;
+	return ts - rem;
+}
 
 /* in kpi_accumulate.c */
 extern KpiDelta *kpi_delta_create(MemoryContext parent, const Interval *horizon);
@@ -270,7 +281,6 @@ extern void kpi_delta_reset(KpiDelta *d);
 extern Size kpi_delta_memory(KpiDelta *d);
 extern DestReceiver *kpi_delta_receiver(KpiDelta *d);
 extern bool kpi_delta_empty(KpiDelta *d);
-extern void kpi_delta_rollup(KpiDelta *d);
 extern uint32 kpi_table_count(struct kpi_table_hash *tb);
 extern KpiEntry **kpi_table_entries(struct kpi_table_hash *tb, uint32 *n);
 extern KpiCounts *kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c);

@@ -704,17 +704,6 @@ kpi_add_day(KpiDelta *d, const KpiEvent *ev)
 	}
 }
 
-/* date_bin(size, ts, '2000-01-01 00:00+00'): the origin is 0 */
-static inline TimestampTz
-kpi_window_start(TimestampTz ts, int64 usecs)
-{
-	int64		rem = ts % usecs;
-
-	if (rem < 0)
-		rem += usecs;
-	return ts - rem;
-}
-
 /* a refresh range: does a window of some size that start0 falls in count? */
 static bool
 kpi_window_counts(KpiDelta *d, TimestampTz start0)
@@ -767,9 +756,9 @@ kpi_add_windows(KpiDelta *d, const KpiEvent *ev)
  * Roll the larger windows up from the smallest at the merge?  Each window
  * of a size that is a multiple of the smallest is the union of the
  * smallest windows starting in it (date_bin's origin is 0), so an event
- * updates one window instead of one per size, and a merge adds each
- * smallest window's counters once per larger size: fewer updates, as a
- * smallest window's entry stands for several events.  A round after a
+ * updates one window instead of one per size, and the merge sums the
+ * smallest windows' entries into the larger ones (kpi_window.c): fewer
+ * updates, as a smallest window's entry stands for several events.  A round after a
  * refresh decides per event and window whether the refresh counted it, so
  * it counts every size per event.
  */
@@ -782,97 +771,6 @@ kpi_rollup_possible(KpiDelta *d)
 		if (d->sizes[k].usecs % d->sizes[0].usecs != 0)
 			return false;
 	return true;
-}
-
-/* an entry of the smallest windows, copied out of its table */
-typedef struct KpiRollupItem
-{
-	KpiKey		key;
-	KpiCounts	counts;
-} KpiRollupItem;
-
-/* the entries of the smallest windows (inserting moves entries: copies) */
-static KpiRollupItem *
-kpi_rollup_items(struct kpi_table_hash *tb, uint32 *n)
-{
-	KpiRollupItem *items = palloc(Max(tb->members, 1) * sizeof(KpiRollupItem));
-	kpi_table_iterator it;
-	KpiEntry   *e;
-	uint32		i = 0;
-
-	kpi_table_start_iterate(tb, &it);
-	while ((e = kpi_table_iterate(tb, &it)) != NULL)
-		if (e->key.b == 0)
-		{
-			items[i].key = e->key;
-			items[i].counts = e->counts;
-			i++;
-		}
-	*n = i;
-	return items;
-}
-
-/* add the users of from to c */
-static void
-kpi_add_users_of(KpiDelta *d, KpiCounts *c, const KpiCounts *from)
-{
-	if (from->users == NULL)
-	{
-		if (from->has_user1)
-			kpi_add_user(d, c, from->user1);
-		return;
-	}
-	if (kpi_counts_users(d, c) == NULL)
-		c->users = sketch_hll_create(d->cxt, KPI_HLL_LOG2M);
-	sketch_hll_merge(c->users, from->users);
-}
-
-/*
- * Add the entries of the smallest windows of tb to the larger windows they
- * fall in; a refresh range keeps the windows that start in it.
- */
-static void
-kpi_rollup_table(KpiDelta *d, struct kpi_table_hash *tb, bool users)
-{
-	uint32		n;
-	KpiRollupItem *items = kpi_rollup_items(tb, &n);
-
-	for (uint32 i = 0; i < n; i++)
-	{
-		KpiRollupItem *it = &items[i];
-
-		if ((i & 4095) == 0)
-			CHECK_FOR_INTERRUPTS();
-		for (int k = 1; k < d->nsizes; k++)
-		{
-			TimestampTz start = kpi_window_start(it->key.a, d->sizes[k].usecs);
-			KpiCounts  *c;
-
-			if (d->refresh && (start < d->lo || start >= d->hi))
-				continue;
-			c = kpi_counts(tb, start, k, it->key.c);
-			if (users)
-				kpi_add_users_of(d, c, &it->counts);
-			c->plays += it->counts.plays;
-			c->skips += it->counts.skips;
-			c->likes += it->counts.likes;
-			c->listen_ms += it->counts.listen_ms;
-		}
-		if (d->refresh && (it->key.a < d->lo || it->key.a >= d->hi))
-			kpi_table_delete(tb, it->key);
-	}
-	pfree(items);
-}
-
-/* The larger windows of a delta that counted only the smallest (d->rollup). */
-void
-kpi_delta_rollup(KpiDelta *d)
-{
-	if (!d->rollup)
-		return;
-	kpi_rollup_table(d, d->windows, false);
-	kpi_rollup_table(d, d->window_users, true);
-	d->rollup = false;
 }
 
 static inline const char *

@@ -479,11 +479,16 @@ typedef struct WinSortItem
 	KpiEntry   *entry;
 } WinSortItem;
 
-/* a touched window: (start, size) and its ordinal in merge order */
+/*
+ * A window: (start, size).  In the table of the windows the entries were
+ * counted in, the ordinals (in merge order) of the windows they count in,
+ * by size (-1: none); in the table of those, its own ordinal.
+ */
 typedef struct WinKeyEntry
 {
 	KpiKey		key;			/* start, size, 0 */
 	uint32		ordinal;
+	int32	   *ordinals;
 	char		status;
 } WinKeyEntry;
 
@@ -518,32 +523,85 @@ win_key_order(const void *a, const void *b)
 }
 
 /*
- * The touched windows of the entries in merge order (start, then size),
- * with their ordinals set.
+ * The window of size k that the entries of window src count in, or false:
+ * their own window, or, when the delta counted the smallest windows only
+ * (d->rollup), the window of every size that src falls in (that a refresh
+ * range counts).
  */
-static WinKeyEntry **
-win_keys_ordered(struct win_keys_hash *tb, KpiEntry **es, uint32 n, int *nw)
+static inline bool
+win_counts_in(KpiDelta *d, const KpiKey *src, int k, TimestampTz *start)
 {
-	WinKeyEntry **keys;
+	if (!d->rollup)
+	{
+		*start = src->a;
+		return k == src->b;
+	}
+	*start = kpi_window_start(src->a, d->sizes[k].usecs);
+	return !d->refresh || (*start >= d->lo && *start < d->hi);
+}
+
+/* the entries of a table, in merge order (start, then size) */
+static WinKeyEntry **
+win_keys_sorted(struct win_keys_hash *tb)
+{
+	WinKeyEntry **keys = palloc(Max(tb->members, 1) * sizeof(WinKeyEntry *));
 	win_keys_iterator it;
 	WinKeyEntry *e;
 	int			k = 0;
 
-	for (uint32 i = 0; i < n; i++)
-	{
-		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
-		bool		found;
-
-		win_keys_insert(tb, key, &found);
-	}
-	keys = palloc(Max(tb->members, 1) * sizeof(WinKeyEntry *));
 	win_keys_start_iterate(tb, &it);
 	while ((e = win_keys_iterate(tb, &it)) != NULL)
 		keys[k++] = e;
 	qsort(keys, k, sizeof(WinKeyEntry *), win_key_order);
-	for (int i = 0; i < k; i++)
+	return keys;
+}
+
+/*
+ * The windows the entries count in (*nw of them), in merge order with
+ * their ordinals set; src gets the windows the entries were counted in,
+ * each with the ordinals of the windows its entries count in.
+ */
+static WinKeyEntry **
+win_keys_ordered(KpiDelta *d, struct win_keys_hash *src, KpiEntry **es, uint32 n,
+				 int *nw)
+{
+	struct win_keys_hash *tb = win_keys_create(CurrentMemoryContext, 64, NULL);
+	WinKeyEntry **keys;
+	win_keys_iterator it;
+	WinKeyEntry *e;
+	bool		found;
+
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+
+		win_keys_insert(src, key, &found);
+	}
+	win_keys_start_iterate(src, &it);
+	while ((e = win_keys_iterate(src, &it)) != NULL)
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			KpiKey		key = {0, size, 0};
+
+			if (win_counts_in(d, &e->key, size, &key.a))
+				win_keys_insert(tb, key, &found);
+		}
+	keys = win_keys_sorted(tb);
+	for (uint32 i = 0; i < tb->members; i++)
 		keys[i]->ordinal = i;
-	*nw = k;
+	win_keys_start_iterate(src, &it);
+	while ((e = win_keys_iterate(src, &it)) != NULL)
+	{
+		e->ordinals = palloc(d->nsizes * sizeof(int32));
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			KpiKey		key = {0, size, 0};
+
+			e->ordinals[size] = win_counts_in(d, &e->key, size, &key.a)
+				? (int32) win_keys_lookup(tb, key)->ordinal : -1;
+		}
+	}
+	*nw = (int) tb->members;
 	return keys;
 }
 
@@ -588,8 +646,43 @@ win_radix_sort(WinSortItem *items, uint32 n, uint64 limit)
 	return items;
 }
 
+/*
+ * The players of a track in a window: its entry's, or, for a larger window
+ * summed from the smallest ones, the union of theirs.
+ */
+static SketchHll *
+delta_track_users(KpiDelta *d, Win *w, uint32 track)
+{
+	SketchHll  *u = NULL;
+	int64		step = d->sizes[0].usecs;
+
+	if (!d->rollup || w->size == 0)
+	{
+		KpiCounts  *c = kpi_table_find(d->window_users, w->start, w->size, track);
+
+		return c != NULL ? kpi_counts_users(d, c) : NULL;
+	}
+	for (TimestampTz s = w->start; s < w->start + d->sizes[w->size].usecs; s += step)
+	{
+		KpiCounts  *c = kpi_table_find(d->window_users, s, 0, track);
+		SketchHll  *cu = c != NULL ? kpi_counts_users(d, c) : NULL;
+
+		if (cu == NULL)
+			continue;
+		if (u == NULL)
+			u = sketch_hll_create(CurrentMemoryContext, KPI_HLL_LOG2M);
+		sketch_hll_merge(u, cu);
+	}
+	return u;
+}
+
+/*
+ * Add a delta entry to its window w: a new track, a new region of the last
+ * track, or (a larger window summed from the smallest) more of the last
+ * region.
+ */
 static void
-add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
+add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track, bool new_region)
 {
 	uint32		track = e->key.c & 0xffffffff;
 	KpiString  *region = &d->strs[(uint64) e->key.c >> 32];
@@ -598,27 +691,63 @@ add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
 
 	if (new_track)
 	{
-		KpiCounts  *users = kpi_table_find(d->window_users, e->key.a, e->key.b, track);
-
 		t = &w->delta[w->ndelta++];
 		memset(t, 0, sizeof(WinTrack));
 		t->name = d->strs[track].data;
 		t->len = d->strs[track].len;
-		t->users = users != NULL ? kpi_counts_users(d, users) : NULL;
+		t->users = delta_track_users(d, w, track);
 		t->touched = true;
 	}
 	t = &w->delta[w->ndelta - 1];
-	if (t->nregions % 4 == 0)
-		t->regions = t->nregions == 0 ? palloc(4 * sizeof(WinRegion))
-			: repalloc(t->regions, (t->nregions + 4) * sizeof(WinRegion));
-	r = &t->regions[t->nregions++];
-	r->name = region->data;
-	r->len = region->len;
-	r->plays = e->counts.plays;
-	r->skips = e->counts.skips;
-	r->likes = e->counts.likes;
-	r->listen_ms = e->counts.listen_ms;
-	r->touched = true;
+	if (new_region)
+	{
+		if (t->nregions % 4 == 0)
+			t->regions = t->nregions == 0 ? palloc(4 * sizeof(WinRegion))
+				: repalloc(t->regions, (t->nregions + 4) * sizeof(WinRegion));
+		r = &t->regions[t->nregions++];
+		memset(r, 0, sizeof(WinRegion));
+		r->name = region->data;
+		r->len = region->len;
+		r->touched = true;
+	}
+	r = &t->regions[t->nregions - 1];
+	r->plays += e->counts.plays;
+	r->skips += e->counts.skips;
+	r->likes += e->counts.likes;
+	r->listen_ms += e->counts.listen_ms;
+}
+
+/*
+ * The delta's entries as items in merge order: one per window each counts
+ * in (window ordinal, track rank, region rank).
+ */
+static WinSortItem *
+win_items(KpiDelta *d, KpiEntry **es, uint32 n, struct win_keys_hash *src,
+		  uint64 nstrs, uint32 *nitems)
+{
+	uint32	   *rank = kpi_string_ranks(d);
+	WinSortItem *items = palloc(Max((Size) n * d->nsizes, 1) * sizeof(WinSortItem));
+	uint32		m = 0;
+
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+		int32	   *ordinals = win_keys_lookup(src, key)->ordinals;
+		uint64		tr = (uint64) rank[es[i]->key.c & 0xffffffff] * nstrs
+			+ rank[(uint64) es[i]->key.c >> 32];
+
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			if (ordinals[size] < 0)
+				continue;
+			items[m].key = (uint64) ordinals[size] * nstrs * nstrs + tr;
+			items[m].entry = es[i];
+			m++;
+		}
+	}
+	pfree(rank);
+	*nitems = m;
+	return items;
 }
 
 /* The touched windows with their delta tracks, sorted. */
@@ -627,29 +756,19 @@ collect_windows(KpiDelta *d, int *nwins)
 {
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->windows, &n);
-	uint32	   *rank = kpi_string_ranks(d);
 	uint64		nstrs = Max(d->nstrs, 1);
 	struct win_keys_hash *tb = win_keys_create(CurrentMemoryContext, 64, NULL);
 	int			nw;
-	WinKeyEntry **keys = win_keys_ordered(tb, es, n, &nw);
+	WinKeyEntry **keys = win_keys_ordered(d, tb, es, n, &nw);
 	uint64		limit;
-	WinSortItem *items = palloc(Max(n, 1) * sizeof(WinSortItem));
+	WinSortItem *items;
 	Win		   *wins = palloc0((nw + 1) * sizeof(Win));
 
-	for (uint32 i = 0; i < n; i++)
-	{
-		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
-		uint64		ordinal = win_keys_lookup(tb, key)->ordinal;
-
-		items[i].key = (ordinal * nstrs + rank[es[i]->key.c & 0xffffffff]) * nstrs
-			+ rank[(uint64) es[i]->key.c >> 32];
-		items[i].entry = es[i];
-	}
-	pfree(es);
 	if (pg_mul_u64_overflow(nstrs, nstrs, &limit) ||
 		pg_mul_u64_overflow(limit, (uint64) nw, &limit))
 		elog(ERROR, "too many KPI window keys to sort (%d windows, %u strings)",
 			 nw, d->nstrs);
+	items = win_items(d, es, n, tb, nstrs, &n);
 	items = win_radix_sort(items, n, limit);
 	for (int k = 0; k < nw; k++)
 	{
@@ -660,13 +779,15 @@ collect_windows(KpiDelta *d, int *nwins)
 	{
 		uint64		track = items[i].key / nstrs;
 		bool		new_window = i == 0 || track / nstrs != items[i - 1].key / nstrs / nstrs;
+		bool		new_track = new_window || track != items[i - 1].key / nstrs;
 		Win		   *w = &wins[track / nstrs];
 
 		if (new_window)
 			w->delta = palloc((n - i) * sizeof(WinTrack));
-		add_delta_region(d, w, items[i].entry,
-						 new_window || track != items[i - 1].key / nstrs);
+		add_delta_region(d, w, items[i].entry, new_track,
+						 new_track || items[i].key != items[i - 1].key);
 	}
+	pfree(es);
 	pfree(items);
 	pfree(keys);
 	win_keys_destroy(tb);
@@ -762,7 +883,6 @@ kpi_merge_windows(KpiDelta *d)
 	TimestampTz t2;
 	Size		bytes = 0;
 
-	kpi_delta_rollup(d);
 	if (kpi_table_count(d->windows) == 0)
 		return;
 	wins = collect_windows(d, &nw);
