@@ -10,12 +10,15 @@
  *	                      definitions):
  *	                      counters and hll sketches per (day, genre, track),
  *	                      (day, genre), (day, dimension, value),
- *	                      (window, region, track) and (window, track);
+ *	                      (window, region, track) and (window, track), the
+ *	                      windows of the smallest size only when the larger
+ *	                      can be summed from them;
  *	    kpi_merge.c       the day deltas are added to the day state tables
  *	                      in a few multi-row statements, and the day KPI rows
  *	                      of the touched keys are derived again in SQL
  *	                      (streamkpi._kpi_derive_days);
- *	    kpi_window.c      the window deltas are merged into one state row
+ *	    kpi_window.c      the window deltas (the larger windows summed from
+ *	                      the smallest) are merged into one state row
  *	                      per window (streamkpi.window_state), and trending
  *	                      rows of the touched keys are derived from it
  *	                      (track_windows is a view of that state).

@@ -18,6 +18,10 @@
  *	    window_users (window start, size index,   users who played
  *	                 track)
  *
+ *	  The windows tables hold the smallest size only when the merge can sum
+ *	  the larger ones from it (kpi_rollup_possible); the day tables have a
+ *	  memo in front (KpiMemo).
+ *
  *	  User sketches are postgresql-hll states (log2m 14) that hashes are
  *	  added to in place; each user_id is hashed once per event.
  *

@@ -13,8 +13,10 @@
  *	    region, varint plays, varint skips, varint likes, zigzag varint
  *	    listen_ms
  *
- *	  A round reads the rows of the windows its events fall in, merges the
- *	  deltas in (one pass over two sorted lists), writes each row back in
+ *	  A round puts its window deltas in merge order (one radix sort; the
+ *	  larger windows summed from the smallest ones when the delta counted
+ *	  those only, KpiDelta.rollup), reads the rows of the windows its
+ *	  events fall in, merges the deltas in (one pass over two sorted lists), writes each row back in
  *	  one statement, and derives from the merged entries the trending rows
  *	  of the touched (window, region) keys.  One row per window instead of
  *	  one per (window, region, track) is what makes a round's writes scale
