@@ -36,7 +36,6 @@
 
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -108,7 +107,10 @@ kpi_key_hash(KpiKey k)
 static uint32 kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len);
 static KpiMemo *kpi_memo_create(KpiDelta *d, uint32 nslots);
 
-/* engagement's memo: 64 slots per dimension (8 >= KPI_NUM_DIMENSIONS), by the value's interned id */
+/*
+ * engagement's memo: 64 slots per dimension (8 >= KPI_NUM_DIMENSIONS), by
+ * the value's interned id
+ */
 #define KPI_MEMO_DIM_BITS	6
 #define KPI_MEMO_DIM_MASK	((1 << KPI_MEMO_DIM_BITS) - 1)
 
