@@ -10,12 +10,15 @@
  *	                      definitions):
  *	                      counters and hll sketches per (day, genre, track),
  *	                      (day, genre), (day, dimension, value),
- *	                      (window, region, track) and (window, track);
+ *	                      (window, region, track) and (window, track), the
+ *	                      windows of the smallest size only when the larger
+ *	                      can be summed from them;
  *	    kpi_merge.c       the day deltas are added to the day state tables
  *	                      in a few multi-row statements, and the day KPI rows
  *	                      of the touched keys are derived again in SQL
  *	                      (streamkpi._kpi_derive_days);
- *	    kpi_window.c      the window deltas are merged into one state row
+ *	    kpi_window.c      the window deltas (the larger windows summed from
+ *	                      the smallest) are merged into one state row
  *	                      per window (streamkpi.window_state), and trending
  *	                      rows of the touched keys are derived from it
  *	                      (track_windows is a view of that state).
@@ -205,6 +208,8 @@ typedef struct KpiUserCache
 	uint32		age_group;
 } KpiUserCache;
 
+typedef struct KpiMemo KpiMemo;
+
 typedef struct KpiDelta
 {
 	MemoryContext cxt;
@@ -219,6 +224,9 @@ typedef struct KpiDelta
 	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
 	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */
 	struct kpi_table_hash *window_users;	/* (start, size index, track) */
+	struct KpiMemo *day_tracks_memo;	/* the last keys of the day tables */
+	struct KpiMemo *day_genres_memo;
+	struct KpiMemo *engagement_memo;
 	/* settings, fixed for the life of the delta */
 	KpiWindowSize *sizes;
 	int			nsizes;
@@ -252,10 +260,23 @@ typedef struct KpiDelta
 	bool		tracks_loaded;	/* every track is in the cache */
 	bool		users_loaded;	/* every user is in the cache */
 	bool		dims_chosen;	/* looking up or loading was decided */
+	bool		rollup;			/* events count in the smallest windows only;
+								 * the merge sums them into the larger */
 	/* counts since the delta was created */
 	int64		events;			/* counted */
 	int64		late;			/* too late, not counted */
 } KpiDelta;
+
+/* date_bin(size, ts, '2000-01-01 00:00+00'): the origin is 0 */
+static inline TimestampTz
+kpi_window_start(TimestampTz ts, int64 usecs)
+{
+	int64		rem = ts % usecs;
+
+	if (rem < 0)
+		rem += usecs;
+	return ts - rem;
+}
 
 /* in kpi_accumulate.c */
 extern KpiDelta *kpi_delta_create(MemoryContext parent, const Interval *horizon);

@@ -18,6 +18,10 @@
  *	    window_users (window start, size index,   users who played
  *	                 track)
  *
+ *	  The windows tables hold the smallest size only when the merge can sum
+ *	  the larger ones from it (kpi_rollup_possible); the day tables have a
+ *	  memo in front (KpiMemo).
+ *
  *	  User sketches are postgresql-hll states (log2m 14) that hashes are
  *	  added to in place; each user_id is hashed once per event.
  *
@@ -101,6 +105,14 @@ kpi_key_hash(KpiKey k)
 #include "lib/simplehash.h"
 
 static uint32 kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len);
+static KpiMemo *kpi_memo_create(KpiDelta *d, uint32 nslots);
+
+/*
+ * engagement's memo: 64 slots per dimension (8 >= KPI_NUM_DIMENSIONS), by
+ * the value's interned id
+ */
+#define KPI_MEMO_DIM_BITS	6
+#define KPI_MEMO_DIM_MASK	((1 << KPI_MEMO_DIM_BITS) - 1)
 
 /*
  * Tracks and users are read whole up to these sizes (kpi_choose_dims).
@@ -129,6 +141,9 @@ kpi_delta_init_tables(KpiDelta *d)
 	d->engagement = kpi_table_create(d->cxt, 256, NULL);
 	d->windows = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
 	d->window_users = kpi_table_create(d->cxt, KPI_TABLE_INITIAL, NULL);
+	d->day_tracks_memo = kpi_memo_create(d, 4096);
+	d->day_genres_memo = kpi_memo_create(d, 64);
+	d->engagement_memo = kpi_memo_create(d, 8 << KPI_MEMO_DIM_BITS);
 	d->track_attrs = NULL;
 	d->ntrack_attrs = 0;
 	d->users = kpi_strings_create(d->users_cxt, KPI_STRINGS_INITIAL, NULL);
@@ -404,6 +419,58 @@ kpi_counts(struct kpi_table_hash *tb, int64 a, int64 b, int64 c)
 	return &e->counts;
 }
 
+/*
+ * A memo in front of a day table: the counters of the last key seen at each
+ * of its slots, so that the keys an event repeats from earlier events (its
+ * day's dimension values, genre and track) cost a comparison instead of a
+ * hash-table update.  Inserting a key may move any entry (robin hood
+ * hashing, growing), so a slot is valid while the table has the number of
+ * keys it had when the slot was filled.
+ */
+typedef struct KpiMemoSlot
+{
+	KpiKey		key;
+	KpiCounts  *counts;
+	uint32		members;		/* the table's keys when filled */
+} KpiMemoSlot;
+
+struct KpiMemo
+{
+	uint32		mask;			/* slots - 1, slots a power of two */
+	KpiMemoSlot slots[FLEXIBLE_ARRAY_MEMBER];
+};
+
+static KpiMemo *
+kpi_memo_create(KpiDelta *d, uint32 nslots)
+{
+	KpiMemo    *m;
+
+	Assert((nslots & (nslots - 1)) == 0);
+	m = MemoryContextAllocZero(d->cxt, offsetof(KpiMemo, slots) +
+							   nslots * sizeof(KpiMemoSlot));
+	m->mask = nslots - 1;
+	return m;
+}
+
+/* kpi_counts() through memo slot slot */
+static inline KpiCounts *
+kpi_counts_memo(struct kpi_table_hash *tb, KpiMemo *m, uint32 slot,
+				int64 a, int64 b, int64 c)
+{
+	KpiMemoSlot *s = &m->slots[slot & m->mask];
+
+	if (s->counts == NULL || s->members != tb->members ||
+		s->key.a != a || s->key.b != b || s->key.c != c)
+	{
+		s->counts = kpi_counts(tb, a, b, c);
+		s->members = tb->members;
+		s->key.a = a;
+		s->key.b = b;
+		s->key.c = c;
+	}
+	return s->counts;
+}
+
 static inline void
 kpi_add_user(KpiDelta *d, KpiCounts *c, uint64 user_hash)
 {
@@ -616,15 +683,19 @@ kpi_add_day(KpiDelta *d, const KpiEvent *ev)
 
 	if (ev->action == 'p')
 	{
-		c = kpi_counts(d->day_tracks, ev->day, ev->genre, ev->track);
+		c = kpi_counts_memo(d->day_tracks, d->day_tracks_memo, ev->track,
+							ev->day, ev->genre, ev->track);
 		c->plays++;
 		c->listen_ms += ev->listen_ms;
-		kpi_add_user(d, kpi_counts(d->day_genres, ev->day, ev->genre, 0),
+		kpi_add_user(d, kpi_counts_memo(d->day_genres, d->day_genres_memo, ev->genre,
+										ev->day, ev->genre, 0),
 					 ev->user_hash);
 	}
 	for (int dim = 0; dim < KPI_NUM_DIMENSIONS; dim++)
 	{
-		c = kpi_counts(d->engagement, ev->day, dim, ev->values[dim]);
+		c = kpi_counts_memo(d->engagement, d->engagement_memo,
+							(uint32) dim << KPI_MEMO_DIM_BITS | (ev->values[dim] & KPI_MEMO_DIM_MASK),
+							ev->day, dim, ev->values[dim]);
 		if (ev->action == 'p')
 		{
 			c->plays++;
@@ -639,28 +710,37 @@ kpi_add_day(KpiDelta *d, const KpiEvent *ev)
 	}
 }
 
-/* date_bin(size, ts, '2000-01-01 00:00+00'): the origin is 0 */
-static inline TimestampTz
-kpi_window_start(TimestampTz ts, int64 usecs)
+/* a refresh range: does a window of some size that start0 falls in count? */
+static bool
+kpi_window_counts(KpiDelta *d, TimestampTz start0)
 {
-	int64		rem = ts % usecs;
+	for (int k = 0; k < d->nsizes; k++)
+	{
+		TimestampTz start = kpi_window_start(start0, d->sizes[k].usecs);
 
-	if (rem < 0)
-		rem += usecs;
-	return ts - rem;
+		if (start >= d->lo && start < d->hi)
+			return true;
+	}
+	return false;
 }
 
+/*
+ * Count the event in its windows: of every size, or, when the larger
+ * windows are rolled up at the merge (d->rollup), of the smallest size.
+ */
 static void
 kpi_add_windows(KpiDelta *d, const KpiEvent *ev)
 {
 	int64		region_track = ((int64) ev->region << 32) | ev->track;
+	int			nsizes = d->rollup ? 1 : d->nsizes;
 
-	for (int k = 0; k < d->nsizes; k++)
+	for (int k = 0; k < nsizes; k++)
 	{
 		TimestampTz start = kpi_window_start(ev->listened_at, d->sizes[k].usecs);
 		KpiCounts  *c;
 
-		if (d->refresh ? (start < d->lo || start >= d->hi)
+		if (d->rollup ? d->refresh && !kpi_window_counts(d, start)
+			: d->refresh ? (start < d->lo || start >= d->hi)
 			: (d->nrefreshed > 0 && kpi_window_refreshed(d, ev, start)))
 			continue;
 		c = kpi_counts(d->windows, start, k, region_track);
@@ -676,6 +756,27 @@ kpi_add_windows(KpiDelta *d, const KpiEvent *ev)
 		else
 			c->likes++;
 	}
+}
+
+/*
+ * Roll the larger windows up from the smallest at the merge?  Each window
+ * of a size that is a multiple of the smallest is the union of the
+ * smallest windows starting in it (date_bin's origin is 0), so an event
+ * updates one window instead of one per size, and the merge sums the
+ * smallest windows' entries into the larger ones (kpi_window.c): fewer
+ * updates, as a smallest window's entry stands for several events.  A round after a
+ * refresh decides per event and window whether the refresh counted it, so
+ * it counts every size per event.
+ */
+static bool
+kpi_rollup_possible(KpiDelta *d)
+{
+	if (d->nsizes < 2 || d->sizes[0].usecs <= 0 || (!d->refresh && d->nrefreshed > 0))
+		return false;
+	for (int k = 1; k < d->nsizes; k++)
+		if (d->sizes[k].usecs % d->sizes[0].usecs != 0)
+			return false;
+	return true;
 }
 
 static inline const char *
@@ -762,7 +863,10 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	}
 	ev.xid = DatumGetUInt64(v[1]);
 	if (unlikely(!d->dims_chosen))
+	{
 		kpi_choose_dims(d);
+		d->rollup = kpi_rollup_possible(d);
+	}
 	kpi_local_day_hour(d, &ev);
 	s = kpi_text(v[3], &len);
 	ev.user_hash = sketch_hll_hash_text(s, len);

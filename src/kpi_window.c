@@ -13,8 +13,10 @@
  *	    region, varint plays, varint skips, varint likes, zigzag varint
  *	    listen_ms
  *
- *	  A round reads the rows of the windows its events fall in, merges the
- *	  deltas in (one pass over two sorted lists), writes each row back in
+ *	  A round puts its window deltas in merge order (one radix sort; the
+ *	  larger windows summed from the smallest ones when the delta counted
+ *	  those only, KpiDelta.rollup), reads the rows of the windows its
+ *	  events fall in, merges the deltas in (one pass over two sorted lists), writes each row back in
  *	  one statement, and derives from the merged entries the trending rows
  *	  of the touched (window, region) keys.  One row per window instead of
  *	  one per (window, region, track) is what makes a round's writes scale
@@ -30,6 +32,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -467,40 +470,221 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 
 /* ---- the step ---- */
 
-/* a delta entry with its place in merge order: window start, size, track, region */
+/*
+ * A delta entry with its place in merge order (window start and size, track,
+ * region) as one number: the window's ordinal among the touched windows,
+ * then the ranks of the track's and the region's interned strings.
+ */
 typedef struct WinSortItem
 {
-	int64		start;
-	int64		size;
-	uint32		track;			/* ranks of the interned strings */
-	uint32		region;
+	uint64		key;
 	KpiEntry   *entry;
 } WinSortItem;
 
-static inline int
-win_item_order(const WinSortItem *x, const WinSortItem *y)
+/*
+ * A window: (start, size).  In the table of the windows the entries were
+ * counted in, the ordinals (in merge order) of the windows they count in,
+ * by size (-1: none); in the table of those, its own ordinal.
+ */
+typedef struct WinKeyEntry
 {
-	if (x->start != y->start)
-		return x->start < y->start ? -1 : 1;
-	if (x->size != y->size)
-		return x->size < y->size ? -1 : 1;
-	if (x->track != y->track)
-		return x->track < y->track ? -1 : 1;
-	return (x->region > y->region) - (x->region < y->region);
+	KpiKey		key;			/* start, size, 0 */
+	uint32		ordinal;
+	int32	   *ordinals;
+	char		status;
+} WinKeyEntry;
+
+static inline uint32
+win_key_hash(KpiKey k)
+{
+	uint64		h = ((uint64) k.a ^ ((uint64) k.b << 56)) * UINT64CONST(0x9E3779B97F4A7C15);
+
+	return (uint32) (h >> 32);
 }
 
-/* a sort with the comparison inlined: the delta has an entry per event or so */
-#define ST_SORT win_sort
-#define ST_ELEMENT_TYPE WinSortItem
-#define ST_COMPARE(a, b) win_item_order(a, b)
-#define ST_SCOPE static
-#define ST_CHECK_FOR_INTERRUPTS
-#define ST_DECLARE
-#define ST_DEFINE
-#include "lib/sort_template.h"
+#define SH_PREFIX win_keys
+#define SH_ELEMENT_TYPE WinKeyEntry
+#define SH_KEY_TYPE KpiKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) win_key_hash(k)
+#define SH_EQUAL(tb, x, y) ((x).a == (y).a && (x).b == (y).b)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
+static int
+win_key_order(const void *a, const void *b)
+{
+	const WinKeyEntry *x = *(WinKeyEntry *const *) a;
+	const WinKeyEntry *y = *(WinKeyEntry *const *) b;
+
+	if (x->key.a != y->key.a)
+		return x->key.a < y->key.a ? -1 : 1;
+	return (x->key.b > y->key.b) - (x->key.b < y->key.b);
+}
+
+/*
+ * The window of size k that the entries of window src count in, or false:
+ * their own window, or, when the delta counted the smallest windows only
+ * (d->rollup), the window of every size that src falls in (that a refresh
+ * range counts).
+ */
+static inline bool
+win_counts_in(KpiDelta *d, const KpiKey *src, int k, TimestampTz *start)
+{
+	if (!d->rollup)
+	{
+		*start = src->a;
+		return k == src->b;
+	}
+	*start = kpi_window_start(src->a, d->sizes[k].usecs);
+	return !d->refresh || (*start >= d->lo && *start < d->hi);
+}
+
+/* the entries of a table, in merge order (start, then size) */
+static WinKeyEntry **
+win_keys_sorted(struct win_keys_hash *tb)
+{
+	WinKeyEntry **keys = palloc(Max(tb->members, 1) * sizeof(WinKeyEntry *));
+	win_keys_iterator it;
+	WinKeyEntry *e;
+	int			k = 0;
+
+	win_keys_start_iterate(tb, &it);
+	while ((e = win_keys_iterate(tb, &it)) != NULL)
+		keys[k++] = e;
+	qsort(keys, k, sizeof(WinKeyEntry *), win_key_order);
+	return keys;
+}
+
+/*
+ * The windows the entries count in (*nw of them), in merge order with
+ * their ordinals set; src gets the windows the entries were counted in,
+ * each with the ordinals of the windows its entries count in.
+ */
+static WinKeyEntry **
+win_keys_ordered(KpiDelta *d, struct win_keys_hash *src, KpiEntry **es, uint32 n,
+				 int *nw)
+{
+	struct win_keys_hash *tb = win_keys_create(CurrentMemoryContext, 64, NULL);
+	WinKeyEntry **keys;
+	win_keys_iterator it;
+	WinKeyEntry *e;
+	bool		found;
+
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+
+		win_keys_insert(src, key, &found);
+	}
+	win_keys_start_iterate(src, &it);
+	while ((e = win_keys_iterate(src, &it)) != NULL)
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			KpiKey		key = {0, size, 0};
+
+			if (win_counts_in(d, &e->key, size, &key.a))
+				win_keys_insert(tb, key, &found);
+		}
+	keys = win_keys_sorted(tb);
+	for (uint32 i = 0; i < tb->members; i++)
+		keys[i]->ordinal = i;
+	win_keys_start_iterate(src, &it);
+	while ((e = win_keys_iterate(src, &it)) != NULL)
+	{
+		e->ordinals = palloc(d->nsizes * sizeof(int32));
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			KpiKey		key = {0, size, 0};
+
+			e->ordinals[size] = win_counts_in(d, &e->key, size, &key.a)
+				? (int32) win_keys_lookup(tb, key)->ordinal : -1;
+		}
+	}
+	*nw = (int) tb->members;
+	return keys;
+}
+
+#define WIN_RADIX_BITS	11
+#define WIN_RADIX_SIZE	(1 << WIN_RADIX_BITS)
+
+/*
+ * Sort items by key, keys below limit: an LSD radix sort, a few passes of
+ * 11 bits over a delta that has an entry per few events (a comparison
+ * sort cost ten times more).
+ */
+static WinSortItem *
+win_radix_sort(WinSortItem *items, uint32 n, uint64 limit)
+{
+	WinSortItem *tmp = palloc(Max(n, 1) * sizeof(WinSortItem));
+	uint32	   *count = palloc(WIN_RADIX_SIZE * sizeof(uint32));
+
+	for (int shift = 0; shift < 64 && (limit - 1) >> shift != 0; shift += WIN_RADIX_BITS)
+	{
+		uint32		sum = 0;
+		WinSortItem *swap;
+
+		CHECK_FOR_INTERRUPTS();
+		memset(count, 0, WIN_RADIX_SIZE * sizeof(uint32));
+		for (uint32 i = 0; i < n; i++)
+			count[(items[i].key >> shift) & (WIN_RADIX_SIZE - 1)]++;
+		for (int b = 0; b < WIN_RADIX_SIZE; b++)
+		{
+			uint32		c = count[b];
+
+			count[b] = sum;
+			sum += c;
+		}
+		for (uint32 i = 0; i < n; i++)
+			tmp[count[(items[i].key >> shift) & (WIN_RADIX_SIZE - 1)]++] = items[i];
+		swap = items;
+		items = tmp;
+		tmp = swap;
+	}
+	pfree(tmp);
+	pfree(count);
+	return items;
+}
+
+/*
+ * The players of a track in a window: its entry's, or, for a larger window
+ * summed from the smallest ones, the union of theirs.
+ */
+static SketchHll *
+delta_track_users(KpiDelta *d, Win *w, uint32 track)
+{
+	SketchHll  *u = NULL;
+	int64		step = d->sizes[0].usecs;
+
+	if (!d->rollup || w->size == 0)
+	{
+		KpiCounts  *c = kpi_table_find(d->window_users, w->start, w->size, track);
+
+		return c != NULL ? kpi_counts_users(d, c) : NULL;
+	}
+	for (TimestampTz s = w->start; s < w->start + d->sizes[w->size].usecs; s += step)
+	{
+		KpiCounts  *c = kpi_table_find(d->window_users, s, 0, track);
+		SketchHll  *cu = c != NULL ? kpi_counts_users(d, c) : NULL;
+
+		if (cu == NULL)
+			continue;
+		if (u == NULL)
+			u = sketch_hll_create(CurrentMemoryContext, KPI_HLL_LOG2M);
+		sketch_hll_merge(u, cu);
+	}
+	return u;
+}
+
+/*
+ * Add a delta entry to its window w: a new track, a new region of the last
+ * track, or (a larger window summed from the smallest) more of the last
+ * region.
+ */
 static void
-add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
+add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track, bool new_region)
 {
 	uint32		track = e->key.c & 0xffffffff;
 	KpiString  *region = &d->strs[(uint64) e->key.c >> 32];
@@ -509,27 +693,63 @@ add_delta_region(KpiDelta *d, Win *w, KpiEntry *e, bool new_track)
 
 	if (new_track)
 	{
-		KpiCounts  *users = kpi_table_find(d->window_users, e->key.a, e->key.b, track);
-
 		t = &w->delta[w->ndelta++];
 		memset(t, 0, sizeof(WinTrack));
 		t->name = d->strs[track].data;
 		t->len = d->strs[track].len;
-		t->users = users != NULL ? kpi_counts_users(d, users) : NULL;
+		t->users = delta_track_users(d, w, track);
 		t->touched = true;
 	}
 	t = &w->delta[w->ndelta - 1];
-	if (t->nregions % 4 == 0)
-		t->regions = t->nregions == 0 ? palloc(4 * sizeof(WinRegion))
-			: repalloc(t->regions, (t->nregions + 4) * sizeof(WinRegion));
-	r = &t->regions[t->nregions++];
-	r->name = region->data;
-	r->len = region->len;
-	r->plays = e->counts.plays;
-	r->skips = e->counts.skips;
-	r->likes = e->counts.likes;
-	r->listen_ms = e->counts.listen_ms;
-	r->touched = true;
+	if (new_region)
+	{
+		if (t->nregions % 4 == 0)
+			t->regions = t->nregions == 0 ? palloc(4 * sizeof(WinRegion))
+				: repalloc(t->regions, (t->nregions + 4) * sizeof(WinRegion));
+		r = &t->regions[t->nregions++];
+		memset(r, 0, sizeof(WinRegion));
+		r->name = region->data;
+		r->len = region->len;
+		r->touched = true;
+	}
+	r = &t->regions[t->nregions - 1];
+	r->plays += e->counts.plays;
+	r->skips += e->counts.skips;
+	r->likes += e->counts.likes;
+	r->listen_ms += e->counts.listen_ms;
+}
+
+/*
+ * The delta's entries as items in merge order: one per window each counts
+ * in (window ordinal, track rank, region rank).
+ */
+static WinSortItem *
+win_items(KpiDelta *d, KpiEntry **es, uint32 n, struct win_keys_hash *src,
+		  uint64 nstrs, uint32 *nitems)
+{
+	uint32	   *rank = kpi_string_ranks(d);
+	WinSortItem *items = palloc(Max((Size) n * d->nsizes, 1) * sizeof(WinSortItem));
+	uint32		m = 0;
+
+	for (uint32 i = 0; i < n; i++)
+	{
+		KpiKey		key = {es[i]->key.a, es[i]->key.b, 0};
+		int32	   *ordinals = win_keys_lookup(src, key)->ordinals;
+		uint64		tr = (uint64) rank[es[i]->key.c & 0xffffffff] * nstrs
+			+ rank[(uint64) es[i]->key.c >> 32];
+
+		for (int size = 0; size < d->nsizes; size++)
+		{
+			if (ordinals[size] < 0)
+				continue;
+			items[m].key = (uint64) ordinals[size] * nstrs * nstrs + tr;
+			items[m].entry = es[i];
+			m++;
+		}
+	}
+	pfree(rank);
+	*nitems = m;
+	return items;
 }
 
 /* The touched windows with their delta tracks, sorted. */
@@ -538,39 +758,41 @@ collect_windows(KpiDelta *d, int *nwins)
 {
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->windows, &n);
-	uint32	   *rank = kpi_string_ranks(d);
-	WinSortItem *items = palloc(Max(n, 1) * sizeof(WinSortItem));
-	Win		   *wins = palloc0((n + 1) * sizeof(Win));
-	int			nw = 0;
+	uint64		nstrs = Max(d->nstrs, 1);
+	struct win_keys_hash *tb = win_keys_create(CurrentMemoryContext, 64, NULL);
+	int			nw;
+	WinKeyEntry **keys = win_keys_ordered(d, tb, es, n, &nw);
+	uint64		limit;
+	WinSortItem *items;
+	Win		   *wins = palloc0((nw + 1) * sizeof(Win));
 
-	for (uint32 i = 0; i < n; i++)
+	if (pg_mul_u64_overflow(nstrs, nstrs, &limit) ||
+		pg_mul_u64_overflow(limit, (uint64) nw, &limit))
+		elog(ERROR, "too many KPI window keys to sort (%d windows, %u strings)",
+			 nw, d->nstrs);
+	items = win_items(d, es, n, tb, nstrs, &n);
+	items = win_radix_sort(items, n, limit);
+	for (int k = 0; k < nw; k++)
 	{
-		items[i].start = es[i]->key.a;
-		items[i].size = es[i]->key.b;
-		items[i].track = rank[es[i]->key.c & 0xffffffff];
-		items[i].region = rank[(uint64) es[i]->key.c >> 32];
-		items[i].entry = es[i];
+		wins[k].start = keys[k]->key.a;
+		wins[k].size = (int) keys[k]->key.b;
 	}
-	pfree(es);
-	win_sort(items, n);
 	for (uint32 i = 0; i < n; i++)
 	{
-		bool		new_window = i == 0 || items[i].start != items[i - 1].start ||
-			items[i].size != items[i - 1].size;
-		Win		   *w;
+		uint64		track = items[i].key / nstrs;
+		bool		new_window = i == 0 || track / nstrs != items[i - 1].key / nstrs / nstrs;
+		bool		new_track = new_window || track != items[i - 1].key / nstrs;
+		Win		   *w = &wins[track / nstrs];
 
 		if (new_window)
-		{
-			w = &wins[nw++];
-			w->start = items[i].start;
-			w->size = (int) items[i].size;
 			w->delta = palloc((n - i) * sizeof(WinTrack));
-		}
-		w = &wins[nw - 1];
-		add_delta_region(d, w, items[i].entry,
-						 new_window || items[i].track != items[i - 1].track);
+		add_delta_region(d, w, items[i].entry, new_track,
+						 new_track || items[i].key != items[i - 1].key);
 	}
+	pfree(es);
 	pfree(items);
+	pfree(keys);
+	win_keys_destroy(tb);
 	*nwins = nw;
 	return wins;
 }

@@ -491,14 +491,14 @@ hll_state_add(HllState *st, uint64 hash)
 		hll_state_add_explicit(st, hash);
 }
 
-static int
-int64_cmp(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
+/* a sort of int64 with the comparison inlined: a pack sorts every set */
+#define ST_SORT sort_int64
+#define ST_ELEMENT_TYPE int64
+#define ST_COMPARE(a, b) ((*(a) > *(b)) - (*(a) < *(b)))
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 /* The explicit hashes, sorted as signed integers (hll's order). */
 static int64 *
@@ -514,7 +514,7 @@ hll_sorted_explicit(const HllState *st)
 			if (st->set[i] != 0)
 				out[n++] = (int64) st->set[i];
 	Assert(n == st->nexplicit);
-	qsort(out, n, sizeof(int64), int64_cmp);
+	sort_int64(out, n);
 	return out;
 }
 
