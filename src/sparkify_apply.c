@@ -196,7 +196,8 @@ static const StatementDef statements[STATEMENTS] = {
 	/*
 	 * each user's row as the upsert leaves it: the latest event's values
 	 * unless the stored row is of a later event; the KPI user dimension
-	 * (subscription = latest level) from it
+	 * (subscription = latest level) from it, where it changes (an upsert
+	 * that changes nothing still locks and logs the row)
 	 */
 	[STMT_USERS] = {
 		"WITH user_rows AS ("
@@ -226,9 +227,15 @@ static const StatementDef statements[STATEMENTS] = {
 		"     level_at = excluded.level_at, level_item = excluded.level_item"
 		") "
 		"INSERT INTO streamkpi.users AS d (user_id, user_name, gender, subscription, created_at) "
-		"SELECT r.user_id, nullif(concat_ws(' ', r.first_name, r.last_name), ''), r.gender, "
-		"       r.level, (r.registered_at AT TIME ZONE $9)::date "
-		"  FROM user_rows r "
+		"SELECT v.* "
+		"  FROM (SELECT r.user_id, nullif(concat_ws(' ', r.first_name, r.last_name), '') AS user_name, "
+		"               r.gender, r.level AS subscription, "
+		"               (r.registered_at AT TIME ZONE $9)::date AS created_at "
+		"          FROM user_rows r) v "
+		" WHERE NOT EXISTS (SELECT FROM streamkpi.users u "
+		"                    WHERE u.user_id = v.user_id "
+		"                      AND (u.user_name, u.gender, u.subscription, u.created_at) "
+		"                          IS NOT DISTINCT FROM (v.user_name, v.gender, v.subscription, v.created_at)) "
 		"ON CONFLICT (user_id) DO UPDATE SET "
 		"   user_name = excluded.user_name, gender = excluded.gender, "
 		"   subscription = excluded.subscription, created_at = excluded.created_at "
