@@ -30,7 +30,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
 
 #include "sparkify.h"
 
@@ -722,13 +721,14 @@ write_tables(Grouping *g, SparkifyBatch *batch, const char *timezone)
 /*
  * AFTER INSERT ... REFERENCING NEW TABLE ... FOR EACH STATEMENT on
  * streamkpi.app_events.  The session check and the writers' lock come
- * first, as in the songs trigger (76_sparkify_apply.sql).
+ * first, as in the songs trigger (76_sparkify_apply.sql).  Everything the
+ * batch needs is allocated in SPI's procedure context (where SPI returns
+ * after each statement), so SPI_finish frees it.
  */
 Datum
 streamkpi_sparkify_apply_events(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	MemoryContext batch_context;
 	SparkifyBatch batch;
 	Grouping   *g;
 	char	   *timezone;
@@ -739,11 +739,8 @@ streamkpi_sparkify_apply_events(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("streamkpi._sparkify_apply_events() must run as an AFTER ... FOR EACH STATEMENT trigger with a NEW TABLE")));
 
-	batch_context = AllocSetContextCreate(CurrentMemoryContext, "Sparkify batch",
-										  ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	MemoryContextSwitchTo(batch_context);
 
 	run(STMT_CHECK, NULL, SPI_OK_SELECT);
 	timezone = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -758,6 +755,5 @@ streamkpi_sparkify_apply_events(PG_FUNCTION_ARGS)
 	write_tables(g, &batch, timezone);
 
 	SPI_finish();
-	MemoryContextDelete(batch_context);
 	return PointerGetDatum(NULL);
 }
