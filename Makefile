@@ -48,7 +48,10 @@ OBJS = \
 	src/synthetic.o \
 	src/synthetic_common.o \
 	src/synthetic_sparkify.o \
-	src/sparkify_track_id.o
+	src/sparkify_track_id.o \
+	src/sparkify_batch.o \
+	src/sparkify_apply.o \
+	src/sparkify_unquote.o
 
 # The install script is assembled from one fragment per subsystem, in
 # file-name order, so that subsystems never edit each other's SQL.

@@ -124,8 +124,12 @@ parse_string(JsonParser *jp, StringInfo out, const char **s, int *len)
 		}
 		if (c != '\\')
 		{
-			appendStringInfoChar(out, c);
-			q++;
+			const char *run = q;
+
+			/* the bytes up to the next quote, backslash or control at once */
+			while (q < jp->end && !string_special[(unsigned char) *q])
+				q++;
+			appendBinaryStringInfo(out, run, q - run);
 			continue;
 		}
 		if (++q >= jp->end)

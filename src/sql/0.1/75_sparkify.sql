@@ -88,7 +88,7 @@ CREATE TABLE streamkpi.sparkify_users (
 	registered_at timestamptz,
 	level_at	timestamptz NOT NULL,	-- time of that latest event
 	level_item	int NOT NULL	-- its item_in_session (ties at one time)
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE streamkpi.sparkify_users IS 'Sparkify users, with the level of their latest event';
 
 -- The play facts are views over app_events, not copies of its rows: a
@@ -188,7 +188,7 @@ CREATE TABLE streamkpi.user_churn_signals (
 	churned		boolean GENERATED ALWAYS AS (churned_at IS NOT NULL) STORED,
 	churned_at	timestamptz,
 	churned_on	date			-- day of churned_at in streamkpi.kpi_timezone
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE streamkpi.user_churn_signals IS
 	'per Sparkify user: activity, engagement, level changes and cancellation, kept current as events arrive';
 
@@ -222,7 +222,7 @@ CREATE TABLE streamkpi.sparkify_session_state (
 	last_song_item int,
 	last_track_id text,
 	PRIMARY KEY (user_id, session_id)
-);
+) WITH (fillfactor = 50);
 
 -- Users active per day, and per day and level ('' stands for any level):
 -- a row inserted is a user counted for the first time in daily_churn.
