@@ -406,6 +406,7 @@ group_tracks(Output *o, SparkifyBatch *batch)
 	{
 		SparkifyEvent *e = &batch->events[i];
 
+		CHECK_FOR_INTERRUPTS();
 		if (e->track_id == NULL)
 			continue;
 		plays[n++] = e;
@@ -421,6 +422,7 @@ group_tracks(Output *o, SparkifyBatch *batch)
 		bool		has_length = false;
 		int32		length_ms = 0;
 
+		CHECK_FOR_INTERRUPTS();
 		for (; j < n && sparkify_text_cmp(plays[j]->track_id, plays[i]->track_id) == 0; j++)
 		{
 			song = least_text(song, plays[j]->song);

@@ -279,7 +279,10 @@ sparkify_read_batch(SparkifyBatch *batch, Tuplestorestate *rows, TupleDesc desc,
 
 	batch->logged_in = palloc(Max(batch->nevents, 1) * sizeof(SparkifyEvent *));
 	for (int i = 0; i < batch->nevents; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
 		if (batch->events[i].user_id != NULL)
 			batch->logged_in[batch->nlogged_in++] = &batch->events[i];
+	}
 	qsort(batch->logged_in, batch->nlogged_in, sizeof(SparkifyEvent *), logged_in_cmp);
 }

@@ -60,7 +60,7 @@ my $h = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-v', 'VERBOSITY=verbose', '-c',
 		"SET application_name = 'frozen'; SET streamkpi.kafka_timeout = '2s';
 		 INSERT INTO big SELECT g, repeat('y', 100) FROM generate_series(1, 3000000) g" ],
-	'<', \$in, '>', \$iout, '2>', \$ierr);
+	'<', \$in, '>', \$iout, '2>', \$ierr, IPC::Run::timeout(120));
 $node->poll_query_until('postgres', qq{
 	SELECT (SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = 'frozen' AND state = 'active') = 1
