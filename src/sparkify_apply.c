@@ -46,15 +46,29 @@ typedef struct Column
 	bool	   *nulls;
 } Column;
 
+/* n empty columns of the given types */
 static void
-column_init(Column *c, Oid type)
+columns_init(Column *columns, const Oid *types, int n)
 {
-	c->type = type;
-	c->n = 0;
-	c->capacity = 64;
-	c->values = palloc(c->capacity * sizeof(Datum));
-	c->nulls = palloc(c->capacity * sizeof(bool));
+	for (int i = 0; i < n; i++)
+	{
+		Column	   *c = &columns[i];
+
+		c->type = types[i];
+		c->n = 0;
+		c->capacity = 64;
+		c->values = palloc(c->capacity * sizeof(Datum));
+		c->nulls = palloc(c->capacity * sizeof(bool));
+	}
 }
+
+/* one statement's columns, from the array of their types of the same name */
+#define OUTPUT_COLUMNS_INIT(o, name) \
+	do { \
+		StaticAssertStmt(lengthof(name) == lengthof((o)->name), \
+						 "types and columns of " #name " differ in number"); \
+		columns_init((o)->name, name, lengthof(name)); \
+	} while (0)
 
 static void
 column_add(Column *c, Datum value, bool isnull)
@@ -337,20 +351,13 @@ output_init(Output *o)
 	static const Oid user_days[] = {DATEOID, TEXTOID, TEXTOID, DATEOID};
 	static const Oid days[] = {DATEOID, INT8OID, INT8OID, INT8OID};
 
-	for (int i = 0; i < lengthof(tracks); i++)
-		column_init(&o->tracks[i], tracks[i]);
-	for (int i = 0; i < lengthof(listens); i++)
-		column_init(&o->listens[i], listens[i]);
-	for (int i = 0; i < lengthof(sessions); i++)
-		column_init(&o->sessions[i], sessions[i]);
-	for (int i = 0; i < lengthof(signals); i++)
-		column_init(&o->signals[i], signals[i]);
-	for (int i = 0; i < lengthof(users); i++)
-		column_init(&o->users[i], users[i]);
-	for (int i = 0; i < lengthof(user_days); i++)
-		column_init(&o->user_days[i], user_days[i]);
-	for (int i = 0; i < lengthof(days); i++)
-		column_init(&o->days[i], days[i]);
+	OUTPUT_COLUMNS_INIT(o, tracks);
+	OUTPUT_COLUMNS_INIT(o, listens);
+	OUTPUT_COLUMNS_INIT(o, sessions);
+	OUTPUT_COLUMNS_INIT(o, signals);
+	OUTPUT_COLUMNS_INIT(o, users);
+	OUTPUT_COLUMNS_INIT(o, user_days);
+	OUTPUT_COLUMNS_INIT(o, days);
 }
 
 /* the arrays of n columns, into args */
