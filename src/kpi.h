@@ -329,5 +329,6 @@ extern PGDLLEXPORT void StreamkpiKpiMain(Datum main_arg);
 extern void KpiShmemInit(void);
 extern pid_t kpi_worker_pid(TimestampTz *started_at);
 extern void kpi_worker_ensure_running(void);
+extern void kpi_worker_wake(void);
 
 #endif							/* STREAMKPI_KPI_H */

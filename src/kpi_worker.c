@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * kpi_worker.c
- *	  The "streamkpi kpi" background worker.  Every streamkpi.kpi_naptime it
+ *	  The "streamkpi kpi" background worker.  Every streamkpi.kpi_naptime, or
+ *	  sooner when a pipeline has drained its topic (kpi_worker_wake()), it
  *	  runs one round, one transaction:
  *
  *	    SELECT streamkpi.kpi_apply_new()
@@ -51,6 +52,9 @@
 /* How often the worker looks after the day partitions of listens. */
 #define KPI_PARTITIONS_INTERVAL_MS 10000
 
+/* The shortest time from a round's start to the next one's. */
+#define KPI_MIN_ROUND_GAP_MS 20
+
 /* Delay before the next start after a clean exit (worker turned off etc.). */
 #define KPI_CLEAN_RESTART_MS 1000
 
@@ -65,6 +69,7 @@ typedef struct KpiShared
 	TimestampTz started_at;
 	int			failures;		/* consecutive failed exits */
 	TimestampTz retry_at;		/* the launcher waits until then */
+	Latch	   *latch;			/* the running worker's, for kpi_worker_wake() */
 } KpiShared;
 
 static KpiShared *kpi_shared = NULL;
@@ -99,6 +104,25 @@ kpi_worker_pid(TimestampTz *started_at)
 	*started_at = kpi_shared->started_at;
 	LWLockRelease(kpi_shared->lock);
 	return pid;
+}
+
+/*
+ * Start the KPI worker's next round now rather than after its nap: a
+ * pipeline that has consumed everything its topic holds calls this after
+ * its commit, so that a burst's last events reach the KPIs without waiting
+ * for streamkpi.kpi_naptime.  While pipelines are busy (full batches) they
+ * do not call it and rounds keep their pace.
+ */
+void
+kpi_worker_wake(void)
+{
+	Latch	   *latch;
+
+	LWLockAcquire(kpi_shared->lock, LW_SHARED);
+	latch = kpi_shared->latch;
+	LWLockRelease(kpi_shared->lock);
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /* ---- launcher side ---- */
@@ -177,6 +201,7 @@ kpi_detach(int code, Datum arg)
 	if (kpi_shared->pid == MyProcPid)
 	{
 		kpi_shared->pid = 0;
+		kpi_shared->latch = NULL;
 		if (kpi_clean_exit)
 		{
 			kpi_shared->failures = 0;
@@ -208,6 +233,7 @@ kpi_attach(void)
 	{
 		kpi_shared->pid = MyProcPid;
 		kpi_shared->started_at = GetCurrentTimestamp();
+		kpi_shared->latch = MyLatch;
 	}
 	LWLockRelease(kpi_shared->lock);
 	if (ok)
@@ -291,6 +317,28 @@ maintain_partitions(void)
 	PG_END_TRY();
 }
 
+/*
+ * Wait for the next round: streamkpi.kpi_naptime from the start of the
+ * last one, less when a pipeline wakes us (kpi_worker_wake()), but never
+ * sooner than KPI_MIN_ROUND_GAP_MS after it started, so that pipelines at
+ * a low rate, each waking us after every batch, cannot make the rounds'
+ * fixed cost the worker's main work.  A round longer than the nap starts
+ * the next one at once.
+ */
+static void
+kpi_nap(long elapsed_ms)
+{
+	if (elapsed_ms < KPI_MIN_ROUND_GAP_MS)
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 KPI_MIN_ROUND_GAP_MS - elapsed_ms, PG_WAIT_EXTENSION);
+	if (elapsed_ms < streamkpi_kpi_naptime_ms)
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 streamkpi_kpi_naptime_ms - Max(elapsed_ms, KPI_MIN_ROUND_GAP_MS),
+						 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 void
 StreamkpiKpiMain(Datum main_arg)
 {
@@ -334,13 +382,7 @@ StreamkpiKpiMain(Datum main_arg)
 		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
 		elapsed_ms = secs * 1000 + usecs / 1000;
 
-		/* a round longer than the nap starts the next one at once */
-		if (elapsed_ms < streamkpi_kpi_naptime_ms)
-			(void) WaitLatch(MyLatch,
-							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 streamkpi_kpi_naptime_ms - elapsed_ms,
-							 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		kpi_nap(elapsed_ms);
 	}
 
 	kpi_clean_exit = true;

@@ -42,6 +42,7 @@
 #include "utils/timestamp.h"
 
 #include "fdw.h"
+#include "kpi.h"
 #include "pipeline.h"
 #include "pipeline_batch.h"
 #include "streamkpi.h"
@@ -797,6 +798,8 @@ run_pipeline(const PipelineWorkerArgs *args)
 
 	for (;;)
 	{
+		int			filled;
+
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -804,12 +807,17 @@ run_pipeline(const PipelineWorkerArgs *args)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (pipeline_consumer_fill(consumer, &batch, def.batch_size, def.batch_ms) > 0)
+		filled = pipeline_consumer_fill(consumer, &batch, def.batch_size,
+										def.batch_ms);
+		if (filled > 0)
 		{
 			note_kafka_recovery(&def, topic, consumer);
 			if (!process_batch(&def, topic, plan, &batch, consumer))
 				break;
 			pipeline_consumer_release(consumer, &batch);
+			/* drained what the topic held: the KPIs need not wait */
+			if (filled < def.batch_size)
+				kpi_worker_wake();
 			last_check = GetCurrentTimestamp();
 			continue;
 		}
