@@ -62,6 +62,8 @@ kpi_flush(KpiDelta *d)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_indexscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kpi_merge_days(d);
 	t1 = GetCurrentTimestamp();
 	kpi_merge_windows(d);
@@ -136,6 +138,15 @@ kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values)
 
 	(void) set_config_option("plan_cache_mode", "force_custom_plan", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
+	/*
+	 * A round's events lie together at the end of their partitions: a
+	 * bitmap scan reads each of their pages once, where an index scan
+	 * visits a page per event (4% of a round of 60,000 in instructions).
+	 */
+	if (!d->refresh)
+		(void) set_config_option("enable_indexscan", "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kpi_dims_open(&dims);
 	d->dims = &dims;
 	portal = SPI_cursor_open_with_args(NULL, sql, nargs, types, values, NULL,
