@@ -9,7 +9,9 @@
  *	  definition of the day KPIs.
  *
  *	  Also the small helpers the window step shares: parameter arrays and
- *	  running a statement with them.
+ *	  running a statement with them.  The statements that write rows read
+ *	  the arrays with unnest() in the select list: in FROM, a function scan
+ *	  first copies every row into a tuplestore.
  *
  *-------------------------------------------------------------------------
  */
@@ -145,7 +147,7 @@ kpi_merge_day_tracks(KpiDelta *d)
 	}
 	kpi_run("INSERT INTO streamkpi.daily_genre_track_counts AS s"
 			" (day, genre, track_id, listens, listen_ms)"
-			" SELECT * FROM unnest($1, $2, $3, $4, $5)"
+			" SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5)"
 			" ON CONFLICT (day, genre, track_id) DO UPDATE"
 			" SET listens = s.listens OPERATOR(pg_catalog.+) excluded.listens,"
 			" listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms",
@@ -221,7 +223,7 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact);
 	args[2] = packed;
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
-					 " SELECT d, g, u::%s.hll FROM unnest($1, $2, $3) x(d, g, u)"
+					 " SELECT unnest($1), unnest($2), unnest($3)::%s.hll"
 					 " ON CONFLICT (day, genre) DO UPDATE SET users = excluded.users",
 					 d->hll),
 			3, args, SPI_OK_INSERT);
@@ -264,9 +266,8 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 	}
 	kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
 					 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"
-					 " SELECT d, dim, val, p, sk, lk, cp, ms, u::%s.hll"
-					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-					 " x(d, dim, val, p, sk, lk, cp, ms, u)"
+					 " SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5),"
+					 " unnest($6), unnest($7), unnest($8), unnest($9)::%s.hll"
 					 " ON CONFLICT (day, dimension, value) DO UPDATE"
 					 " SET plays = s.plays OPERATOR(pg_catalog.+) excluded.plays,"
 					 " skips = s.skips OPERATOR(pg_catalog.+) excluded.skips,"

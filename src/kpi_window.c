@@ -86,22 +86,41 @@ typedef struct Win
 
 /* ---- the packed form ---- */
 
-static void
-put_varint(StringInfo buf, uint64 v)
+/* at p, which has room for 10 bytes; returns the end */
+static inline char *
+put_varint_at(char *p, uint64 v)
 {
 	while (v >= 0x80)
 	{
-		appendStringInfoChar(buf, (char) ((v & 0x7f) | 0x80));
+		*p++ = (char) ((v & 0x7f) | 0x80);
 		v >>= 7;
 	}
-	appendStringInfoChar(buf, (char) v);
+	*p++ = (char) v;
+	return p;
 }
 
-static void
+/*
+ * Written in place, not through appendStringInfoChar: a round packs
+ * several varints per (window, track, region).
+ */
+static inline void
+put_varint(StringInfo buf, uint64 v)
+{
+	enlargeStringInfo(buf, 10);
+	buf->len = put_varint_at(buf->data + buf->len, v) - buf->data;
+	buf->data[buf->len] = '\0';
+}
+
+static inline void
 put_bytes(StringInfo buf, const void *p, uint32 len)
 {
-	put_varint(buf, len);
-	appendBinaryStringInfo(buf, p, len);
+	char	   *end;
+
+	enlargeStringInfo(buf, 10 + len);
+	end = put_varint_at(buf->data + buf->len, len);
+	memcpy(end, p, len);
+	buf->len = end + len - buf->data;
+	buf->data[buf->len] = '\0';
 }
 
 static void
@@ -835,7 +854,7 @@ static void
 write_windows(WinOutput *out)
 {
 	kpi_run("INSERT INTO streamkpi.window_state AS s (window_start, window_size, tracks)"
-			" SELECT * FROM unnest($1, $2, $3)"
+			" SELECT unnest($1), unnest($2), unnest($3)"
 			" ON CONFLICT (window_start, window_size) DO UPDATE SET tracks = excluded.tracks",
 			3, out->state, SPI_OK_INSERT);
 	if (out->region_keys[0].n > 0)
@@ -849,8 +868,8 @@ write_windows(WinOutput *out)
 		kpi_run("INSERT INTO streamkpi.trending (window_size, window_start, region, rank,"
 				" window_end, track_id, plays, skips, likes)"
 				" SELECT sz, st, r, rk, st OPERATOR(pg_catalog.+) sz, tr, p, sk, lk"
-				" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
-				" x(sz, st, r, rk, tr, p, sk, lk)",
+				" FROM (SELECT unnest($1) sz, unnest($2) st, unnest($3) r, unnest($4) rk,"
+				" unnest($5) tr, unnest($6) p, unnest($7) sk, unnest($8) lk) x",
 				8, out->trending, SPI_OK_INSERT);
 }
 
