@@ -21,7 +21,9 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #include "kpi.h"
 
@@ -70,6 +72,64 @@ kpi_text_datum(KpiDelta *d, int64 id)
 }
 
 /*
+ * The statements' plans, kept for the life of the backend: the KPI worker
+ * runs the same dozen statements every round, and parsing and planning
+ * them was 3% of a round.  Keyed by the statement's text (the hll schema
+ * is part of some); the plan cache replans when a table changes.
+ */
+typedef struct KpiPlan
+{
+	char		sql[NAMEDATALEN];	/* hash key: the text's first bytes */
+	const char *text;			/* the whole text, in CacheMemoryContext */
+	SPIPlanPtr	plan;
+	struct KpiPlan *next;		/* other texts with the same first bytes */
+} KpiPlan;
+
+static HTAB *kpi_plans = NULL;
+
+static SPIPlanPtr
+kpi_plan(const char *sql, int nargs, Oid *types)
+{
+	char		key[NAMEDATALEN] = {0};
+	KpiPlan    *entry;
+	KpiPlan    *p;
+	bool		found;
+
+	if (kpi_plans == NULL)
+	{
+		HASHCTL		ctl = {.keysize = NAMEDATALEN, .entrysize = sizeof(KpiPlan)};
+
+		kpi_plans = hash_create("streamkpi KPI plans", 32, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	strlcpy(key, sql, NAMEDATALEN);
+	entry = hash_search(kpi_plans, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->text = NULL;
+		entry->next = NULL;
+	}
+	for (p = entry; p != NULL; p = p->next)
+		if (p->text != NULL && strcmp(p->text, sql) == 0)
+			return p->plan;
+	p = entry->text == NULL ? entry
+		: MemoryContextAllocZero(CacheMemoryContext, sizeof(KpiPlan));
+	/* generic: the arrays' lengths do not change the plans' shapes */
+	p->plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	if (p->plan == NULL)
+		elog(ERROR, "could not prepare KPI statement: %s: %s",
+			 SPI_result_code_string(SPI_result), sql);
+	if (SPI_keepplan(p->plan) != 0)
+		elog(ERROR, "could not keep the plan of KPI statement: %s", sql);
+	p->text = MemoryContextStrdup(CacheMemoryContext, sql);
+	if (p != entry)
+	{
+		p->next = entry->next;
+		entry->next = p;
+	}
+	return p->plan;
+}
+
+/*
  * Run sql with the arrays as parameters $1..$nargs; returns the SPI result
  * code, which must be expected.
  */
@@ -96,7 +156,7 @@ kpi_run(const char *sql, int nargs, KpiArray *args, int expected)
 													   args[i].elemtype, typlen,
 													   typbyval, typalign));
 	}
-	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	rc = SPI_execute_plan(kpi_plan(sql, nargs, types), values, NULL, false, 0);
 	if (rc != expected)
 		elog(ERROR, "KPI statement failed: SPI result %d: %s", rc, sql);
 }
