@@ -215,8 +215,9 @@ kpi_merge_day_tracks(KpiDelta *d)
 }
 
 /*
- * The sketches of n keys after this delta, packed, with their exact counts
- * (NULL: hll must estimate): the stored sketch of each key that has one
+ * The sketches of n keys after this delta, packed, with their distinct
+ * counts as round(hll_cardinality()) gives them (sketch_hll_cardinality();
+ * NULL: left to hll_cardinality() in SQL): the stored sketch of each key that has one
  * with the delta's hashes added in C (cheaper than hll_union() in the
  * upsert), else the delta's.  sql returns (ordinal, sketch) for the keys
  * given as arrays, the ordinals as the last array.
@@ -250,7 +251,7 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 			SketchHll  *users = kpi_counts_users(d, &es[i]->counts);
 
 			merged[i] = sketch_hll_pack(users);
-			counts[i] = sketch_hll_exact_count(users);
+			counts[i] = sketch_hll_cardinality(users);
 		}
 		kpi_array_add(packed, PointerGetDatum(merged[i]));
 		if (counts[i] >= 0)

@@ -321,9 +321,8 @@ merge_track(WinTrack *m, WinTrack *old, const WinTrack *delta)
 		m->users = delta->users;
 	else
 	{
-		int64		exact;
 		bytea	   *v = sketch_hll_merge_into(m->packed, m->packed_len,
-											  delta->users, &exact);
+											  delta->users, NULL);
 
 		m->packed = (const uint8 *) VARDATA(v);
 		m->packed_len = VARSIZE(v) - VARHDRSZ;

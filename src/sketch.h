@@ -35,8 +35,9 @@ extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
 extern bytea *sketch_hll_pack(const SketchHll *st);
 extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
 extern int64 sketch_hll_exact_count(const SketchHll *st);
+extern int64 sketch_hll_cardinality(const SketchHll *st);
 extern bytea *sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b,
-									int64 *exact);
+									int64 *count);
 extern int64 sketch_hll_value_exact_count(const uint8 *in, size_t len);
 
 /*
@@ -99,6 +100,7 @@ extern void sketch_hll_bad(const char *detail);
 extern void sketch_hll_parse(const uint8 *in, size_t len, HllValue *v);
 extern uint64 sketch_hll_explicit_element(const HllValue *v, size_t i);
 extern void sketch_hll_value_registers(const HllValue *v, uint8 *regs);
+extern double sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth);
 extern double sketch_hll_estimate_registers(const uint8 *regs, int log2m,
 											int regwidth);
 

@@ -923,6 +923,22 @@ sketch_hll_exact_count(const SketchHll *st)
 }
 
 /*
+ * round(hll_cardinality()) of the packed sketch: exact while it holds its
+ * hashes, else the classic estimate of its registers; -1 where that is
+ * left to hll_cardinality() (sketch_hll_classic_estimate()).
+ */
+int64
+sketch_hll_cardinality(const SketchHll *st)
+{
+	double		estimate;
+
+	if (st->mode != HLL_MODE_REGISTERS)
+		return st->nexplicit;
+	estimate = sketch_hll_classic_estimate(st->regs, st->p.log2m, st->p.regwidth);
+	return estimate < 0 || estimate >= (double) PG_INT64_MAX ? -1 : (int64) rint(estimate);
+}
+
+/*
  * The explicit value holding the sorted hashes of v and b, or NULL when
  * their union outgrows the explicit form.
  */
@@ -958,12 +974,12 @@ hll_merge_explicit(const HllValue *v, const int64 *b, int32 nb, int64 *count)
 
 /*
  * The stored hll value (in, len) with the hashes of b added, as a stored
- * value; *exact gets its distinct count while it is explicit, else -1.  A
- * few hashes added to a large explicit value cost one pass over its bytes,
+ * value; *count (unless NULL) gets round(hll_cardinality()) of it
+ * (sketch_hll_cardinality()).  A few hashes added to a large explicit value cost one pass over its bytes,
  * not a state rebuilt and sorted again.
  */
 bytea *
-sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *exact)
+sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *count)
 {
 	HllValue	v;
 	HllState   *st;
@@ -973,15 +989,21 @@ sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *ex
 		hll_params_equal(&v.p, &b->p) && v.p.expthresh != 0)
 	{
 		int64	   *hashes = hll_sorted_explicit(b);
-		bytea	   *merged = hll_merge_explicit(&v, hashes, b->nexplicit, exact);
+		int64		exact;
+		bytea	   *merged = hll_merge_explicit(&v, hashes, b->nexplicit, &exact);
 
 		pfree(hashes);
 		if (merged != NULL)
+		{
+			if (count != NULL)
+				*count = exact;
 			return merged;
+		}
 	}
 	st = hll_state_from_value(CurrentMemoryContext, in, len);
 	hll_state_merge(st, b);
-	*exact = sketch_hll_exact_count(st);
+	if (count != NULL)
+		*count = sketch_hll_cardinality(st);
 	return hll_state_pack(st);
 }
 

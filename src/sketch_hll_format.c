@@ -356,6 +356,51 @@ sketch_hll_value_registers(const HllValue *v, uint8 *regs)
 	}
 }
 
+/*
+ * What postgresql-hll's hll_cardinality() gives for these registers: the
+ * classic estimator (alpha m^2 over the sum of 2^-register) with linear
+ * counting for small and the log correction for large counts, computed
+ * with the same operations in the same order, so that it is the same
+ * double.  -1 where hll's arithmetic would overflow (2^regwidth - 2 +
+ * log2m >= 63), which the KPI engine leaves to hll_cardinality() itself.
+ * The KPI day rows use it (rounded) for their distinct users.
+ */
+double
+sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth)
+{
+	size_t		m = (size_t) 1 << log2m;
+	uint64		total_bits = ((UINT64CONST(1) << regwidth) - 2) + log2m;
+	uint64		two_to_l;
+	double		alpha_mm;
+	double		sum = 0.0;
+	int			zeros = 0;
+	double		estimator;
+
+	if (total_bits >= 63 || m <= 8)
+		return -1.0;
+	two_to_l = UINT64CONST(1) << total_bits;
+	for (size_t i = 0; i < m; i++)
+	{
+		sum += 1.0 / (double) (UINT64CONST(1) << regs[i]);
+		if (regs[i] == 0)
+			zeros++;
+	}
+	if (m == 16)
+		alpha_mm = 0.673 * m * m;
+	else if (m == 32)
+		alpha_mm = 0.697 * m * m;
+	else if (m == 64)
+		alpha_mm = 0.709 * m * m;
+	else
+		alpha_mm = (0.7213 / (1.0 + 1.079 / m)) * m * m;
+	estimator = alpha_mm / sum;
+	if (zeros != 0 && estimator < (5.0 * m / 2.0))
+		return m * log((double) m / zeros);
+	if (estimator <= (double) two_to_l / 30.0)
+		return estimator;
+	return (-1 * (int64) two_to_l) * log(1.0 - (estimator / two_to_l));
+}
+
 /* ----------------------------------------------------------------
  * Ertl's improved raw estimator
  * ----------------------------------------------------------------

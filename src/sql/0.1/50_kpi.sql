@@ -333,8 +333,9 @@ COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
 -- and (day, dimension, value) keys given: the one definition of these
 -- tables, called by the engine (src/kpi_merge.c) for the keys a round or a
 -- refresh touched.  p_dg_users and p_en_users carry the keys' distinct
--- users where the engine counted them exactly (what hll_cardinality() gives
--- for an explicit sketch), NULL where hll_cardinality() must estimate.  The
+-- users as the engine computed them from the merged sketches: exactly what
+-- round(hll_cardinality()) gives (src/sketch_hll_format.c reproduces hll's
+-- estimator), NULL where hll_cardinality() itself must estimate.  The
 -- caller holds the KPI lock (see refresh_kpis).
 --
 -- hll lives wherever CREATE EXTENSION put it (CASCADE: schema streamkpi, but
