@@ -324,6 +324,9 @@ extern void kpi_merge_days(KpiDelta *d);
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);
 
+/* in kpi_round_filter.c */
+extern int64 kpi_round_count(Datum s_old, Datum s_new);
+
 /* in kpi_worker.c */
 extern PGDLLEXPORT void StreamkpiKpiMain(Datum main_arg);
 extern void KpiShmemInit(void);

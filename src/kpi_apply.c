@@ -203,12 +203,11 @@ kpi_round_begin(KpiRound *r)
 }
 
 /*
- * How many new events are there, counted up to twice the larger of users
- * and tracks?  The planner's estimate of the round's rows, and what decides
- * how the round finds tracks and users (kpi_choose_dims()).
+ * kpi_round_count() (kpi_round_filter.c) with SQL, visiting the heap: for
+ * a partition without a btree on ingest_xid.
  */
 static int64
-kpi_round_count(KpiRound *r)
+kpi_round_count_sql(KpiRound *r)
 {
 	Oid			types[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
 	Datum		values[2] = {r->s_old, r->s_new};
@@ -304,7 +303,9 @@ streamkpi_kpi_apply_new(PG_FUNCTION_ARGS)
 		kpi_load_refreshed(d);
 	values[0] = r.s_old;
 	values[1] = r.s_new;
-	d->expected_events = kpi_round_count(&r);
+	d->expected_events = kpi_round_count(r.s_old, r.s_new);
+	if (d->expected_events < 0)
+		d->expected_events = kpi_round_count_sql(&r);
 	values[2] = Int64GetDatum(d->expected_events);
 	kpi_scan(d,
 			 "SELECT " KPI_EVENT_COLUMNS

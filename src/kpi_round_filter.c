@@ -14,19 +14,35 @@
  *	    transactions, give a few dozen: a plan for a few dozen rows is
  *	    not the plan for a round of a hundred thousand.
  *
+ *	  and kpi_round_count(), that count of events: the entries of the
+ *	  ingest_xid btrees in that range, read from the indexes alone.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_am_d.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/pathnodes.h"
 #include "nodes/supportnodes.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "kpi.h"
 
 PG_FUNCTION_INFO_V1(streamkpi_kpi_in_round);
 
@@ -121,4 +137,148 @@ streamkpi_kpi_in_round_support(PG_FUNCTION_ARGS)
 	if (IsA(req, SupportRequestIndexCondition))
 		PG_RETURN_POINTER(in_round_index_condition((SupportRequestIndexCondition *) req));
 	PG_RETURN_POINTER(NULL);
+}
+
+/* ---- the count of a round's events ---- */
+
+/* pg_class.reltuples of streamkpi.<name>, -1 when unknown */
+static double
+kpi_reltuples(Oid nsp, const char *name)
+{
+	Oid			relid = get_relname_relid(name, nsp);
+	HeapTuple	tup;
+	double		tuples;
+
+	if (!OidIsValid(relid))
+		return -1;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return -1;
+	tuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+	ReleaseSysCache(tup);
+	return tuples;
+}
+
+/*
+ * The btree of a leaf partition whose first column is ingest_xid (xid8
+ * opclass), complete and valid, opened; or NULL.  *ge and *lt get the
+ * functions of its >= and < operators.
+ */
+static Relation
+kpi_xid_index(Relation heap, RegProcedure *ge, RegProcedure *lt)
+{
+	AttrNumber	attno = get_attnum(RelationGetRelid(heap), "ingest_xid");
+	List	   *indexes = RelationGetIndexList(heap);
+	ListCell   *lc;
+
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		Oid			ge_op = InvalidOid;
+		Oid			lt_op = InvalidOid;
+
+		if (index->rd_rel->relam == BTREE_AM_OID &&
+			index->rd_index->indisvalid &&
+			index->rd_index->indkey.values[0] == attno &&
+			index->rd_opcintype[0] == XID8OID &&
+			heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL))
+		{
+			ge_op = get_opfamily_member(index->rd_opfamily[0], XID8OID, XID8OID,
+										BTGreaterEqualStrategyNumber);
+			lt_op = get_opfamily_member(index->rd_opfamily[0], XID8OID, XID8OID,
+										BTLessStrategyNumber);
+		}
+		if (OidIsValid(ge_op) && OidIsValid(lt_op))
+		{
+			*ge = get_opcode(ge_op);
+			*lt = get_opcode(lt_op);
+			list_free(indexes);
+			return index;
+		}
+		index_close(index, AccessShareLock);
+	}
+	list_free(indexes);
+	return NULL;
+}
+
+/*
+ * The index entries of one leaf in [xmin, xmax), counted up to limit;
+ * -1 when the leaf has no ingest_xid btree.
+ */
+static int64
+kpi_count_leaf(Oid leaf, Datum xmin, Datum xmax, int64 limit)
+{
+	Relation	heap = table_open(leaf, NoLock);	/* locked by the caller */
+	RegProcedure ge;
+	RegProcedure lt;
+	Relation	index = kpi_xid_index(heap, &ge, &lt);
+	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	int64		n = 0;
+
+	if (index == NULL)
+	{
+		table_close(heap, NoLock);
+		return -1;
+	}
+	ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, ge, xmin);
+	ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, lt, xmax);
+	scan = index_beginscan(heap, index, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	while (n < limit && index_getnext_tid(scan, ForwardScanDirection) != NULL)
+	{
+		CHECK_FOR_INTERRUPTS();
+		n++;
+	}
+	index_endscan(scan);
+	index_close(index, AccessShareLock);
+	table_close(heap, NoLock);
+	return n;
+}
+
+/*
+ * How many new events are there, counted up to twice the larger of users
+ * and tracks (at least 2,000)?  The planner's estimate of the round's rows
+ * (_kpi_in_round's "events"), and what decides how the round finds tracks
+ * and users (kpi_choose_dims()).
+ *
+ * An estimate: the index entries of the round's xid range in every
+ * partition, without visiting the heap, where the rows of a round are on
+ * pages not yet vacuumed.  Entries of aborted or deleted rows and of
+ * transactions still running count too.  -1 when a partition has no
+ * btree on ingest_xid: the caller counts another way.
+ */
+int64
+kpi_round_count(Datum s_old, Datum s_new)
+{
+	Oid			nsp = get_namespace_oid("streamkpi", false);
+	Oid			listens = get_relname_relid("listens", nsp);
+	Datum		xmin = DirectFunctionCall1(pg_snapshot_xmin, s_old);
+	Datum		xmax = DirectFunctionCall1(pg_snapshot_xmax, s_new);
+	int64		limit = 2 * (int64) Max(1000.0, Max(kpi_reltuples(nsp, "users"),
+													 kpi_reltuples(nsp, "tracks")));
+	int64		count = 0;
+	List	   *parts;
+	ListCell   *lc;
+
+	if (!OidIsValid(listens))
+		elog(ERROR, "streamkpi.listens does not exist");
+	parts = find_all_inheritors(listens, AccessShareLock, NULL);
+	foreach(lc, parts)
+	{
+		int64		n;
+
+		if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_PARTITIONED_TABLE)
+			continue;
+		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
+			return -1;
+		n = kpi_count_leaf(lfirst_oid(lc), xmin, xmax, limit - count);
+		if (n < 0)
+			return -1;
+		count += n;
+		if (count >= limit)
+			break;
+	}
+	list_free(parts);
+	return count;
 }
