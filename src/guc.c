@@ -130,8 +130,8 @@ StreamkpiGucInit(void)
 							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("streamkpi.kpi_naptime",
-							"Pause of the KPI worker between two rounds.",
-							NULL,
+							"Longest pause of the KPI worker between two rounds.",
+							"A pipeline that has consumed everything its topic held wakes the worker sooner.",
 							&streamkpi_kpi_naptime_ms,
 							250,
 							10,

@@ -119,6 +119,28 @@ full_registers_pack_inline(const uint8 *regs, int width, size_t m, uint8 *out)
 	}
 }
 
+/* How many registers are not zero, eight at a time. */
+static size_t
+registers_filled(const uint8 *regs, size_t m)
+{
+	size_t		n = 0;
+	size_t		i = 0;
+
+	for (; i + 8 <= m; i += 8)
+	{
+		uint64		x;
+
+		memcpy(&x, regs + i, 8);
+		/* the top bit of each byte: set when that byte is not zero */
+		n += pg_popcount64((((x & UINT64CONST(0x7f7f7f7f7f7f7f7f)) +
+							 UINT64CONST(0x7f7f7f7f7f7f7f7f)) | x) &
+						   UINT64CONST(0x8080808080808080));
+	}
+	for (; i < m; i++)
+		n += regs[i] != 0;
+	return n;
+}
+
 /* hll's default width, 5, as a constant: the loops unroll */
 static void
 full_registers_unpack(const uint8 *in, int width, size_t m, uint8 *regs)
@@ -196,8 +218,7 @@ sketch_hll_pack_registers(const HllParams *p, const uint8 *regs)
 	bytea	   *result;
 	BitWriter	w = {0};
 
-	for (size_t i = 0; i < m; i++)
-		nfilled += regs[i] != 0;
+	nfilled = registers_filled(regs, m);
 	sparsebits = nfilled * (p->log2m + p->regwidth);
 	sparse = p->sparseon && sparsebits < fullbits;
 	datalen = ((sparse ? sparsebits : fullbits) + 7) / 8;
@@ -375,15 +396,18 @@ sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth)
 	double		sum = 0.0;
 	int			zeros = 0;
 	double		estimator;
+	double		inverse_powers[64];
 
 	if (total_bits >= 63 || m <= 8)
 		return -1.0;
 	two_to_l = UINT64CONST(1) << total_bits;
+	/* 2^-r exactly, as 1.0 / (1 << r) gives it: the same sum */
+	for (int r = 0; r < lengthof(inverse_powers); r++)
+		inverse_powers[r] = ldexp(1.0, -r);
 	for (size_t i = 0; i < m; i++)
 	{
-		sum += 1.0 / (double) (UINT64CONST(1) << regs[i]);
-		if (regs[i] == 0)
-			zeros++;
+		sum += inverse_powers[regs[i] & 63];
+		zeros += regs[i] == 0;
 	}
 	if (m == 16)
 		alpha_mm = 0.673 * m * m;
