@@ -153,10 +153,12 @@ SELECT streamkpi.kpi_apply_new() AS applied;
 SELECT * FROM pg_temp.wrong(6);
 SELECT * FROM pg_temp.counted(6);
 
--- ---- a write while the trigger was disabled ----
-ALTER TABLE streamkpi.tracks DISABLE TRIGGER kpi_dims_cache;
+-- ---- a write while the triggers were disabled ----
+ALTER TABLE streamkpi.tracks DISABLE TRIGGER kpi_dims_cache,
+	DISABLE TRIGGER kpi_dims_cache_rows;
 UPDATE streamkpi.tracks SET genre = 'swing' WHERE track_id = 't3';
-ALTER TABLE streamkpi.tracks ENABLE ALWAYS TRIGGER kpi_dims_cache;
+ALTER TABLE streamkpi.tracks ENABLE ALWAYS TRIGGER kpi_dims_cache,
+	ENABLE ALWAYS TRIGGER kpi_dims_cache_rows;
 SELECT pg_temp.add_events(7, 40, ARRAY['t2', 't3'], ARRAY['u3', 'u4']);
 SELECT streamkpi.kpi_apply_new() AS applied;
 SELECT * FROM pg_temp.wrong(7);

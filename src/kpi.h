@@ -7,7 +7,8 @@
  *	    kpi_accumulate.c  a query over streamkpi.listens streams into
  *	                      in-memory hash tables, each event completed by
  *	                      its track and user (kpi_dims.c, the event-level
- *	                      definitions):
+ *	                      definitions, through the cache of
+ *	                      kpi_dims_cache.c that rounds share):
  *	                      counters and hll sketches per (day, genre, track),
  *	                      (day, genre), (day, dimension, value),
  *	                      (window, region, track) and (window, track), the

@@ -8,10 +8,11 @@
  *	  them whole nor looks up a key it has seen before.
  *
  *	  What the cache gives must be exactly what reading the tables in the
- *	  scan's snapshot gives.  Every statement that writes streamkpi.tracks
- *	  or streamkpi.users fires the trigger kpi_dims_cache (BEFORE, FOR EACH
- *	  STATEMENT, ENABLE ALWAYS: 65_kpi_dims.sql), which marks its
- *	  transaction.  A marked transaction counts as committing in shared
+ *	  scan's snapshot gives.  Every row written to streamkpi.tracks or
+ *	  streamkpi.users, and every TRUNCATE of them, fires a trigger of ours
+ *	  (65_kpi_dims.sql, ENABLE ALWAYS), which marks its transaction; rows
+ *	  that an upsert leaves alone mark nothing.  A marked transaction
+ *	  counts as committing in shared
  *	  memory from XACT_EVENT_PRE_COMMIT, before its writes become visible,
  *	  to XACT_EVENT_COMMIT or ABORT, after they have, and then bumps the
  *	  generation.  A scan reads the generation before its snapshot is
@@ -19,7 +20,9 @@
  *	  its snapshot sees exactly the writes that generation counts, as does
  *	  every snapshot checked so with the same generation, and what one
  *	  scan cached the other may use.  Otherwise the scan caches for itself
- *	  only, as does a scan in a transaction that wrote the tables itself.
+ *	  only, as does a scan in a transaction that may have written the
+ *	  tables itself: one where a statement writing them began (a statement
+ *	  trigger, BEFORE any of its rows).
  *
  *	  What the trigger cannot see, a change of the tables themselves (ALTER
  *	  TABLE, a disabled trigger, the extension dropped and created again),
@@ -84,7 +87,8 @@ static const StreamkpiShmemPart dims_shmem = {
 };
 
 /* this backend's transaction */
-static bool xact_wrote_dims = false;	/* the trigger fired */
+static bool xact_writes_dims = false;	/* a statement writing them began */
+static bool xact_wrote_dims = false;	/* a row was written, or truncated */
 static bool xact_precommitted = false;	/* XACT_EVENT_PRE_COMMIT has run */
 static bool xact_committing = false;	/* counted in dims_shared->committing */
 
@@ -149,6 +153,7 @@ dims_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			dims_commit_end();
+			xact_writes_dims = false;
 			xact_wrote_dims = false;
 			xact_precommitted = false;
 			break;
@@ -169,20 +174,28 @@ KpiDimsInit(void)
 PG_FUNCTION_INFO_V1(streamkpi_kpi_dims_changed);
 
 /*
- * streamkpi._kpi_dims_changed(): the statement trigger of tracks and users;
- * marks the transaction, whose commit will bump the generation.
+ * streamkpi._kpi_dims_changed(): the triggers of tracks and users.  Before
+ * a statement, it keeps this transaction's scans from the shared cache;
+ * after a row, or before a TRUNCATE, it marks the transaction, whose commit
+ * will bump the generation.
  */
 Datum
 streamkpi_kpi_dims_changed(PG_FUNCTION_ARGS)
 {
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("streamkpi._kpi_dims_changed() must be called as a trigger")));
-	xact_wrote_dims = true;
-	/* a write after our pre-commit (from another callback) counts now */
-	if (xact_precommitted)
-		dims_commit_begin();
+	xact_writes_dims = true;
+	if (TRIGGER_FIRED_FOR_ROW(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		xact_wrote_dims = true;
+		/* a write after our pre-commit (from another callback) counts now */
+		if (xact_precommitted)
+			dims_commit_begin();
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -471,41 +484,54 @@ dims_relcache_callback(Datum arg, Oid relid)
 		dims_cache.stale = true;
 }
 
-/* Is our function a trigger of rel that fires for every write of it? */
+/* Is foid our trigger function? */
+static bool
+dims_is_ours(Oid foid)
+{
+	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(foid));
+	bool		ours = false;
+	bool		isnull;
+
+	if (!HeapTupleIsValid(proc))
+		return false;
+	if (((Form_pg_proc) GETSTRUCT(proc))->prolang == ClanguageId)
+	{
+		Datum		src = SysCacheGetAttr(PROCOID, proc, Anum_pg_proc_prosrc, &isnull);
+
+		ours = !isnull &&
+			strcmp(TextDatumGetCString(src), "streamkpi_kpi_dims_changed") == 0;
+	}
+	ReleaseSysCache(proc);
+	return ours;
+}
+
+/*
+ * Do our triggers fire, whoever writes rel: before every statement that
+ * writes it, and after every row it writes?
+ */
 static bool
 dims_triggers_ok(Relation rel)
 {
-	const int16 writes = TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE |
+	const int16 statements = TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE |
 		TRIGGER_TYPE_DELETE | TRIGGER_TYPE_TRUNCATE;
+	const int16 rows = TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE;
 	TriggerDesc *td = rel->trigdesc;
-	int16		covered = 0;
+	int16		before_statement = 0;
+	int16		after_row = 0;
 
 	for (int i = 0; td != NULL && i < td->numtriggers; i++)
 	{
 		Trigger    *t = &td->triggers[i];
-		HeapTuple	proc;
-		bool		ours = false;
-		bool		isnull;
 
 		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || t->tgqual != NULL ||
-			t->tgnattr > 0 || !TRIGGER_FOR_BEFORE(t->tgtype) ||
-			TRIGGER_FOR_ROW(t->tgtype))
+			t->tgnattr > 0 || !dims_is_ours(t->tgfoid))
 			continue;
-		proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(t->tgfoid));
-		if (!HeapTupleIsValid(proc))
-			continue;
-		if (((Form_pg_proc) GETSTRUCT(proc))->prolang == ClanguageId)
-		{
-			Datum		src = SysCacheGetAttr(PROCOID, proc, Anum_pg_proc_prosrc, &isnull);
-
-			ours = !isnull &&
-				strcmp(TextDatumGetCString(src), "streamkpi_kpi_dims_changed") == 0;
-		}
-		ReleaseSysCache(proc);
-		if (ours)
-			covered |= t->tgtype & writes;
+		if (TRIGGER_FOR_BEFORE(t->tgtype) && !TRIGGER_FOR_ROW(t->tgtype))
+			before_statement |= t->tgtype & statements;
+		else if (TRIGGER_FOR_AFTER(t->tgtype) && TRIGGER_FOR_ROW(t->tgtype))
+			after_row |= t->tgtype & rows;
 	}
-	return covered == writes;
+	return before_statement == statements && after_row == rows;
 }
 
 /* ShareUpdateExclusiveLock on both tables, if free now */
@@ -547,7 +573,7 @@ kpi_dims_cache_begin(KpiDims *dims)
 	c->in_use = true;
 	/* the check reads the generation around the snapshot */
 	c->locked = dims_shared != NULL && !IsolationUsesXactSnapshot() &&
-		!xact_wrote_dims && dims_lock(dims);
+		!xact_writes_dims && dims_lock(dims);
 	if (c->locked)
 		c->generation_before = dims_generation(NULL);
 	return c;
@@ -573,7 +599,7 @@ kpi_dims_cache_check(KpiDimsCache *c, KpiDims *dims)
 		AcceptInvalidationMessages();
 		generation = dims_generation(&committing);
 		exact = generation == c->generation_before && committing == 0 &&
-			!xact_wrote_dims && dims_triggers_ok(dims->tracks.rel) &&
+			!xact_writes_dims && dims_triggers_ok(dims->tracks.rel) &&
 			dims_triggers_ok(dims->users.rel);
 		UnlockRelationOid(tracks, ShareUpdateExclusiveLock);
 		UnlockRelationOid(users, ShareUpdateExclusiveLock);
@@ -585,6 +611,10 @@ kpi_dims_cache_check(KpiDimsCache *c, KpiDims *dims)
 	if (!exact || stale || c->generation != c->generation_before ||
 		c->tracks.relid != tracks || c->users.relid != users)
 		dims_clear(c);
+	elog(DEBUG1, "KPI dims cache: %s, %u tracks%s and %u users%s held",
+		 exact ? "shared" : "for this scan only",
+		 c->tracks.rows->members, c->tracks.complete ? " (all)" : "",
+		 c->users.rows->members, c->users.complete ? " (all)" : "");
 	c->shared = exact;
 	c->generation = c->generation_before;
 	c->tracks.relid = tracks;
@@ -600,11 +630,15 @@ kpi_dims_cache_trim(KpiDimsCache *c)
 		dims_clear(c);
 }
 
-/* The scan is over: keep the cache for the next scans, or free it. */
+/*
+ * The scan is over: keep the cache for the next scans, or free it.  A
+ * statement of this transaction that wrote the tables while the scan ran
+ * (a data-modifying WITH around the call) may have shown it its rows.
+ */
 void
 kpi_dims_cache_end(KpiDimsCache *c, bool keep)
 {
-	if (keep && c->shared)
+	if (keep && c->shared && !xact_writes_dims)
 		kpi_dims_cache_trim(c);
 	else
 	{
