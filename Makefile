@@ -40,6 +40,7 @@ OBJS = \
 	src/window.o \
 	src/kpi_accumulate.o \
 	src/kpi_dims.o \
+	src/kpi_dims_cache.o \
 	src/kpi_merge.o \
 	src/kpi_window.o \
 	src/kpi_apply.o \

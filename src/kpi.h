@@ -7,7 +7,8 @@
  *	    kpi_accumulate.c  a query over streamkpi.listens streams into
  *	                      in-memory hash tables, each event completed by
  *	                      its track and user (kpi_dims.c, the event-level
- *	                      definitions):
+ *	                      definitions, through the cache of
+ *	                      kpi_dims_cache.c that rounds share):
  *	                      counters and hll sketches per (day, genre, track),
  *	                      (day, genre), (day, dimension, value),
  *	                      (window, region, track) and (window, track), the
@@ -200,13 +201,31 @@ typedef struct KpiTrackCache
 	KpiTrackAttrs attrs;
 } KpiTrackCache;
 
-/* a user's attributes as the delta's strings */
-typedef struct KpiUserCache
+/*
+ * in kpi_dims_cache.c: tracks' and users' attributes kept across the
+ * flushes of a scan and, for rounds, across rounds
+ */
+typedef struct KpiDimValue
 {
-	uint32		subscription;
-	uint32		country;
-	uint32		age_group;
-} KpiUserCache;
+	uint32		ids[3];			/* genre | subscription, country, age group:
+								 * kpi_dims_cache_value() */
+	int32		duration_ms;
+	bool		has_duration;
+} KpiDimValue;
+
+typedef struct KpiDimsCache KpiDimsCache;
+
+extern void KpiDimsInit(void);
+extern KpiDimsCache *kpi_dims_cache_begin(KpiDims *dims);
+extern void kpi_dims_cache_check(KpiDimsCache *c, KpiDims *dims);
+extern void kpi_dims_cache_choose(KpiDimsCache *c, KpiDims *dims, int64 expected_events);
+extern const KpiDimValue *kpi_dims_cache_track(KpiDimsCache *c, KpiDims *dims,
+											   const char *id, uint32 len);
+extern const KpiDimValue *kpi_dims_cache_user(KpiDimsCache *c, KpiDims *dims,
+											  const char *id, uint32 len);
+extern const KpiText *kpi_dims_cache_value(KpiDimsCache *c, uint32 id);
+extern void kpi_dims_cache_trim(KpiDimsCache *c);
+extern void kpi_dims_cache_end(KpiDimsCache *c, bool keep);
 
 typedef struct KpiMemo KpiMemo;
 
@@ -244,21 +263,15 @@ typedef struct KpiDelta
 	TimestampTz late_before;	/* ... and what is too late for it */
 	uint32		hours[24];		/* interned '00' .. '23', or UINT32_MAX */
 	KpiRecent	recent[KPI_RECENT_COLUMNS]; /* per low-cardinality column */
-	/* tracks and users of the events, looked up once per delta */
+	/* tracks and users of the events (kpi_dims_cache.c) */
 	KpiDims    *dims;			/* open while events stream in */
+	KpiDimsCache *dims_cache;	/* the same */
 	KpiTrackCache *track_attrs; /* by the track's interned id */
 	uint32		ntrack_attrs;
-	struct kpi_strings_hash *users;	/* user_id -> index into user_attrs */
-	KpiUserCache *user_attrs;
-	uint32		nusers;
-	uint32		maxusers;
+	uint32	   *dim_ids;		/* the cache's values as interned ids */
+	uint32		ndim_ids;
 	uint32		unknown;		/* interned 'unknown' */
 	int64		expected_events;	/* of the scan, to choose how to look up */
-	MemoryContext users_cxt;	/* the users' cache, reset with the delta but
-								 * not counted in its size (a loaded users
-								 * table would make every batch a flush) */
-	bool		tracks_loaded;	/* every track is in the cache */
-	bool		users_loaded;	/* every user is in the cache */
 	bool		dims_chosen;	/* looking up or loading was decided */
 	bool		rollup;			/* events count in the smallest windows only;
 								 * the merge sums them into the larger */

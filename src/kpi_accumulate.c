@@ -4,7 +4,7 @@
  *	  The first step of the KPI engine: events, as the query over
  *	  streamkpi.listens gives them, stream into a DestReceiver that
  *	  completes each one with its track's and user's attributes (kpi_dims.c,
- *	  looked up once per delta and kept by interned id) and adds it to hash
+ *	  through the cache of kpi_dims_cache.c) and adds it to hash
  *	  tables in memory.  Strings are interned once per delta, so that every
  *	  key is three machine words:
  *
@@ -115,14 +115,6 @@ static KpiMemo *kpi_memo_create(KpiDelta *d, uint32 nslots);
 #define KPI_MEMO_DIM_MASK	((1 << KPI_MEMO_DIM_BITS) - 1)
 
 /*
- * Tracks and users are read whole up to these sizes (kpi_choose_dims).
- * Tracks are interned into the delta, whose size decides its flushes: they
- * must stay well below KPI_FLUSH_BYTES.  The users' cache is not counted.
- */
-#define KPI_TRACKS_LOAD_MAX_ROWS	100000.0
-#define KPI_USERS_LOAD_MAX_ROWS		1000000.0
-
-/*
  * First sizes; the first event grows the tables to what the events the
  * scan expects need (kpi_delta_presize).
  */
@@ -150,13 +142,9 @@ kpi_delta_init_tables(KpiDelta *d)
 	d->engagement_memo = kpi_memo_create(d, 8 << KPI_MEMO_DIM_BITS);
 	d->track_attrs = NULL;
 	d->ntrack_attrs = 0;
-	d->users = kpi_strings_create(d->users_cxt, KPI_STRINGS_INITIAL, NULL);
-	d->maxusers = KPI_STRINGS_INITIAL;
-	d->user_attrs = MemoryContextAlloc(d->users_cxt, d->maxusers * sizeof(KpiUserCache));
-	d->nusers = 0;
+	d->dim_ids = NULL;
+	d->ndim_ids = 0;
 	d->unknown = kpi_intern_bytes(d, "unknown", 7);
-	d->tracks_loaded = false;
-	d->users_loaded = false;
 	d->dims_chosen = false;
 }
 
@@ -172,8 +160,6 @@ kpi_delta_create(MemoryContext parent, const Interval *horizon)
 
 	d->cxt = AllocSetContextCreate(parent, "streamkpi KPI delta",
 								   ALLOCSET_DEFAULT_SIZES);
-	d->users_cxt = AllocSetContextCreate(parent, "streamkpi KPI users",
-										 ALLOCSET_DEFAULT_SIZES);
 	window_clock_init(&d->clock, zone == NULL || zone[0] == '\0' ? "UTC" : zone);
 	d->horizon = *horizon;
 	d->late_ingested = DT_NOBEGIN;
@@ -186,7 +172,9 @@ void
 kpi_delta_reset(KpiDelta *d)
 {
 	MemoryContextReset(d->cxt);
-	MemoryContextReset(d->users_cxt);
+	/* nothing maps the dims cache's values now: it may be emptied */
+	if (d->dims_cache != NULL)
+		kpi_dims_cache_trim(d->dims_cache);
 	kpi_delta_init_tables(d);
 }
 
@@ -494,10 +482,36 @@ kpi_add_user(KpiDelta *d, KpiCounts *c, uint64 user_hash)
 
 /* ---- tracks and users ---- */
 
-static inline uint32
-kpi_intern_text(KpiDelta *d, const KpiText *t)
+/* the delta's id of the dims cache's value id */
+static uint32
+kpi_dim_id_slow(KpiDelta *d, uint32 id)
 {
-	return t->data == NULL ? d->unknown : kpi_intern_bytes(d, t->data, t->len);
+	if (id >= d->ndim_ids)
+	{
+		uint32		n = Max(id + 1, 64) * 2;
+
+		if (d->dim_ids == NULL)
+			d->dim_ids = MemoryContextAlloc(d->cxt, n * sizeof(uint32));
+		else
+			d->dim_ids = repalloc(d->dim_ids, n * sizeof(uint32));
+		memset(&d->dim_ids[d->ndim_ids], 0xFF, (n - d->ndim_ids) * sizeof(uint32));
+		d->ndim_ids = n;
+	}
+	if (d->dim_ids[id] == PG_UINT32_MAX)
+	{
+		const KpiText *t = kpi_dims_cache_value(d->dims_cache, id);
+
+		d->dim_ids[id] = kpi_intern_bytes(d, t->data, t->len);
+	}
+	return d->dim_ids[id];
+}
+
+static inline uint32
+kpi_dim_id(KpiDelta *d, uint32 id)
+{
+	if (likely(id < d->ndim_ids && d->dim_ids[id] != PG_UINT32_MAX))
+		return d->dim_ids[id];
+	return kpi_dim_id_slow(d, id);
 }
 
 /* the cache entry of the track with interned id track */
@@ -521,16 +535,7 @@ kpi_track_cache(KpiDelta *d, uint32 track)
 	return &d->track_attrs[track];
 }
 
-static void
-kpi_track_cache_set(KpiDelta *d, KpiTrackCache *c, const KpiTrackAttrs *attrs)
-{
-	c->attrs = *attrs;
-	c->genre = kpi_intern_text(d, &attrs->genre);
-	c->attrs.genre.data = d->strs[c->genre].data;
-	c->looked_up = true;
-}
-
-/* The attributes of the track with interned id track, looked up once. */
+/* The attributes of the track with interned id track, found once per delta. */
 static KpiTrackCache *
 kpi_track_attrs(KpiDelta *d, uint32 track)
 {
@@ -538,86 +543,18 @@ kpi_track_attrs(KpiDelta *d, uint32 track)
 
 	if (!c->looked_up)
 	{
-		KpiTrackAttrs attrs;
+		KpiDimValue v = *kpi_dims_cache_track(d->dims_cache, d->dims,
+											  d->strs[track].data,
+											  d->strs[track].len);
 
-		/* loaded: a track not among them does not exist */
-		kpi_dims_track(d->dims, d->tracks_loaded ? NULL : d->strs[track].data,
-					   d->strs[track].len, &attrs);
-		kpi_track_cache_set(d, c, &attrs);
+		c->genre = kpi_dim_id(d, v.ids[0]);
+		c->attrs.genre.data = d->strs[c->genre].data;
+		c->attrs.genre.len = d->strs[c->genre].len;
+		c->attrs.has_duration = v.has_duration;
+		c->attrs.duration_ms = v.duration_ms;
+		c->looked_up = true;
 	}
 	return c;
-}
-
-/* The cache entry of a user; *found: it has attributes. */
-static KpiUserCache *
-kpi_user_cache(KpiDelta *d, const char *data, uint32 len, bool *found)
-{
-	KpiStringKey key = {data, len};
-	KpiStringEntry *e = kpi_strings_insert(d->users, key, found);
-
-	if (*found)
-		return &d->user_attrs[e->id];
-	e->key.data = MemoryContextAlloc(d->users_cxt, len + 1);
-	memcpy((char *) e->key.data, data, len);
-	if (d->nusers == d->maxusers)
-	{
-		d->maxusers *= 2;
-		d->user_attrs = repalloc(d->user_attrs, d->maxusers * sizeof(KpiUserCache));
-	}
-	e->id = d->nusers++;
-	return &d->user_attrs[e->id];
-}
-
-static void
-kpi_user_cache_set(KpiDelta *d, KpiUserCache *c, const KpiUserAttrs *attrs)
-{
-	c->subscription = kpi_intern_text(d, &attrs->subscription);
-	c->country = kpi_intern_text(d, &attrs->country);
-	c->age_group = kpi_intern_text(d, &attrs->age_group);
-}
-
-/* The attributes of a user, looked up once. */
-static KpiUserCache *
-kpi_user_attrs(KpiDelta *d, const char *data, uint32 len)
-{
-	bool		found;
-	KpiUserCache *c = kpi_user_cache(d, data, len, &found);
-
-	if (!found)
-	{
-		KpiUserAttrs attrs;
-
-		/* loaded: a user not among them does not exist */
-		kpi_dims_user(d->dims, d->users_loaded ? NULL : data, len, &attrs);
-		kpi_user_cache_set(d, c, &attrs);
-	}
-	return c;
-}
-
-static void
-kpi_load_track(void *arg, const char *id, uint32 len, const KpiTrackAttrs *attrs)
-{
-	KpiDelta   *d = (KpiDelta *) arg;
-
-	kpi_track_cache_set(d, kpi_track_cache(d, kpi_intern_bytes(d, id, len)), attrs);
-}
-
-static void
-kpi_load_user(void *arg, const char *id, uint32 len, const KpiUserAttrs *attrs)
-{
-	KpiDelta   *d = (KpiDelta *) arg;
-	bool		found;
-
-	kpi_user_cache_set(d, kpi_user_cache(d, id, len, &found), attrs);
-}
-
-/* many events for the rows of a table: reading it whole costs less */
-static bool
-kpi_worth_loading(KpiDelta *d, KpiDim *dim, double max_rows)
-{
-	double		rows = kpi_dim_rows(dim);
-
-	return rows <= max_rows && (double) d->expected_events >= Max(1000.0, rows / 8);
 }
 
 /*
@@ -654,29 +591,11 @@ kpi_delta_presize(KpiDelta *d)
 	double		events = (double) Min(Max(d->expected_events - d->events, 0),
 									  KPI_PRESIZE_MAX_EVENTS);
 	double		tracks = kpi_dim_rows(&d->dims->tracks);
-	double		users = kpi_dim_rows(&d->dims->users);
 
 	kpi_table_presize(d->windows, events / 1.5);
 	kpi_table_presize(d->window_users, events / 4);
-	/* the tracks and users read whole, or at most one per event */
-	kpi_strings_presize(d->strings, 64 + (d->tracks_loaded ? tracks : Min(tracks, events)));
-	kpi_strings_presize(d->users, d->users_loaded ? users : Min(users, events));
-}
-
-/*
- * Look tracks and users up one by one, or read a table whole when the
- * events are many for its rows (as a hash join would) and it is small
- * enough to hold: tracks are interned into the delta, users are not.
- */
-static void
-kpi_choose_dims(KpiDelta *d)
-{
-	d->tracks_loaded = kpi_worth_loading(d, &d->dims->tracks, KPI_TRACKS_LOAD_MAX_ROWS);
-	d->users_loaded = kpi_worth_loading(d, &d->dims->users, KPI_USERS_LOAD_MAX_ROWS);
-	kpi_delta_presize(d);
-	kpi_dims_load(d->dims, d->tracks_loaded ? kpi_load_track : NULL,
-				  d->users_loaded ? kpi_load_user : NULL, d);
-	d->dims_chosen = true;
+	/* the events' track ids, interned: at most one per event */
+	kpi_strings_presize(d->strings, 64 + Min(tracks, events));
 }
 
 /* One event, as read from the query; see KPI_EVENT_COLUMNS. */
@@ -896,7 +815,7 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	bool		day_counts;
 	bool		has_ms;
 	KpiTrackCache *track;
-	KpiUserCache *user;
+	KpiDimValue user;
 
 	slot_getallattrs(slot);
 	for (int i = 0; i < KPI_EVENT_NOTNULL; i++)
@@ -912,13 +831,18 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	ev.xid = DatumGetUInt64(v[1]);
 	if (unlikely(!d->dims_chosen))
 	{
-		kpi_choose_dims(d);
+		kpi_dims_cache_choose(d->dims_cache, d->dims, d->expected_events);
+		kpi_delta_presize(d);
+		d->dims_chosen = true;
 		d->rollup = kpi_rollup_possible(d);
 	}
 	kpi_local_day_hour(d, &ev);
 	s = kpi_text(v[3], &len);
 	ev.user_hash = sketch_hll_hash_text(s, len);
-	user = kpi_user_attrs(d, s, len);
+	user = *kpi_dims_cache_user(d->dims_cache, d->dims, s, len);
+	ev.values[1] = kpi_dim_id(d, user.ids[0]);	/* subscription */
+	ev.values[4] = kpi_dim_id(d, user.ids[1]);	/* country */
+	ev.values[2] = kpi_dim_id(d, user.ids[2]);	/* age_group */
 	ev.track = kpi_intern(d, v[4]);
 	track = kpi_track_attrs(d, ev.track);
 	s = kpi_text(v[5], &len);
@@ -931,9 +855,6 @@ kpi_accumulate_event(KpiDelta *d, TupleTableSlot *slot)
 	has_ms = !slot->tts_isnull[8];
 	ev.listen_ms = kpi_listen_ms(has_ms, has_ms ? DatumGetInt32(v[8]) : 0, &track->attrs);
 	ev.completed = kpi_completed(has_ms, has_ms ? DatumGetInt32(v[8]) : 0, &track->attrs);
-	ev.values[1] = user->subscription;
-	ev.values[4] = user->country;
-	ev.values[2] = user->age_group;
 
 	if (d->refresh)
 		day_counts = ev.day >= d->from_day && ev.day <= d->to_day;

@@ -126,7 +126,9 @@ kpi_load_refreshed(KpiDelta *d)
  * deltas grow large, and flush at the end.  The plan is made for the
  * values given (streamkpi._kpi_in_round() turns them into an index
  * condition and an estimate, kpi_round_filter.c), even where plan_cache_mode
- * asks for generic plans.  Tracks and users are open meanwhile.
+ * asks for generic plans.  Tracks and users are open meanwhile, and their
+ * cache is checked around the snapshot the cursor takes (kpi_dims_cache.c);
+ * a round keeps it for the next round.
  */
 static void
 kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values)
@@ -149,8 +151,11 @@ kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values)
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kpi_dims_open(&dims);
 	d->dims = &dims;
+	d->dims_cache = kpi_dims_cache_begin(&dims);
+	/* not read-only: in READ COMMITTED, a snapshot of its own */
 	portal = SPI_cursor_open_with_args(NULL, sql, nargs, types, values, NULL,
 									   false, 0);
+	kpi_dims_cache_check(d->dims_cache, &dims);
 	AtEOXact_GUC(true, nestlevel);
 	for (;;)
 	{
@@ -167,6 +172,8 @@ kpi_scan(KpiDelta *d, const char *sql, int nargs, Oid *types, Datum *values)
 			kpi_flush(d);
 	}
 	SPI_cursor_close(portal);
+	kpi_dims_cache_end(d->dims_cache, !d->refresh);
+	d->dims_cache = NULL;
 	d->dims = NULL;
 	kpi_dims_close(&dims);
 	kpi_flush(d);

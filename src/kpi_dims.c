@@ -13,7 +13,8 @@
  *	  the events, as a join in that query would see them.  The engine looks
  *	  each track and user up once per delta, not once per event, and never
  *	  joins them with the events in SQL: reading the events through such a
- *	  join was a quarter of a round (docs/benchmarks.md).
+ *	  join was a quarter of a round (docs/benchmarks.md).  What it looked up
+ *	  or read whole it keeps across deltas and rounds (kpi_dims_cache.c).
  *
  *-------------------------------------------------------------------------
  */

@@ -36,6 +36,7 @@ _PG_init(void)
 
 	PipelineShmemInit();
 	KpiShmemInit();
+	KpiDimsInit();
 	StreamkpiLauncherInit();
 }
 
