@@ -240,7 +240,7 @@ kpi_count_leaf(Oid leaf, Datum xmin, Datum xmax, int64 limit)
  * How many new events are there, counted up to twice the larger of users
  * and tracks (at least 2,000)?  The planner's estimate of the round's rows
  * (_kpi_in_round's "events"), and what decides how the round finds tracks
- * and users (kpi_choose_dims()).
+ * and users (kpi_dims_cache_choose()).
  *
  * An estimate: the index entries of the round's xid range in every
  * partition, without visiting the heap, where the rows of a round are on
