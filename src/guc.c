@@ -131,7 +131,7 @@ StreamkpiGucInit(void)
 
 	DefineCustomIntVariable("streamkpi.kpi_naptime",
 							"Longest pause of the KPI worker between two rounds.",
-							"A pipeline that has consumed everything its topic held wakes the worker sooner.",
+							"A pipeline whose backlog of full batches has drained wakes the worker sooner.",
 							&streamkpi_kpi_naptime_ms,
 							250,
 							10,

@@ -262,7 +262,9 @@ kpi_round_count(Datum s_old, Datum s_new)
 	ListCell   *lc;
 
 	if (!OidIsValid(listens))
-		elog(ERROR, "streamkpi.listens does not exist");
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"streamkpi.listens\" does not exist")));
 	parts = find_all_inheritors(listens, AccessShareLock, NULL);
 	foreach(lc, parts)
 	{

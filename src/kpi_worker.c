@@ -2,7 +2,7 @@
  *
  * kpi_worker.c
  *	  The "streamkpi kpi" background worker.  Every streamkpi.kpi_naptime, or
- *	  sooner when a pipeline has drained its topic (kpi_worker_wake()), it
+ *	  sooner when a pipeline's backlog has drained (kpi_worker_wake()), it
  *	  runs one round, one transaction:
  *
  *	    SELECT streamkpi.kpi_apply_new()
@@ -108,10 +108,11 @@ kpi_worker_pid(TimestampTz *started_at)
 
 /*
  * Start the KPI worker's next round now rather than after its nap: a
- * pipeline that has consumed everything its topic holds calls this after
- * its commit, so that a burst's last events reach the KPIs without waiting
- * for streamkpi.kpi_naptime.  While pipelines are busy (full batches) they
- * do not call it and rounds keep their pace.
+ * pipeline whose backlog has just drained (full batches, then one that is
+ * not) calls this after its commit, so that a burst's last events reach
+ * the KPIs without waiting for streamkpi.kpi_naptime.  While pipelines
+ * work through a backlog, or keep up with a steady rate, they do not call
+ * it and rounds keep their pace.
  */
 void
 kpi_worker_wake(void)
@@ -320,9 +321,8 @@ maintain_partitions(void)
 /*
  * Wait for the next round: streamkpi.kpi_naptime from the start of the
  * last one, less when a pipeline wakes us (kpi_worker_wake()), but never
- * sooner than KPI_MIN_ROUND_GAP_MS after it started, so that pipelines at
- * a low rate, each waking us after every batch, cannot make the rounds'
- * fixed cost the worker's main work.  A round longer than the nap starts
+ * sooner than KPI_MIN_ROUND_GAP_MS after it started: wake-ups cannot make
+ * the rounds' fixed cost the worker's main work.  A round longer than the nap starts
  * the next one at once.
  */
 static void

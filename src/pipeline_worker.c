@@ -701,6 +701,21 @@ note_kafka_recovery(const PipelineDef *def, const char *topic,
 	pfree(where);
 }
 
+/*
+ * After a batch of filled messages (0: none came): when a backlog (full
+ * batches) has just drained, the KPI worker's next round need not wait for
+ * its nap, so a burst's last events reach the KPIs sooner.  Not after every
+ * batch at a steady rate below capacity: that would multiply the rounds
+ * and their fixed cost.
+ */
+static void
+note_backlog(bool *backlog, int filled, int batch_size)
+{
+	if (*backlog && filled < batch_size)
+		kpi_worker_wake();
+	*backlog = filled == batch_size;
+}
+
 /* ---- setup and the main loop ---- */
 
 static void
@@ -742,6 +757,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 	OwnerScope	scope;
 	StartingWorker starting;
 	TimestampTz last_check = GetCurrentTimestamp();
+	bool		backlog;		/* the last batch was full */
 
 	begin_transaction();
 	if (!read_definition(args->name, &def, false, worker_cxt))
@@ -795,6 +811,7 @@ run_pipeline(const PipelineWorkerArgs *args)
 	batch.msgs = MemoryContextAlloc(worker_cxt, sizeof(rd_kafka_message_t *) * def.batch_size);
 	batch.cxt = AllocSetContextCreate(worker_cxt, "streamkpi pipeline batch",
 									  ALLOCSET_DEFAULT_SIZES);
+	backlog = false;
 
 	for (;;)
 	{
@@ -815,12 +832,11 @@ run_pipeline(const PipelineWorkerArgs *args)
 			if (!process_batch(&def, topic, plan, &batch, consumer))
 				break;
 			pipeline_consumer_release(consumer, &batch);
-			/* drained what the topic held: the KPIs need not wait */
-			if (filled < def.batch_size)
-				kpi_worker_wake();
+			note_backlog(&backlog, filled, def.batch_size);
 			last_check = GetCurrentTimestamp();
 			continue;
 		}
+		note_backlog(&backlog, 0, def.batch_size);
 
 		note_kafka_error(&def, topic, consumer);
 		slot_publish_partitions(consumer);
