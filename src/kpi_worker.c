@@ -321,20 +321,24 @@ maintain_partitions(void)
 /*
  * Wait for the next round: streamkpi.kpi_naptime from the start of the
  * last one, less when a pipeline wakes us (kpi_worker_wake()), but never
- * sooner than KPI_MIN_ROUND_GAP_MS after it started: wake-ups cannot make
- * the rounds' fixed cost the worker's main work.  A round longer than the nap starts
+ * sooner than KPI_MIN_ROUND_GAP_MS (or the nap, if shorter) after it
+ * started: wake-ups cannot make the rounds' fixed cost the worker's main
+ * work.  A round longer than the nap starts
  * the next one at once.
  */
 static void
 kpi_nap(long elapsed_ms)
 {
-	if (elapsed_ms < KPI_MIN_ROUND_GAP_MS)
+	long		min_gap = Min(KPI_MIN_ROUND_GAP_MS, streamkpi_kpi_naptime_ms);
+
+	if (elapsed_ms < min_gap)
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 KPI_MIN_ROUND_GAP_MS - elapsed_ms, PG_WAIT_EXTENSION);
-	if (elapsed_ms < streamkpi_kpi_naptime_ms)
+						 min_gap - elapsed_ms, PG_WAIT_EXTENSION);
+	/* never a timeout <= 0: WaitLatch() would wait without one */
+	if (streamkpi_kpi_naptime_ms > Max(elapsed_ms, min_gap))
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 streamkpi_kpi_naptime_ms - Max(elapsed_ms, KPI_MIN_ROUND_GAP_MS),
+						 streamkpi_kpi_naptime_ms - Max(elapsed_ms, min_gap),
 						 PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 }

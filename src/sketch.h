@@ -34,7 +34,6 @@ extern void sketch_hll_add(SketchHll *st, uint64 hash);
 extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
 extern bytea *sketch_hll_pack(const SketchHll *st);
 extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
-extern int64 sketch_hll_exact_count(const SketchHll *st);
 extern int64 sketch_hll_cardinality(const SketchHll *st);
 extern bytea *sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b,
 									int64 *count);

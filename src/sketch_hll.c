@@ -910,19 +910,6 @@ sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len)
 }
 
 /*
- * The number of distinct hashes while the state holds them exactly (what
- * hll_cardinality() gives for its explicit form), or -1 once it counts in
- * registers.
- */
-int64
-sketch_hll_exact_count(const SketchHll *st)
-{
-	if (st->mode == HLL_MODE_REGISTERS)
-		return -1;
-	return st->nexplicit;
-}
-
-/*
  * round(hll_cardinality()) of the packed sketch: exact while it holds its
  * hashes, else the classic estimate of its registers; -1 where that is
  * left to hll_cardinality() (sketch_hll_classic_estimate()).
