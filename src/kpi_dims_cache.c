@@ -370,24 +370,36 @@ dims_add(KpiDimsCache *c, DimsTable *t, const char *id, uint32 len, const KpiDim
 }
 
 /*
+ * The cached value of key id in t: the table's 'unknown' for a NULL id or
+ * a key missing from a table held whole; NULL when it must be looked up.
+ */
+static const KpiDimValue *
+dims_cached(DimsTable *t, const char *id, uint32 len)
+{
+	DimsKey		key = {id, len};
+	DimsEntry  *e;
+
+	if (id == NULL)
+		return &t->missing;
+	e = kpi_dims_lookup(t->rows, key);
+	if (e != NULL)
+		return &e->value;
+	return t->complete ? &t->missing : NULL;
+}
+
+/*
  * A track's attributes ('unknown' genre and no duration for a track
  * missing from the table or id NULL), valid until the next call.
  */
 const KpiDimValue *
 kpi_dims_cache_track(KpiDimsCache *c, KpiDims *dims, const char *id, uint32 len)
 {
-	DimsKey		key = {id, len};
-	DimsEntry  *e;
+	const KpiDimValue *cached = dims_cached(&c->tracks, id, len);
 	KpiTrackAttrs attrs;
 	KpiDimValue v;
 
-	if (id == NULL)
-		return &c->tracks.missing;
-	e = kpi_dims_lookup(c->tracks.rows, key);
-	if (e != NULL)
-		return &e->value;
-	if (c->tracks.complete)
-		return &c->tracks.missing;
+	if (cached != NULL)
+		return cached;
 	kpi_dims_track(dims, id, len, &attrs);
 	dims_track_value(c, &attrs, &v);
 	return dims_add(c, &c->tracks, id, len, &v);
@@ -397,18 +409,12 @@ kpi_dims_cache_track(KpiDimsCache *c, KpiDims *dims, const char *id, uint32 len)
 const KpiDimValue *
 kpi_dims_cache_user(KpiDimsCache *c, KpiDims *dims, const char *id, uint32 len)
 {
-	DimsKey		key = {id, len};
-	DimsEntry  *e;
+	const KpiDimValue *cached = dims_cached(&c->users, id, len);
 	KpiUserAttrs attrs;
 	KpiDimValue v;
 
-	if (id == NULL)
-		return &c->users.missing;
-	e = kpi_dims_lookup(c->users.rows, key);
-	if (e != NULL)
-		return &e->value;
-	if (c->users.complete)
-		return &c->users.missing;
+	if (cached != NULL)
+		return cached;
 	kpi_dims_user(dims, id, len, &attrs);
 	dims_user_value(c, &attrs, &v);
 	return dims_add(c, &c->users, id, len, &v);
