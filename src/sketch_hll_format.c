@@ -84,8 +84,8 @@ bits_get(const uint8 *in, size_t pos, int nbits)
  * of 8 (log2m >= 3; smaller sketches take the bit-stream path).  Dense day sketches are decoded and encoded by every KPI
  * round: this was ~20 instructions per register each way.
  */
-static pg_attribute_always_inline void
-full_registers_unpack_inline(const uint8 *in, int width, size_t m, uint8 *regs)
+static void
+full_registers_unpack(const uint8 *in, int width, size_t m, uint8 *regs)
 {
 	uint64		mask = (UINT64CONST(1) << width) - 1;
 
@@ -100,8 +100,8 @@ full_registers_unpack_inline(const uint8 *in, int width, size_t m, uint8 *regs)
 	}
 }
 
-static pg_attribute_always_inline void
-full_registers_pack_inline(const uint8 *regs, int width, size_t m, uint8 *out)
+static void
+full_registers_pack(const uint8 *regs, int width, size_t m, uint8 *out)
 {
 	uint64		mask = (UINT64CONST(1) << width) - 1;
 
@@ -139,25 +139,6 @@ registers_filled(const uint8 *regs, size_t m)
 	for (; i < m; i++)
 		n += regs[i] != 0;
 	return n;
-}
-
-/* hll's default width, 5, as a constant: the loops unroll */
-static void
-full_registers_unpack(const uint8 *in, int width, size_t m, uint8 *regs)
-{
-	if (width == 5)
-		full_registers_unpack_inline(in, 5, m, regs);
-	else
-		full_registers_unpack_inline(in, width, m, regs);
-}
-
-static void
-full_registers_pack(const uint8 *regs, int width, size_t m, uint8 *out)
-{
-	if (width == 5)
-		full_registers_pack_inline(regs, 5, m, out);
-	else
-		full_registers_pack_inline(regs, width, m, out);
 }
 
 /* ----------------------------------------------------------------
