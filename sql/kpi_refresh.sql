@@ -450,7 +450,7 @@ SELECT p.oid::regprocedure AS function, p.proconfig,
   FROM pg_proc p, pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
  WHERE e.extname = 'hll'
    AND p.oid IN ('streamkpi.refresh_kpis(date, date)'::regprocedure,
-				 'streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[])'::regprocedure)
+				 'streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], int[], text[], bigint[], date[], text[], text[], bigint[])'::regprocedure)
  ORDER BY 1::text;
 
 -- The reader sees the result.

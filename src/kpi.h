@@ -239,7 +239,7 @@ typedef struct KpiDelta
 	uint32		maxstrs;
 	/* the tables */
 	struct kpi_table_hash *day_tracks; /* (day, genre, track): plays, listen_ms */
-	struct kpi_table_hash *day_genres; /* (day, genre, 0): users who played */
+	struct kpi_table_hash *day_genres; /* (day, genre, 0): plays, users who played */
 	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
 	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */
 	struct kpi_table_hash *window_users;	/* (start, size index, track) */
@@ -302,6 +302,7 @@ extern KpiEntry **kpi_table_entries(struct kpi_table_hash *tb, uint32 *n);
 extern KpiCounts *kpi_table_find(struct kpi_table_hash *tb, int64 a, int64 b, int64 c);
 extern SketchHll *kpi_counts_users(KpiDelta *d, KpiCounts *c);
 extern uint32 *kpi_string_ranks(KpiDelta *d);
+extern uint32 kpi_string_find(KpiDelta *d, const char *data, uint32 len);
 extern void kpi_snapshot_parse(const char *text, KpiSnapshot *snap);
 
 /*
@@ -331,8 +332,33 @@ extern void kpi_array_add(KpiArray *a, Datum v);
 extern void kpi_array_add_null(KpiArray *a);
 extern Datum kpi_text_datum(KpiDelta *d, int64 id);
 extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
+extern void kpi_run_into(const char *sql, int nargs, KpiArray *args, int expected,
+						 DestReceiver *dest);
 extern const char *kpi_hll_schema(void);
 extern void kpi_merge_days(KpiDelta *d);
+
+/*
+ * in kpi_day_topn.c: per (day, genre), the tracks with the most listens
+ * (streamkpi.daily_genre_track_topn) and the first of them, the day's top
+ * tracks
+ */
+#define KPI_DAY_TOPN_CAPACITY	1000
+#define KPI_DAY_TOP_TRACKS		3
+
+/* a (day, genre, track)'s listens after a round's upsert */
+typedef struct KpiDayCount
+{
+	DateADT		day;
+	uint32		genre;			/* interned */
+	uint32		track;			/* interned */
+	int64		listens;
+} KpiDayCount;
+
+extern DestReceiver *kpi_day_counts_receiver(KpiDelta *d, uint32 n);
+extern KpiDayCount *kpi_day_counts_rows(DestReceiver *self, uint32 *n);
+extern int	kpi_day_count_cmp(const void *x, const void *y);
+extern bytea *kpi_day_topn_next(const struct varlena *old, TopnEntry *touched,
+								int32 ntouched, int64 added, TopnEntry *top, int *ntop);
 
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);

@@ -9,7 +9,7 @@
  *	  key is three machine words:
  *
  *	    day_tracks  (day, genre, track)           plays, listen_ms
- *	    day_genres  (day, genre, 0)               users who played
+ *	    day_genres  (day, genre, 0)               plays, users who played
  *	    engagement  (day, dimension, value)       plays, skips, likes,
  *	                                              completed plays, listen_ms,
  *	                                              users with any event
@@ -357,6 +357,16 @@ kpi_intern_bytes(KpiDelta *d, const char *data, uint32 len)
 	return e->id;
 }
 
+/* The id of a string the delta has interned, or PG_UINT32_MAX. */
+uint32
+kpi_string_find(KpiDelta *d, const char *data, uint32 len)
+{
+	KpiStringKey key = {data, len};
+	KpiStringEntry *e = kpi_strings_lookup(d->strings, key);
+
+	return e != NULL ? e->id : PG_UINT32_MAX;
+}
+
 static uint32
 kpi_intern(KpiDelta *d, Datum text)
 {
@@ -654,9 +664,10 @@ kpi_add_day(KpiDelta *d, const KpiEvent *ev)
 							ev->day, ev->genre, ev->track);
 		c->plays++;
 		c->listen_ms += ev->listen_ms;
-		kpi_add_user(d, kpi_counts_memo(d->day_genres, d->day_genres_memo, ev->genre,
-										ev->day, ev->genre, 0),
-					 ev->user_hash);
+		c = kpi_counts_memo(d->day_genres, d->day_genres_memo, ev->genre,
+							ev->day, ev->genre, 0);
+		c->plays++;
+		kpi_add_user(d, c, ev->user_hash);
 	}
 	for (int dim = 0; dim < KPI_NUM_DIMENSIONS; dim++)
 	{

@@ -4,9 +4,12 @@
  *	  The day step of the KPI engine: the day deltas of kpi_accumulate.c
  *	  are added to the day state tables (daily_genre_track_counts,
  *	  daily_genre_users, daily_engagement_state), one multi-row upsert per
- *	  table with the deltas as arrays, and the day KPI rows of the touched
- *	  keys are derived again by streamkpi._kpi_derive_days(), the one SQL
- *	  definition of the day KPIs.
+ *	  table with the deltas as arrays; the touched genres' top tracks
+ *	  (daily_genre_track_topn) follow from the new counts the upsert
+ *	  returns (kpi_day_topn.c); and the day KPI rows of the touched keys
+ *	  are derived again by streamkpi._kpi_derive_days(), the one SQL
+ *	  definition of the day KPIs.  Nothing reads a genre's untouched
+ *	  tracks.
  *
  *	  Also the small helpers the window step shares: parameter arrays and
  *	  running a statement with them.  The statements that write rows read
@@ -19,6 +22,9 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -130,14 +136,17 @@ kpi_plan(const char *sql, int nargs, Oid *types)
 }
 
 /*
- * Run sql with the arrays as parameters $1..$nargs; returns the SPI result
- * code, which must be expected.
+ * Run sql with the arrays as parameters $1..$nargs, its rows (if any) to
+ * dest, or to SPI_tuptable when dest is NULL.  The SPI result code must be
+ * expected.
  */
 void
-kpi_run(const char *sql, int nargs, KpiArray *args, int expected)
+kpi_run_into(const char *sql, int nargs, KpiArray *args, int expected,
+			 DestReceiver *dest)
 {
 	Oid		   *types = palloc(nargs * sizeof(Oid));
-	Datum	   *values = palloc(nargs * sizeof(Datum));
+	ParamListInfo params = makeParamList(nargs);
+	SPIExecuteOptions options = {.params = params, .dest = dest};
 	int			rc;
 
 	for (int i = 0; i < nargs; i++)
@@ -151,14 +160,24 @@ kpi_run(const char *sql, int nargs, KpiArray *args, int expected)
 
 		get_typlenbyvalalign(args[i].elemtype, &typlen, &typbyval, &typalign);
 		types[i] = get_array_type(args[i].elemtype);
-		values[i] = PointerGetDatum(construct_md_array(args[i].elems, args[i].nulls,
-													   1, dims, lbs,
-													   args[i].elemtype, typlen,
-													   typbyval, typalign));
+		params->params[i].value =
+			PointerGetDatum(construct_md_array(args[i].elems, args[i].nulls,
+											   1, dims, lbs,
+											   args[i].elemtype, typlen,
+											   typbyval, typalign));
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
 	}
-	rc = SPI_execute_plan(kpi_plan(sql, nargs, types), values, NULL, false, 0);
+	rc = SPI_execute_plan_extended(kpi_plan(sql, nargs, types), &options);
 	if (rc != expected)
 		elog(ERROR, "KPI statement failed: SPI result %d: %s", rc, sql);
+}
+
+void
+kpi_run(const char *sql, int nargs, KpiArray *args, int expected)
+{
+	kpi_run_into(sql, nargs, args, expected, NULL);
 }
 
 /*
@@ -183,15 +202,22 @@ kpi_hll_schema(void)
 
 /* ---- the day state ---- */
 
-static void
-kpi_merge_day_tracks(KpiDelta *d)
+/*
+ * Add the (day, genre, track) deltas to daily_genre_track_counts; returns
+ * the keys' listens after the round, sorted by (day, genre), for the top
+ * tracks (kpi_day_topn.c).
+ */
+static KpiDayCount *
+kpi_merge_day_tracks(KpiDelta *d, uint32 *nrows)
 {
 	uint32		n;
 	KpiEntry  **es = kpi_table_entries(d->day_tracks, &n);
 	KpiArray	args[5];
+	DestReceiver *counts;
 
+	*nrows = 0;
 	if (n == 0)
-		return;
+		return NULL;
 	kpi_array_init(&args[0], DATEOID, n);
 	kpi_array_init(&args[1], TEXTOID, n);
 	kpi_array_init(&args[2], TEXTOID, n);
@@ -205,13 +231,16 @@ kpi_merge_day_tracks(KpiDelta *d)
 		kpi_array_add(&args[3], Int64GetDatum(es[i]->counts.plays));
 		kpi_array_add(&args[4], Int64GetDatum(es[i]->counts.listen_ms));
 	}
-	kpi_run("INSERT INTO streamkpi.daily_genre_track_counts AS s"
-			" (day, genre, track_id, listens, listen_ms)"
-			" SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5)"
-			" ON CONFLICT (day, genre, track_id) DO UPDATE"
-			" SET listens = s.listens OPERATOR(pg_catalog.+) excluded.listens,"
-			" listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms",
-			5, args, SPI_OK_INSERT);
+	counts = kpi_day_counts_receiver(d, n);
+	kpi_run_into("INSERT INTO streamkpi.daily_genre_track_counts AS s"
+				 " (day, genre, track_id, listens, listen_ms)"
+				 " SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5)"
+				 " ON CONFLICT (day, genre, track_id) DO UPDATE"
+				 " SET listens = s.listens OPERATOR(pg_catalog.+) excluded.listens,"
+				 " listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms"
+				 " RETURNING s.day, s.genre, s.track_id, s.listens",
+				 5, args, SPI_OK_INSERT_RETURNING, counts);
+	return kpi_day_counts_rows(counts, nrows);
 }
 
 /*
@@ -339,12 +368,120 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 			9, args, SPI_OK_INSERT);
 }
 
+/* by key: a round's (day, genre) keys in the order of kpi_day_count_cmp() */
+static int
+kpi_entry_key_cmp(const void *x, const void *y)
+{
+	const KpiKey *a = &(*(KpiEntry *const *) x)->key;
+	const KpiKey *b = &(*(KpiEntry *const *) y)->key;
+
+	if (a->a != b->a)
+		return a->a < b->a ? -1 : 1;
+	return (a->b > b->b) - (a->b < b->b);
+}
+
+static Oid
+kpi_topn_type(void)
+{
+	return typenameTypeId(NULL, makeTypeNameFromNameList(list_make2(makeString("streamkpi"),
+																	 makeString("topn"))));
+}
+
+/* The stored top-tracks summaries of the (day, genre) keys gs, or NULLs. */
+static struct varlena **
+kpi_old_topn(KpiDelta *d, KpiEntry **gs, uint32 ng)
+{
+	struct varlena **old = palloc0(ng * sizeof(struct varlena *));
+	KpiArray	args[3];
+
+	kpi_array_init(&args[0], DATEOID, ng);
+	kpi_array_init(&args[1], TEXTOID, ng);
+	kpi_array_init(&args[2], INT4OID, ng);
+	for (uint32 i = 0; i < ng; i++)
+	{
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
+		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
+		kpi_array_add(&args[2], Int32GetDatum(i));
+	}
+	kpi_run("SELECT k.i, s.tracks FROM unnest($1, $2, $3) k(d, g, i)"
+			" JOIN streamkpi.daily_genre_track_topn s"
+			" ON s.day OPERATOR(pg_catalog.=) k.d"
+			" AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int			i = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+
+		old[i] = PG_DETOAST_DATUM_PACKED(SPI_getbinval(SPI_tuptable->vals[r],
+													   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	return old;
+}
+
+/*
+ * The top tracks of the touched (day, genre) keys gs, sorted like rows, the
+ * tracks' listens after the round: each summary of daily_genre_track_topn
+ * after the round (kpi_day_topn.c), written, and its first tracks into top
+ * (day, genre, rank, track_id, listens) for the derivation.
+ */
+static void
+kpi_merge_day_topn(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiDayCount *rows,
+				   uint32 nrows, KpiArray *top)
+{
+	struct varlena **old = kpi_old_topn(d, gs, ng);
+	TopnEntry  *touched = palloc(Max(nrows, 1) * sizeof(TopnEntry));
+	KpiArray	args[3];
+	uint32		r = 0;
+
+	kpi_array_init(&args[0], DATEOID, ng);
+	kpi_array_init(&args[1], TEXTOID, ng);
+	kpi_array_init(&args[2], kpi_topn_type(), ng);
+	for (uint32 i = 0; i < ng; i++)
+	{
+		TopnEntry	first[KPI_DAY_TOP_TRACKS];
+		int			nfirst;
+		int32		n = 0;
+		bytea	   *next;
+
+		CHECK_FOR_INTERRUPTS();
+		for (; r < nrows && rows[r].day == gs[i]->key.a && rows[r].genre == gs[i]->key.b; r++)
+		{
+			touched[n].data = d->strs[rows[r].track].data;
+			touched[n].len = d->strs[rows[r].track].len;
+			touched[n].count = rows[r].listens;
+			touched[n].error = 0;
+			n++;
+		}
+		next = kpi_day_topn_next(old[i], touched, n, gs[i]->counts.plays, first, &nfirst);
+		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
+		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
+		kpi_array_add(&args[2], PointerGetDatum(next));
+		for (int k = 0; k < nfirst; k++)
+		{
+			kpi_array_add(&top[0], DateADTGetDatum((DateADT) gs[i]->key.a));
+			kpi_array_add(&top[1], kpi_text_datum(d, gs[i]->key.b));
+			kpi_array_add(&top[2], Int32GetDatum(k + 1));
+			kpi_array_add(&top[3], PointerGetDatum(cstring_to_text_with_len(first[k].data,
+																			first[k].len)));
+			kpi_array_add(&top[4], Int64GetDatum(first[k].count));
+		}
+	}
+	if (r != nrows)
+		elog(ERROR, "a track count of day %d has no (day, genre) key in the round",
+			 (int) rows[r].day);
+	kpi_run("INSERT INTO streamkpi.daily_genre_track_topn AS s (day, genre, tracks)"
+			" SELECT unnest($1), unnest($2), unnest($3)"
+			" ON CONFLICT (day, genre) DO UPDATE SET tracks = excluded.tracks",
+			3, args, SPI_OK_INSERT);
+}
+
 /* Derive the day KPI rows of every key the delta touched. */
 static void
 kpi_derive_days(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *g_exact,
-				KpiEntry **es, uint32 ne, KpiArray *e_exact)
+				KpiArray *top, KpiEntry **es, uint32 ne, KpiArray *e_exact)
 {
-	KpiArray	args[7];
+	KpiArray	args[12];
 
 	kpi_array_init(&args[0], DATEOID, ng);
 	kpi_array_init(&args[1], TEXTOID, ng);
@@ -354,18 +491,20 @@ kpi_derive_days(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *g_exact,
 		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
 	}
 	args[2] = *g_exact;
-	kpi_array_init(&args[3], DATEOID, ne);
-	kpi_array_init(&args[4], TEXTOID, ne);
-	kpi_array_init(&args[5], TEXTOID, ne);
+	for (int i = 0; i < 5; i++)
+		args[3 + i] = top[i];
+	kpi_array_init(&args[8], DATEOID, ne);
+	kpi_array_init(&args[9], TEXTOID, ne);
+	kpi_array_init(&args[10], TEXTOID, ne);
 	for (uint32 i = 0; i < ne; i++)
 	{
-		kpi_array_add(&args[3], DateADTGetDatum((DateADT) es[i]->key.a));
-		kpi_array_add(&args[4], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
-		kpi_array_add(&args[5], kpi_text_datum(d, es[i]->key.c));
+		kpi_array_add(&args[8], DateADTGetDatum((DateADT) es[i]->key.a));
+		kpi_array_add(&args[9], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
+		kpi_array_add(&args[10], kpi_text_datum(d, es[i]->key.c));
 	}
-	args[6] = *e_exact;
-	kpi_run("SELECT streamkpi._kpi_derive_days($1, $2, $3, $4, $5, $6, $7)",
-			7, args, SPI_OK_SELECT);
+	args[11] = *e_exact;
+	kpi_run("SELECT streamkpi._kpi_derive_days($1, $2, $3, $4, $5, $6, $7, $8,"
+			" $9, $10, $11, $12)", 12, args, SPI_OK_SELECT);
 }
 
 /* Add the day deltas to the day state and derive their KPI rows. */
@@ -374,18 +513,30 @@ kpi_merge_days(KpiDelta *d)
 {
 	uint32		ng;
 	uint32		ne;
+	uint32		nrows;
 	KpiEntry  **gs = kpi_table_entries(d->day_genres, &ng);
 	KpiEntry  **es = kpi_table_entries(d->engagement, &ne);
+	KpiDayCount *rows;
 	KpiArray	g_exact;
 	KpiArray	e_exact;
+	KpiArray	top[5];
 
 	if (ne == 0)
 		return;
+	qsort(gs, ng, sizeof(KpiEntry *), kpi_entry_key_cmp);
 	kpi_array_init(&g_exact, INT8OID, ng);
 	kpi_array_init(&e_exact, INT8OID, ne);
-	kpi_merge_day_tracks(d);
+	kpi_array_init(&top[0], DATEOID, ng * KPI_DAY_TOP_TRACKS);
+	kpi_array_init(&top[1], TEXTOID, ng * KPI_DAY_TOP_TRACKS);
+	kpi_array_init(&top[2], INT4OID, ng * KPI_DAY_TOP_TRACKS);
+	kpi_array_init(&top[3], TEXTOID, ng * KPI_DAY_TOP_TRACKS);
+	kpi_array_init(&top[4], INT8OID, ng * KPI_DAY_TOP_TRACKS);
+	rows = kpi_merge_day_tracks(d, &nrows);
 	if (ng > 0)
+	{
 		kpi_merge_day_genres(d, gs, ng, &g_exact);
+		kpi_merge_day_topn(d, gs, ng, rows, nrows, top);
+	}
 	kpi_merge_engagement(d, es, ne, &e_exact);
-	kpi_derive_days(d, gs, ng, &g_exact, es, ne, &e_exact);
+	kpi_derive_days(d, gs, ng, &g_exact, top, es, ne, &e_exact);
 }

@@ -115,9 +115,11 @@ CREATE TABLE streamkpi.daily_genre_track_counts (
 	PRIMARY KEY (day, genre, track_id)
 ) WITH (fillfactor = 70);	-- counters updated in place (HOT)
 
--- Top tracks per day and genre as a mergeable streamkpi.topn summary
--- (capacity 1000, built from the exact counts above, so exact for days with
--- at most 1000 distinct tracks in a genre): weeks and months merge these with
+-- Top tracks per day and genre as a mergeable streamkpi.topn summary: the
+-- 1000 tracks with the most listens (ties by track_id), their counts exact
+-- (max_error 0), the floor the largest count left out.  The engine keeps it
+-- from the counts a round changes (src/kpi_day_topn.c), and the daily top
+-- tracks are its first items; weeks and months merge these with
 -- topn_union_agg instead of re-reading per-track counts.
 CREATE TABLE streamkpi.daily_genre_track_topn (
 	day			date NOT NULL,
@@ -332,7 +334,9 @@ COMMENT ON VIEW streamkpi.monthly_genre_top_tracks IS
 -- Derivation of the day KPI tables from the day state, for the (day, genre)
 -- and (day, dimension, value) keys given: the one definition of these
 -- tables, called by the engine (src/kpi_merge.c) for the keys a round or a
--- refresh touched.  p_dg_users and p_en_users carry the keys' distinct
+-- refresh touched.  p_top_* are the touched genres' top tracks, the first
+-- items of their daily_genre_track_topn summaries (kpi_day_topn.c).
+-- p_dg_users and p_en_users carry the keys' distinct
 -- users as the engine computed them from the merged sketches: exactly what
 -- round(hll_cardinality()) gives (src/sketch_hll_format.c reproduces hll's
 -- estimator), NULL where hll_cardinality() itself must estimate.  The
@@ -354,6 +358,9 @@ BEGIN
 	EXECUTE pg_catalog.format($create$
 CREATE FUNCTION streamkpi._kpi_derive_days(p_dg_day date[], p_dg_genre text[],
 										   p_dg_users bigint[],
+										   p_top_day date[], p_top_genre text[],
+										   p_top_rank int[], p_top_track text[],
+										   p_top_listens bigint[],
 										   p_en_day date[], p_en_dim text[],
 										   p_en_val text[], p_en_users bigint[])
 	RETURNS void
@@ -364,55 +371,34 @@ DECLARE
 	td		date[] := ARRAY(SELECT DISTINCT unnest(p_dg_day));
 BEGIN
 	IF cardinality(p_dg_day) > 0 THEN
-		DELETE FROM streamkpi.daily_genre_track_topn s
-		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
-		INSERT INTO streamkpi.daily_genre_track_topn (day, genre, tracks)
-		SELECT c.day, c.genre, streamkpi.topn_agg(c.track_id, 1000, c.listens)
-		  FROM streamkpi.daily_genre_track_counts c
-		  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
-			ON c.day = t.day AND c.genre = t.genre
-		 WHERE c.day = ANY (td)
-		 GROUP BY c.day, c.genre;
-
+		-- listens and listening time of a genre are its plays in the
+		-- ('genre', genre) engagement state
 		DELETE FROM streamkpi.daily_genre_kpis s
 		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
 		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
 		INSERT INTO streamkpi.daily_genre_kpis
 			(day, genre, listen_count, unique_listeners, total_listen_ms,
 			 avg_listen_ms_per_user, updated_at)
-		SELECT c.day, c.genre, c.listens, u.n, c.ms,
-			   round(c.ms::numeric / nullif(u.n, 0), 3), now()
-		  FROM (SELECT c.day, c.genre, sum(c.listens)::bigint AS listens,
-					   sum(c.listen_ms)::bigint AS ms
-				  FROM streamkpi.daily_genre_track_counts c
-				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
-					ON c.day = t.day AND c.genre = t.genre
-				 WHERE c.day = ANY (td)
-				 GROUP BY c.day, c.genre) c
-		  JOIN (SELECT g.day, g.genre,
+		SELECT e.day, e.value, e.plays, u.n, e.listen_ms,
+			   round(e.listen_ms::numeric / nullif(u.n, 0), 3), now()
+		  FROM (SELECT g.day, g.genre,
 					   coalesce(t.n, round(%1$I.hll_cardinality(g.users))::bigint) AS n
 				  FROM streamkpi.daily_genre_users g
 				  JOIN unnest(p_dg_day, p_dg_genre, p_dg_users) t(day, genre, n)
 					ON g.day = t.day AND g.genre = t.genre
 				 WHERE g.day = ANY (td)) u
-			ON u.day = c.day AND u.genre = c.genre;
+		  JOIN streamkpi.daily_engagement_state e
+			ON e.day = u.day AND e.dimension = 'genre' AND e.value = u.genre;
 
 		DELETE FROM streamkpi.daily_genre_top_tracks s
 		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
 		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
 		INSERT INTO streamkpi.daily_genre_top_tracks
 			(day, genre, rank, track_id, track_name, listen_count)
-		SELECT r.day, r.genre, r.rank, r.track_id, tr.track_name, r.listens
-		  FROM (SELECT c.day, c.genre, c.track_id, c.listens,
-					   row_number() OVER (PARTITION BY c.day, c.genre
-										  ORDER BY c.listens DESC, c.track_id COLLATE "C") AS rank
-				  FROM streamkpi.daily_genre_track_counts c
-				  JOIN unnest(p_dg_day, p_dg_genre) t(day, genre)
-					ON c.day = t.day AND c.genre = t.genre
-				 WHERE c.day = ANY (td)) r
-		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = r.track_id
-		 WHERE r.rank <= 3;
+		SELECT t.day, t.genre, t.rank, t.track_id, tr.track_name, t.listens
+		  FROM unnest(p_top_day, p_top_genre, p_top_rank, p_top_track, p_top_listens)
+			   t(day, genre, rank, track_id, listens)
+		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = t.track_id;
 
 		DELETE FROM streamkpi.daily_top_genres WHERE day = ANY (td);
 		INSERT INTO streamkpi.daily_top_genres (day, rank, genre, listen_count)
@@ -541,7 +527,7 @@ $fn$;
 COMMENT ON FUNCTION streamkpi.refresh_kpis(date, date) IS
 	'recompute every KPI table for local days p_from..p_to (and windows starting in them) from raw events';
 
-REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], int[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_refresh_apply(date, date, timestamptz, timestamptz, pg_snapshot, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea) FROM PUBLIC;
