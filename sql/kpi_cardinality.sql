@@ -65,12 +65,48 @@ CREATE FUNCTION pg_temp.check_users()
 	  FROM streamkpi.daily_engagement k
 	  JOIN streamkpi.daily_engagement_state s USING (day, dimension, value) $$;
 
+-- stored day sketches that differ, byte for byte, from hll_add_agg() over
+-- the raw listens (the engine merges each round's users into the stored
+-- sketch in C, a full one in place)
+CREATE FUNCTION pg_temp.check_sketch_bytes()
+	RETURNS TABLE (state text, sketches bigint, different bigint, types text)
+	LANGUAGE sql AS $$
+	SELECT 'daily_genre_users', count(*),
+		   count(*) FILTER (WHERE s.users::text IS DISTINCT FROM x.users::text),
+		   string_agg(DISTINCT hll_type(s.users)::text, ',' ORDER BY hll_type(s.users)::text)
+	  FROM streamkpi.daily_genre_users s
+	  FULL JOIN (SELECT date(l.listened_at) AS day, t.genre,
+						hll_add_agg(hll_hash_text(l.user_id), 14) AS users
+				   FROM streamkpi.listens l JOIN streamkpi.tracks t USING (track_id)
+				  WHERE l.action = 'play' GROUP BY 1, 2) x USING (day, genre)
+	UNION ALL
+	SELECT 'daily_engagement_state country', count(*),
+		   count(*) FILTER (WHERE s.users::text IS DISTINCT FROM x.users::text),
+		   string_agg(DISTINCT hll_type(s.users)::text, ',' ORDER BY hll_type(s.users)::text)
+	  FROM (SELECT * FROM streamkpi.daily_engagement_state WHERE dimension = 'country') s
+	  FULL JOIN (SELECT date(l.listened_at) AS day, u.country AS value,
+						hll_add_agg(hll_hash_text(l.user_id), 14) AS users
+				   FROM streamkpi.listens l JOIN streamkpi.users u USING (user_id)
+				  GROUP BY 1, 2) x USING (day, value) $$;
+
 SELECT pg_temp.add_events(1, 9000, :'day');
 SELECT streamkpi.kpi_apply_new();
 SELECT * FROM pg_temp.check_users();
+SELECT * FROM pg_temp.check_sketch_bytes();
 SELECT pg_temp.add_events(9001, 120000, :'day');
 SELECT streamkpi.kpi_apply_new();
 SELECT * FROM pg_temp.check_users();
+SELECT * FROM pg_temp.check_sketch_bytes();
+-- two more rounds into the full sketches: one with thousands of users (its
+-- delta holds registers), one with a few (its delta holds their hashes)
+SELECT pg_temp.add_events(120001, 130000, :'day');
+SELECT streamkpi.kpi_apply_new();
+SELECT * FROM pg_temp.check_users();
+SELECT * FROM pg_temp.check_sketch_bytes();
+SELECT pg_temp.add_events(130001, 130020, :'day');
+SELECT streamkpi.kpi_apply_new();
+SELECT * FROM pg_temp.check_users();
+SELECT * FROM pg_temp.check_sketch_bytes();
 -- and refresh_kpis() computes the same rows
 CREATE TEMP TABLE before AS
 SELECT day, genre, unique_listeners FROM streamkpi.daily_genre_kpis

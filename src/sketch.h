@@ -100,6 +100,10 @@ extern void sketch_hll_parse(const uint8 *in, size_t len, HllValue *v);
 extern uint64 sketch_hll_explicit_element(const HllValue *v, size_t i);
 extern void sketch_hll_value_registers(const HllValue *v, uint8 *regs);
 extern double sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth);
+extern void sketch_hll_full_raise(uint8 *data, int width, uint32 idx, uint8 val);
+extern void sketch_hll_full_histogram(const uint8 *data, int width, size_t m, uint32 *hist);
+extern double sketch_hll_classic_estimate_histogram(const uint32 *hist, int log2m,
+													int regwidth);
 extern double sketch_hll_estimate_registers(const uint8 *regs, int log2m,
 											int regwidth);
 

@@ -352,20 +352,28 @@ hll_state_create(MemoryContext cxt, const HllParams *p)
 	return st;
 }
 
+/* The register a hash falls in, and the rank it gives: its value. */
+static pg_attribute_always_inline uint8
+hll_hash_register(const HllParams *p, uint64 hash, uint32 *idx)
+{
+	uint64		rest = hash >> p->log2m;
+	uint32		rho;
+	uint32		regmax = (1U << p->regwidth) - 1;
+
+	*idx = (uint32) (hash & ((UINT64CONST(1) << p->log2m) - 1));
+	/* as hll does: a zero remainder counts as rank 0 */
+	rho = rest == 0 ? 0 : pg_rightmost_one_pos64(rest) + 1;
+	return (uint8) Min(rho, regmax);
+}
+
 static pg_attribute_always_inline void
 hll_register_add(HllState *st, uint64 hash)
 {
-	uint32		idx = (uint32) (hash & ((UINT64CONST(1) << st->p.log2m) - 1));
-	uint64		rest = hash >> st->p.log2m;
-	uint32		rho;
-	uint32		regmax = (1U << st->p.regwidth) - 1;
+	uint32		idx;
+	uint8		rho = hll_hash_register(&st->p, hash, &idx);
 
-	/* as hll does: a zero remainder counts as rank 0 */
-	rho = rest == 0 ? 0 : pg_rightmost_one_pos64(rest) + 1;
-	if (rho > regmax)
-		rho = regmax;
 	if (st->regs[idx] < rho)
-		st->regs[idx] = (uint8) rho;
+		st->regs[idx] = rho;
 }
 
 static void
@@ -909,6 +917,13 @@ sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len)
 	return hll_state_from_value(cxt, data, len);
 }
 
+/* a classic estimate as round() gives it, or -1 (left to hll_cardinality()) */
+static int64
+hll_estimate_count(double estimate)
+{
+	return estimate < 0 || estimate >= (double) PG_INT64_MAX ? -1 : (int64) rint(estimate);
+}
+
 /*
  * round(hll_cardinality()) of the packed sketch: exact while it holds its
  * hashes, else the classic estimate of its registers; -1 where that is
@@ -922,7 +937,7 @@ sketch_hll_cardinality(const SketchHll *st)
 	if (st->mode != HLL_MODE_REGISTERS)
 		return st->nexplicit;
 	estimate = sketch_hll_classic_estimate(st->regs, st->p.log2m, st->p.regwidth);
-	return estimate < 0 || estimate >= (double) PG_INT64_MAX ? -1 : (int64) rint(estimate);
+	return hll_estimate_count(estimate);
 }
 
 /*
@@ -960,10 +975,74 @@ hll_merge_explicit(const HllValue *v, const int64 *b, int32 nb, int64 *count)
 }
 
 /*
+ * A full value v (stored as in, len) with b's hashes or registers raised
+ * in a copy of its data, and its classic estimate from one pass over the
+ * result: what unpacking, merging and packing give, without them.  NULL
+ * where that path must run: other parameters, registers that are not whole
+ * bytes per eight, wider than 5 bits (sketch_hll_classic_estimate_histogram),
+ * or so few filled that the result would be stored sparse.
+ */
+static bytea *
+hll_merge_full(const HllValue *v, const uint8 *in, size_t len, const SketchHll *b,
+			   int64 *count)
+{
+	size_t		m = (size_t) 1 << v->p.log2m;
+	uint32		hist[1 << 5];
+	bytea	   *out;
+	uint8	   *data;
+	double		estimate;
+
+	if (!hll_params_equal(&v->p, &b->p) || m % 8 != 0 || v->p.regwidth > 5)
+		return NULL;
+	out = (bytea *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(out, VARHDRSZ + len);
+	memcpy(VARDATA(out), in, len);
+	data = (uint8 *) VARDATA(out) + HLL_HEADER_SIZE;
+	if (b->mode == HLL_MODE_REGISTERS)
+	{
+		for (uint32 i = 0; i < m; i++)
+			if (b->regs[i] != 0)
+				sketch_hll_full_raise(data, v->p.regwidth, i, b->regs[i]);
+	}
+	else if (b->mode == HLL_MODE_EXPLICIT)
+	{
+		uint32		idx;
+		uint8		rho;
+
+		for (uint32 i = 0; b->set != NULL && i <= b->setmask; i++)
+			if (b->set[i] != 0)
+			{
+				rho = hll_hash_register(&b->p, b->set[i], &idx);
+				sketch_hll_full_raise(data, v->p.regwidth, idx, rho);
+			}
+		if (b->has_zero)
+		{
+			rho = hll_hash_register(&b->p, 0, &idx);
+			sketch_hll_full_raise(data, v->p.regwidth, idx, rho);
+		}
+	}
+	sketch_hll_full_histogram(data, v->p.regwidth, m, hist);
+	/* sketch_hll_pack_registers() would store it sparse: let it */
+	if (v->p.sparseon &&
+		(m - hist[0]) * (v->p.log2m + v->p.regwidth) < m * v->p.regwidth)
+	{
+		pfree(out);
+		return NULL;
+	}
+	if (count != NULL)
+	{
+		estimate = sketch_hll_classic_estimate_histogram(hist, v->p.log2m, v->p.regwidth);
+		*count = hll_estimate_count(estimate);
+	}
+	return out;
+}
+
+/*
  * The stored hll value (in, len) with the hashes of b added, as a stored
  * value; *count (unless NULL) gets round(hll_cardinality()) of it
- * (sketch_hll_cardinality()).  A few hashes added to a large explicit value cost one pass over its bytes,
- * not a state rebuilt and sorted again.
+ * (sketch_hll_cardinality()).  A few hashes added to a large explicit or
+ * full value cost one pass over its bytes, not a state rebuilt (and
+ * sorted, or unpacked and packed) again.
  */
 bytea *
 sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *count)
@@ -986,6 +1065,13 @@ sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *co
 				*count = exact;
 			return merged;
 		}
+	}
+	if (v.type == HLL_T_FULL)
+	{
+		bytea	   *merged = hll_merge_full(&v, in, len, b, count);
+
+		if (merged != NULL)
+			return merged;
 	}
 	st = hll_state_from_value(CurrentMemoryContext, in, len);
 	hll_state_merge(st, b);

@@ -119,6 +119,51 @@ full_registers_pack(const uint8 *regs, int width, size_t m, uint8 *out)
 	}
 }
 
+/*
+ * Raise register idx of a full value's data (m a multiple of 8) to val if
+ * it is lower: the same bytes full_registers_pack() would write.
+ */
+void
+sketch_hll_full_raise(uint8 *data, int width, uint32 idx, uint8 val)
+{
+	uint8	   *g = data + (size_t) (idx / 8) * width;
+	int			shift = width * (7 - idx % 8);
+	uint64		mask = (UINT64CONST(1) << width) - 1;
+	uint64		acc = 0;
+
+	for (int b = 0; b < width; b++)
+		acc = (acc << 8) | g[b];
+	if (((acc >> shift) & mask) >= val)
+		return;
+	acc = (acc & ~(mask << shift)) | ((uint64) val << shift);
+	for (int b = width - 1; b >= 0; b--)
+	{
+		g[b] = (uint8) acc;
+		acc >>= 8;
+	}
+}
+
+/*
+ * How many registers of a full value's data (m a multiple of 8) hold each
+ * value: hist has 2^width entries.
+ */
+void
+sketch_hll_full_histogram(const uint8 *data, int width, size_t m, uint32 *hist)
+{
+	uint64		mask = (UINT64CONST(1) << width) - 1;
+
+	memset(hist, 0, sizeof(uint32) << width);
+	for (size_t g = 0; g < m; g += 8, data += width)
+	{
+		uint64		acc = 0;
+
+		for (int b = 0; b < width; b++)
+			acc = (acc << 8) | data[b];
+		for (int k = 0; k < 8; k++)
+			hist[(acc >> (width * (7 - k))) & mask]++;
+	}
+}
+
 /* How many registers are not zero, eight at a time. */
 static size_t
 registers_filled(const uint8 *regs, size_t m)
@@ -359,37 +404,22 @@ sketch_hll_value_registers(const HllValue *v, uint8 *regs)
 }
 
 /*
- * What postgresql-hll's hll_cardinality() gives for these registers: the
- * classic estimator (alpha m^2 over the sum of 2^-register) with linear
+ * What postgresql-hll's hll_cardinality() gives for registers whose
+ * 2^-register add up to sum, zeros of them 0: the classic estimator (alpha m^2 over the sum of 2^-register) with linear
  * counting for small and the log correction for large counts, computed
  * with the same operations in the same order, so that it is the same
  * double.  -1 where hll's arithmetic would overflow (2^regwidth - 2 +
  * log2m >= 63), which the KPI engine leaves to hll_cardinality() itself.
  * The KPI day rows use it (rounded) for their distinct users.
  */
-double
-sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth)
+static double
+classic_estimate_from_sum(double sum, int zeros, int log2m, int regwidth)
 {
 	size_t		m = (size_t) 1 << log2m;
-	uint64		total_bits = ((UINT64CONST(1) << regwidth) - 2) + log2m;
-	uint64		two_to_l;
+	uint64		two_to_l = UINT64CONST(1) << (((UINT64CONST(1) << regwidth) - 2) + log2m);
 	double		alpha_mm;
-	double		sum = 0.0;
-	int			zeros = 0;
 	double		estimator;
-	double		inverse_powers[64];
 
-	if (total_bits >= 63 || m <= 8)
-		return -1.0;
-	two_to_l = UINT64CONST(1) << total_bits;
-	/* 2^-r exactly, as 1.0 / (1 << r) gives it: the same sum */
-	for (int r = 0; r < lengthof(inverse_powers); r++)
-		inverse_powers[r] = ldexp(1.0, -r);
-	for (size_t i = 0; i < m; i++)
-	{
-		sum += inverse_powers[regs[i] & 63];
-		zeros += regs[i] == 0;
-	}
 	if (m == 16)
 		alpha_mm = 0.673 * m * m;
 	else if (m == 32)
@@ -404,6 +434,54 @@ sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth)
 	if (estimator <= (double) two_to_l / 30.0)
 		return estimator;
 	return (-1 * (int64) two_to_l) * log(1.0 - (estimator / two_to_l));
+}
+
+/* hll's arithmetic overflows (2^regwidth - 2 + log2m >= 63), or m <= 8 */
+static bool
+classic_estimate_defined(int log2m, int regwidth)
+{
+	return ((UINT64CONST(1) << regwidth) - 2) + log2m < 63 && log2m > 3;
+}
+
+/* the same for the m = 2^log2m registers regs */
+double
+sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth)
+{
+	size_t		m = (size_t) 1 << log2m;
+	double		sum = 0.0;
+	int			zeros = 0;
+	double		inverse_powers[64];
+
+	if (!classic_estimate_defined(log2m, regwidth))
+		return -1.0;
+	/* 2^-r exactly, as 1.0 / (1 << r) gives it: the same sum */
+	for (int r = 0; r < lengthof(inverse_powers); r++)
+		inverse_powers[r] = ldexp(1.0, -r);
+	for (size_t i = 0; i < m; i++)
+	{
+		sum += inverse_powers[regs[i] & 63];
+		zeros += regs[i] == 0;
+	}
+	return classic_estimate_from_sum(sum, zeros, log2m, regwidth);
+}
+
+/*
+ * sketch_hll_classic_estimate() from how many registers hold each value
+ * (sketch_hll_full_histogram()), for registers of at most 5 bits: the sum
+ * of 2^-register is then exact in a double whatever the order (at most
+ * 2^17 terms of 2^-31 or more need 48 bits), so it is the same double.
+ * -1 for wider registers, and where the estimate itself is -1.
+ */
+double
+sketch_hll_classic_estimate_histogram(const uint32 *hist, int log2m, int regwidth)
+{
+	double		sum = 0.0;
+
+	if (regwidth > 5 || !classic_estimate_defined(log2m, regwidth))
+		return -1.0;
+	for (int r = 0; r < (1 << regwidth); r++)
+		sum += hist[r] * ldexp(1.0, -r);
+	return classic_estimate_from_sum(sum, (int) hist[0], log2m, regwidth);
 }
 
 /* ----------------------------------------------------------------
