@@ -93,7 +93,12 @@ SELECT pg_temp.add_events(1, 9000, :'day');
 SELECT streamkpi.kpi_apply_new();
 SELECT * FROM pg_temp.check_users();
 SELECT * FROM pg_temp.check_sketch_bytes();
-SELECT pg_temp.add_events(9001, 120000, :'day');
+-- a round of a few hundred users into the sparse sketches: they stay sparse
+SELECT pg_temp.add_events(9001, 9500, :'day');
+SELECT streamkpi.kpi_apply_new();
+SELECT * FROM pg_temp.check_users();
+SELECT * FROM pg_temp.check_sketch_bytes();
+SELECT pg_temp.add_events(9501, 120000, :'day');
 SELECT streamkpi.kpi_apply_new();
 SELECT * FROM pg_temp.check_users();
 SELECT * FROM pg_temp.check_sketch_bytes();

@@ -100,10 +100,22 @@ extern void sketch_hll_parse(const uint8 *in, size_t len, HllValue *v);
 extern uint64 sketch_hll_explicit_element(const HllValue *v, size_t i);
 extern void sketch_hll_value_registers(const HllValue *v, uint8 *regs);
 extern double sketch_hll_classic_estimate(const uint8 *regs, int log2m, int regwidth);
-extern void sketch_hll_full_raise(uint8 *data, int width, uint32 idx, uint8 val);
-extern void sketch_hll_full_histogram(const uint8 *data, int width, size_t m, uint32 *hist);
 extern double sketch_hll_classic_estimate_histogram(const uint32 *hist, int log2m,
 													int regwidth);
+
+/* a register and its value, to merge into a stored value */
+typedef struct HllRegister
+{
+	uint32		idx;
+	uint8		val;
+} HllRegister;
+
+extern bytea *sketch_hll_explicit_merge(const HllValue *v, const int64 *b, int32 nb,
+										int32 limit, int64 *count);
+extern bytea *sketch_hll_full_merge(const HllValue *v, const uint8 *in, size_t len,
+									const HllRegister *d, int32 nd, double *estimate);
+extern bytea *sketch_hll_sparse_merge(const HllValue *v, const HllRegister *d, int32 nd,
+									  double *estimate);
 extern double sketch_hll_estimate_registers(const uint8 *regs, int log2m,
 											int regwidth);
 

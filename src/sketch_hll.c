@@ -940,109 +940,83 @@ sketch_hll_cardinality(const SketchHll *st)
 	return hll_estimate_count(estimate);
 }
 
-/*
- * The explicit value holding the sorted hashes of v and b, or NULL when
- * their union outgrows the explicit form.
- */
-static bytea *
-hll_merge_explicit(const HllValue *v, const int64 *b, int32 nb, int64 *count)
+static int
+hll_register_cmp(const void *x, const void *y)
 {
-	int32		limit = explicit_limit(&v->p);
-	size_t		na = v->count;
-	int64	   *out = palloc((na + nb + 1) * sizeof(int64));
-	size_t		i = 0;
-	int32		j = 0;
-	int32		n = 0;
+	const HllRegister *a = (const HllRegister *) x;
+	const HllRegister *b = (const HllRegister *) y;
 
-	while (i < na || j < nb)
+	if (a->idx != b->idx)
+		return a->idx < b->idx ? -1 : 1;
+	return (a->val < b->val) - (a->val > b->val);	/* the largest first */
+}
+
+/* The registers b raises, ascending, each once with its largest value. */
+static HllRegister *
+hll_delta_registers(const HllState *b, int32 *n)
+{
+	size_t		m = (size_t) 1 << b->p.log2m;
+	HllRegister *d;
+	int32		k = 0;
+	int32		out = 0;
+
+	if (b->mode == HLL_MODE_REGISTERS)
 	{
-		int64		x = i < na ? (int64) sketch_hll_explicit_element(v, i) : 0;
-
-		if (i < na && (j >= nb || x <= b[j]))
-		{
-			if (j < nb && x == b[j])
-				j++;
-			out[n++] = x;
-			i++;
-		}
-		else
-			out[n++] = b[j++];
+		d = palloc(m * sizeof(HllRegister));
+		for (uint32 i = 0; i < m; i++)
+			if (b->regs[i] != 0)
+				d[out++] = (HllRegister) {i, b->regs[i]};
+		*n = out;
+		return d;
 	}
-	if (n > limit)
-		return NULL;
-	*count = n;
-	return sketch_hll_pack_explicit(&v->p, out, n);
+	d = palloc((b->nexplicit + 1) * sizeof(HllRegister));
+	/* a zero hash (b->has_zero) has rank 0: it raises no register */
+	for (uint32 i = 0; b->set != NULL && i <= b->setmask; i++)
+		if (b->set[i] != 0)
+		{
+			d[k].val = hll_hash_register(&b->p, b->set[i], &d[k].idx);
+			k++;
+		}
+	qsort(d, k, sizeof(HllRegister), hll_register_cmp);
+	for (int32 i = 0; i < k; i++)
+		if (d[i].val != 0 && (out == 0 || d[out - 1].idx != d[i].idx))
+			d[out++] = d[i];
+	*n = out;
+	return d;
 }
 
 /*
- * A full value v (stored as in, len) with b's hashes or registers raised
- * in a copy of its data, and its classic estimate from one pass over the
- * result: what unpacking, merging and packing give, without them.  NULL
- * where that path must run: other parameters, registers that are not whole
- * bytes per eight, wider than 5 bits (sketch_hll_classic_estimate_histogram),
- * or so few filled that the result would be stored sparse.
+ * A sparse or full value v (stored as in, len) with b merged in its own
+ * form (sketch_hll_full_merge, sketch_hll_sparse_merge), or NULL where
+ * unpacking, merging and packing must do it.
  */
 static bytea *
-hll_merge_full(const HllValue *v, const uint8 *in, size_t len, const SketchHll *b,
-			   int64 *count)
+hll_merge_in_place(const HllValue *v, const uint8 *in, size_t len, const SketchHll *b,
+				   int64 *count)
 {
-	size_t		m = (size_t) 1 << v->p.log2m;
-	uint32		hist[1 << 5];
-	bytea	   *out;
-	uint8	   *data;
+	HllRegister *d;
+	int32		nd;
+	bytea	   *merged;
 	double		estimate;
 
-	if (!hll_params_equal(&v->p, &b->p) || m % 8 != 0 || v->p.regwidth > 5)
+	if (!hll_params_equal(&v->p, &b->p) || b->mode == HLL_MODE_EMPTY)
 		return NULL;
-	out = (bytea *) palloc(VARHDRSZ + len);
-	SET_VARSIZE(out, VARHDRSZ + len);
-	memcpy(VARDATA(out), in, len);
-	data = (uint8 *) VARDATA(out) + HLL_HEADER_SIZE;
-	if (b->mode == HLL_MODE_REGISTERS)
-	{
-		for (uint32 i = 0; i < m; i++)
-			if (b->regs[i] != 0)
-				sketch_hll_full_raise(data, v->p.regwidth, i, b->regs[i]);
-	}
-	else if (b->mode == HLL_MODE_EXPLICIT)
-	{
-		uint32		idx;
-		uint8		rho;
-
-		for (uint32 i = 0; b->set != NULL && i <= b->setmask; i++)
-			if (b->set[i] != 0)
-			{
-				rho = hll_hash_register(&b->p, b->set[i], &idx);
-				sketch_hll_full_raise(data, v->p.regwidth, idx, rho);
-			}
-		if (b->has_zero)
-		{
-			rho = hll_hash_register(&b->p, 0, &idx);
-			sketch_hll_full_raise(data, v->p.regwidth, idx, rho);
-		}
-	}
-	sketch_hll_full_histogram(data, v->p.regwidth, m, hist);
-	/* sketch_hll_pack_registers() would store it sparse: let it */
-	if (v->p.sparseon &&
-		(m - hist[0]) * (v->p.log2m + v->p.regwidth) < m * v->p.regwidth)
-	{
-		pfree(out);
-		return NULL;
-	}
-	if (count != NULL)
-	{
-		estimate = sketch_hll_classic_estimate_histogram(hist, v->p.log2m, v->p.regwidth);
+	d = hll_delta_registers(b, &nd);
+	merged = v->type == HLL_T_FULL
+		? sketch_hll_full_merge(v, in, len, d, nd, &estimate)
+		: sketch_hll_sparse_merge(v, d, nd, &estimate);
+	pfree(d);
+	if (merged != NULL && count != NULL)
 		*count = hll_estimate_count(estimate);
-	}
-	return out;
+	return merged;
 }
 
 /*
  * The stored hll value (in, len) with the hashes of b added, as a stored
  * value; *count (unless NULL) gets round(hll_cardinality()) of it
- * (sketch_hll_cardinality()).  A few hashes added to a large explicit or
- * full value cost one pass over its bytes, not a state rebuilt (and
- * sorted, or unpacked and packed) again.
+ * (sketch_hll_cardinality()).  A few hashes added to a large explicit,
+ * sparse or full value cost one pass over its bytes, not a state rebuilt
+ * (and sorted, or unpacked and packed) again.
  */
 bytea *
 sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *count)
@@ -1056,7 +1030,8 @@ sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *co
 	{
 		int64	   *hashes = hll_sorted_explicit(b);
 		int64		exact;
-		bytea	   *merged = hll_merge_explicit(&v, hashes, b->nexplicit, &exact);
+		bytea	   *merged = sketch_hll_explicit_merge(&v, hashes, b->nexplicit,
+													   explicit_limit(&v.p), &exact);
 
 		pfree(hashes);
 		if (merged != NULL)
@@ -1066,9 +1041,9 @@ sketch_hll_merge_into(const uint8 *in, size_t len, const SketchHll *b, int64 *co
 			return merged;
 		}
 	}
-	if (v.type == HLL_T_FULL)
+	if (v.type == HLL_T_FULL || v.type == HLL_T_SPARSE)
 	{
-		bytea	   *merged = hll_merge_full(&v, in, len, b, count);
+		bytea	   *merged = hll_merge_in_place(&v, in, len, b, count);
 
 		if (merged != NULL)
 			return merged;

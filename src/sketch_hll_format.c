@@ -123,8 +123,8 @@ full_registers_pack(const uint8 *regs, int width, size_t m, uint8 *out)
  * Raise register idx of a full value's data (m a multiple of 8) to val if
  * it is lower: the same bytes full_registers_pack() would write.
  */
-void
-sketch_hll_full_raise(uint8 *data, int width, uint32 idx, uint8 val)
+static void
+full_register_raise(uint8 *data, int width, uint32 idx, uint8 val)
 {
 	uint8	   *g = data + (size_t) (idx / 8) * width;
 	int			shift = width * (7 - idx % 8);
@@ -147,8 +147,8 @@ sketch_hll_full_raise(uint8 *data, int width, uint32 idx, uint8 val)
  * How many registers of a full value's data (m a multiple of 8) hold each
  * value: hist has 2^width entries.
  */
-void
-sketch_hll_full_histogram(const uint8 *data, int width, size_t m, uint32 *hist)
+static void
+full_histogram(const uint8 *data, int width, size_t m, uint32 *hist)
 {
 	uint64		mask = (UINT64CONST(1) << width) - 1;
 
@@ -548,4 +548,154 @@ sketch_hll_estimate_registers(const uint8 *regs, int log2m, int regwidth)
 		z = 0.5 * (z + hist[k]);
 	z += dm * ertl_sigma(hist[0] / dm);
 	return dm * dm / (2.0 * M_LN2 * z);
+}
+
+/* ----------------------------------------------------------------
+ * Merging a few registers into a stored value, in its own form
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The explicit value holding the sorted hashes of v and b, or NULL when
+ * their union holds more than limit.
+ */
+bytea *
+sketch_hll_explicit_merge(const HllValue *v, const int64 *b, int32 nb, int32 limit,
+						  int64 *count)
+{
+	size_t		na = v->count;
+	int64	   *out = palloc((na + nb + 1) * sizeof(int64));
+	size_t		i = 0;
+	int32		j = 0;
+	int32		n = 0;
+
+	while (i < na || j < nb)
+	{
+		int64		x = i < na ? (int64) sketch_hll_explicit_element(v, i) : 0;
+
+		if (i < na && (j >= nb || x <= b[j]))
+		{
+			if (j < nb && x == b[j])
+				j++;
+			out[n++] = x;
+			i++;
+		}
+		else
+			out[n++] = b[j++];
+	}
+	if (n > limit)
+		return NULL;
+	*count = n;
+	return sketch_hll_pack_explicit(&v->p, out, n);
+}
+
+/*
+ * The full value v (stored as in, len) with the registers d raised in a
+ * copy of its bytes: what unpacking, merging and packing give.  *estimate
+ * gets sketch_hll_classic_estimate() of the result, from one pass over it.
+ * NULL where that path does not apply: registers wider than 5 bits, m not
+ * a multiple of 8, or a result so sparse that packing would store it
+ * sparse.
+ */
+bytea *
+sketch_hll_full_merge(const HllValue *v, const uint8 *in, size_t len,
+					  const HllRegister *d, int32 nd, double *estimate)
+{
+	size_t		m = (size_t) 1 << v->p.log2m;
+	uint32		hist[1 << 5];
+	bytea	   *out;
+	uint8	   *data;
+
+	if (v->type != HLL_T_FULL || v->p.regwidth > 5 || m % 8 != 0)
+		return NULL;
+	out = (bytea *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(out, VARHDRSZ + len);
+	memcpy(VARDATA(out), in, len);
+	data = (uint8 *) VARDATA(out) + HLL_HEADER_SIZE;
+	for (int32 i = 0; i < nd; i++)
+		full_register_raise(data, v->p.regwidth, d[i].idx, d[i].val);
+	full_histogram(data, v->p.regwidth, m, hist);
+	if (v->p.sparseon &&
+		(m - hist[0]) * (v->p.log2m + v->p.regwidth) < m * v->p.regwidth)
+	{
+		pfree(out);
+		return NULL;
+	}
+	*estimate = sketch_hll_classic_estimate_histogram(hist, v->p.log2m, v->p.regwidth);
+	return out;
+}
+
+/*
+ * The sparse value v with the registers d (ascending, values > 0) merged
+ * into its entries, one pass over both, written as sketch_hll_pack_registers()
+ * writes a sparse value; *estimate as above.  NULL where that path does not
+ * apply: registers wider than 5 bits, entries not in ascending order, or a
+ * result that packing would store full.
+ */
+bytea *
+sketch_hll_sparse_merge(const HllValue *v, const HllRegister *d, int32 nd,
+						double *estimate)
+{
+	size_t		m = (size_t) 1 << v->p.log2m;
+	int			chunk = v->p.log2m + v->p.regwidth;
+	HllRegister *merged = palloc((v->count + nd + 1) * sizeof(HllRegister));
+	uint32		hist[1 << 5] = {0};
+	size_t		n = 0;
+	size_t		i = 0;
+	int32		j = 0;
+	uint32		last_old = 0;
+	size_t		datalen;
+	bytea	   *result;
+	BitWriter	w = {0};
+
+	if (v->type != HLL_T_SPARSE || v->p.regwidth > 5)
+		return NULL;
+	while (i < v->count || j < nd)
+	{
+		HllRegister o = {0, 0};
+		HllRegister r;
+		bool		has_old = i < v->count;
+
+		if (has_old)
+		{
+			uint32		entry = bits_get(v->data, i * chunk, chunk);
+
+			o.idx = entry >> v->p.regwidth;
+			o.val = (uint8) (entry & ((1U << v->p.regwidth) - 1));
+			/* not written by a packer we know: let the general path read it */
+			if (i > 0 && o.idx <= last_old)
+				return NULL;
+		}
+		if (has_old && (j == nd || o.idx <= d[j].idx))
+		{
+			r = o;
+			if (j < nd && d[j].idx == o.idx)
+			{
+				r.val = Max(o.val, d[j].val);
+				j++;
+			}
+			last_old = o.idx;
+			i++;
+		}
+		else
+			r = d[j++];
+		if (r.val != 0)
+			merged[n++] = r;
+	}
+	if (!v->p.sparseon || n * chunk >= m * v->p.regwidth)
+		return NULL;
+	datalen = (n * chunk + 7) / 8;
+	result = (bytea *) palloc0(VARHDRSZ + HLL_HEADER_SIZE + datalen);
+	SET_VARSIZE(result, VARHDRSZ + HLL_HEADER_SIZE + datalen);
+	hll_put_header((uint8 *) VARDATA(result), HLL_T_SPARSE, &v->p);
+	w.out = (uint8 *) VARDATA(result) + HLL_HEADER_SIZE;
+	hist[0] = m - n;
+	for (size_t k = 0; k < n; k++)
+	{
+		bits_put(&w, (merged[k].idx << v->p.regwidth) | merged[k].val, chunk);
+		hist[merged[k].val]++;
+	}
+	bits_flush(&w);
+	*estimate = sketch_hll_classic_estimate_histogram(hist, v->p.log2m, v->p.regwidth);
+	return result;
 }
