@@ -15,8 +15,10 @@
  *	                      windows of the smallest size only when the larger
  *	                      can be summed from them;
  *	    kpi_merge.c       the day deltas are added to the day state tables
- *	                      in a few multi-row statements, and the day KPI rows
- *	                      of the touched keys are derived again in SQL
+ *	                      in a few multi-row statements, the touched
+ *	                      genres' top tracks follow from the counts the
+ *	                      upsert returns (kpi_day_topn.c), and the day KPI
+ *	                      rows of the touched keys are derived again in SQL
  *	                      (streamkpi._kpi_derive_days);
  *	    kpi_window.c      the window deltas (the larger windows summed from
  *	                      the smallest) are merged into one state row

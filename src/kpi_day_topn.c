@@ -31,7 +31,6 @@
 #include "postgres.h"
 
 #include "executor/tuptable.h"
-#include "miscadmin.h"
 
 #include "kpi.h"
 

@@ -290,21 +290,34 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 	}
 }
 
+/*
+ * The (day, genre) keys gs as parameter arrays: days, genres and, unless
+ * ords is NULL, each key's ordinal in gs.
+ */
+static void
+kpi_genre_key_arrays(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *days,
+					 KpiArray *genres, KpiArray *ords)
+{
+	kpi_array_init(days, DATEOID, ng);
+	kpi_array_init(genres, TEXTOID, ng);
+	if (ords != NULL)
+		kpi_array_init(ords, INT4OID, ng);
+	for (uint32 i = 0; i < ng; i++)
+	{
+		kpi_array_add(days, DateADTGetDatum((DateADT) gs[i]->key.a));
+		kpi_array_add(genres, kpi_text_datum(d, gs[i]->key.b));
+		if (ords != NULL)
+			kpi_array_add(ords, Int32GetDatum(i));
+	}
+}
+
 static void
 kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 {
 	KpiArray	args[3];
 	KpiArray	packed;
 
-	kpi_array_init(&args[0], DATEOID, n);
-	kpi_array_init(&args[1], TEXTOID, n);
-	kpi_array_init(&args[2], INT4OID, n);
-	for (uint32 i = 0; i < n; i++)
-	{
-		kpi_array_add(&args[0], DateADTGetDatum((DateADT) es[i]->key.a));
-		kpi_array_add(&args[1], kpi_text_datum(d, es[i]->key.b));
-		kpi_array_add(&args[2], Int32GetDatum(i));
-	}
+	kpi_genre_key_arrays(d, es, n, &args[0], &args[1], &args[2]);
 	kpi_array_init(&packed, BYTEAOID, n);
 	kpi_merged_users(d, es, n,
 					 "SELECT k.i, s.users FROM unnest($1, $2, $3) k(d, g, i)"
@@ -394,15 +407,7 @@ kpi_old_topn(KpiDelta *d, KpiEntry **gs, uint32 ng)
 	struct varlena **old = palloc0(ng * sizeof(struct varlena *));
 	KpiArray	args[3];
 
-	kpi_array_init(&args[0], DATEOID, ng);
-	kpi_array_init(&args[1], TEXTOID, ng);
-	kpi_array_init(&args[2], INT4OID, ng);
-	for (uint32 i = 0; i < ng; i++)
-	{
-		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
-		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
-		kpi_array_add(&args[2], Int32GetDatum(i));
-	}
+	kpi_genre_key_arrays(d, gs, ng, &args[0], &args[1], &args[2]);
 	kpi_run("SELECT k.i, s.tracks FROM unnest($1, $2, $3) k(d, g, i)"
 			" JOIN streamkpi.daily_genre_track_topn s"
 			" ON s.day OPERATOR(pg_catalog.=) k.d"
@@ -434,8 +439,7 @@ kpi_merge_day_topn(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiDayCount *rows,
 	KpiArray	args[3];
 	uint32		r = 0;
 
-	kpi_array_init(&args[0], DATEOID, ng);
-	kpi_array_init(&args[1], TEXTOID, ng);
+	kpi_genre_key_arrays(d, gs, ng, &args[0], &args[1], NULL);
 	kpi_array_init(&args[2], kpi_topn_type(), ng);
 	for (uint32 i = 0; i < ng; i++)
 	{
@@ -454,8 +458,6 @@ kpi_merge_day_topn(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiDayCount *rows,
 			n++;
 		}
 		next = kpi_day_topn_next(old[i], touched, n, gs[i]->counts.plays, first, &nfirst);
-		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
-		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
 		kpi_array_add(&args[2], PointerGetDatum(next));
 		for (int k = 0; k < nfirst; k++)
 		{
@@ -483,13 +485,7 @@ kpi_derive_days(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *g_exact,
 {
 	KpiArray	args[12];
 
-	kpi_array_init(&args[0], DATEOID, ng);
-	kpi_array_init(&args[1], TEXTOID, ng);
-	for (uint32 i = 0; i < ng; i++)
-	{
-		kpi_array_add(&args[0], DateADTGetDatum((DateADT) gs[i]->key.a));
-		kpi_array_add(&args[1], kpi_text_datum(d, gs[i]->key.b));
-	}
+	kpi_genre_key_arrays(d, gs, ng, &args[0], &args[1], NULL);
 	args[2] = *g_exact;
 	for (int i = 0; i < 5; i++)
 		args[3 + i] = top[i];
