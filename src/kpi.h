@@ -358,7 +358,6 @@ typedef struct KpiDayCount
 
 extern DestReceiver *kpi_day_counts_receiver(KpiDelta *d, uint32 n);
 extern KpiDayCount *kpi_day_counts_rows(DestReceiver *self, uint32 *n);
-extern int	kpi_day_count_cmp(const void *x, const void *y);
 extern bytea *kpi_day_topn_next(const struct varlena *old, TopnEntry *touched,
 								int32 ntouched, int64 added, TopnEntry *top, int *ntop);
 

@@ -79,6 +79,9 @@ kpi_counts_receive(TupleTableSlot *slot, DestReceiver *self)
 static void
 kpi_counts_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
+	if (typeinfo->natts != 4)
+		elog(ERROR, "the upsert of daily_genre_track_counts returns %d columns, not 4",
+			 typeinfo->natts);
 }
 
 static void
@@ -108,6 +111,18 @@ kpi_day_counts_receiver(KpiDelta *d, uint32 n)
 	return &r->pub;
 }
 
+/* by (day, genre): the order of a round's (day, genre) keys */
+static int
+kpi_day_count_cmp(const void *x, const void *y)
+{
+	const KpiDayCount *a = (const KpiDayCount *) x;
+	const KpiDayCount *b = (const KpiDayCount *) y;
+
+	if (a->day != b->day)
+		return a->day < b->day ? -1 : 1;
+	return (a->genre > b->genre) - (a->genre < b->genre);
+}
+
 /* The rows received, sorted by (day, genre). */
 KpiDayCount *
 kpi_day_counts_rows(DestReceiver *self, uint32 *n)
@@ -117,18 +132,6 @@ kpi_day_counts_rows(DestReceiver *self, uint32 *n)
 	qsort(r->rows, r->n, sizeof(KpiDayCount), kpi_day_count_cmp);
 	*n = r->n;
 	return r->rows;
-}
-
-/* by (day, genre): the order of a round's (day, genre) keys */
-int
-kpi_day_count_cmp(const void *x, const void *y)
-{
-	const KpiDayCount *a = (const KpiDayCount *) x;
-	const KpiDayCount *b = (const KpiDayCount *) y;
-
-	if (a->day != b->day)
-		return a->day < b->day ? -1 : 1;
-	return (a->genre > b->genre) - (a->genre < b->genre);
 }
 
 /*

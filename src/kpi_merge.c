@@ -381,7 +381,7 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 			9, args, SPI_OK_INSERT);
 }
 
-/* by key: a round's (day, genre) keys in the order of kpi_day_count_cmp() */
+/* by key: a round's (day, genre) keys in the order kpi_day_counts_rows() gives */
 static int
 kpi_entry_key_cmp(const void *x, const void *y)
 {
