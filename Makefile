@@ -43,6 +43,7 @@ OBJS = \
 	src/kpi_dims_cache.o \
 	src/kpi_merge.o \
 	src/kpi_day_topn.o \
+	src/kpi_window_state.o \
 	src/kpi_window.o \
 	src/kpi_apply.o \
 	src/kpi_round_filter.o \

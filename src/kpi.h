@@ -21,10 +21,12 @@
  *	                      rows of the touched keys are derived again in SQL
  *	                      (streamkpi._kpi_derive_days);
  *	    kpi_window.c      the window deltas (the larger windows summed from
- *	                      the smallest) are merged into one state row
- *	                      per window (streamkpi.window_state), and trending
- *	                      rows of the touched keys are derived from it
- *	                      (track_windows is a view of that state).
+ *	                      the smallest) are merged into the windows'
+ *	                      counters, their players appended as parts
+ *	                      (streamkpi.window_state, kpi_window_state.c),
+ *	                      and trending rows of the touched keys are
+ *	                      derived from the counters (track_windows is a
+ *	                      view of that state).
  *
  *	  kpi_apply.c runs a round or a refresh range through them, and
  *	  kpi_worker.c is the background worker that runs rounds.

@@ -1,26 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * kpi_window.c
- *	  The window step of the KPI engine.  The state of one window (a size
- *	  of streamkpi.trending_windows and a start) is one row of
- *	  streamkpi.window_state: its tracks, each with the hll of the users
- *	  who played it and the counters of each region, packed into one bytea
- *	  (strings as a varint length and their bytes, sorted by bytes):
+ *	  The window step of the KPI engine.  A round puts its window deltas in
+ *	  merge order (one radix sort; the larger windows summed from the
+ *	  smallest ones when the delta counted those only, KpiDelta.rollup),
+ *	  reads part 0 of the windows its events fall in (their counters; the
+ *	  stored rows are described in kpi_window_state.c), merges the deltas
+ *	  in (one pass over two sorted lists), and writes, each kind in one
+ *	  statement: part 0 again, a players part per window with the players
+ *	  the round saw, and the trending rows of the touched (window, region)
+ *	  keys, derived from the merged counters.  A window with
+ *	  WINDOW_PLAYERS_PARTS_MAX players parts has them merged into one by
+ *	  the round that finds them.
  *
- *	    version byte 1, varint tracks, then per track:
- *	    track, its players' hll value (length 0: nobody played), varint
- *	    regions, then per region:
- *	    region, varint plays, varint skips, varint likes, zigzag varint
- *	    listen_ms
- *
- *	  A round puts its window deltas in merge order (one radix sort; the
- *	  larger windows summed from the smallest ones when the delta counted
- *	  those only, KpiDelta.rollup), reads the rows of the windows its
- *	  events fall in, merges the deltas in (one pass over two sorted lists), writes each row back in
- *	  one statement, and derives from the merged entries the trending rows
- *	  of the touched (window, region) keys.  One row per window instead of
- *	  one per (window, region, track) is what makes a round's writes scale
- *	  with the windows it touches rather than with its events.
+ *	  So a round writes what its events changed: counters of the tracks of
+ *	  its windows and the players it saw, not the players sketches that
+ *	  its windows have gathered before (which grow with the traffic a
+ *	  window has had: rewritten in every round, they made the rounds of a
+ *	  busy minute slower and slower).
  *
  *	  streamkpi.track_windows is a view over these rows
  *	  (streamkpi._window_track_rows()): a round writes no row per (window,
@@ -35,41 +32,13 @@
 #include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "funcapi.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
 #include "kpi.h"
-
-#define WINDOW_STATE_VERSION 1
-
-/* A region's counters of a track in a window. */
-typedef struct WinRegion
-{
-	const char *name;
-	uint32		len;
-	int64		plays;
-	int64		skips;
-	int64		likes;
-	int64		listen_ms;
-	bool		touched;
-} WinRegion;
-
-/* A track of a window. */
-typedef struct WinTrack
-{
-	const char *name;
-	uint32		len;
-	const uint8 *packed;		/* the stored players' sketch, or NULL */
-	uint32		packed_len;
-	SketchHll  *users;			/* or the delta's or merged one */
-	WinRegion  *regions;		/* sorted by name */
-	int			nregions;
-	bool		touched;		/* the delta has it */
-} WinTrack;
+#include "kpi_window.h"
 
 /* A window the delta touched. */
 typedef struct Win
@@ -78,203 +47,25 @@ typedef struct Win
 	TimestampTz start;
 	WinTrack   *delta;			/* sorted by name */
 	int			ndelta;
-	const uint8 *stored;		/* the state row's bytes, or NULL */
+	const uint8 *stored;		/* its part 0's bytes, or NULL */
 	uint32		stored_len;
+	int			nparts;			/* its players parts */
+	int32		last_part;		/* their highest number (0: none) */
+	WinTrack  **parts;			/* compacting: the parts unpacked */
+	int		   *nparts_tracks;	/* and the tracks of each */
+	int			nloaded;
 	WinTrack   *merged;			/* sorted by name */
 	int			nmerged;
 } Win;
 
-/* ---- the packed form ---- */
-
-/* at p, which has room for 10 bytes; returns the end */
-static inline char *
-put_varint_at(char *p, uint64 v)
-{
-	while (v >= 0x80)
-	{
-		*p++ = (char) ((v & 0x7f) | 0x80);
-		v >>= 7;
-	}
-	*p++ = (char) v;
-	return p;
-}
-
 /*
- * Written in place, not through appendStringInfoChar: a round packs
- * several varints per (window, track, region).
+ * A round that finds this many players parts of a window merges them,
+ * with its own players, into one: readers merge at most this many, and a
+ * window's players are rewritten once per that many rounds, not in each.
  */
-static inline void
-put_varint(StringInfo buf, uint64 v)
-{
-	enlargeStringInfo(buf, 10);
-	buf->len = put_varint_at(buf->data + buf->len, v) - buf->data;
-	buf->data[buf->len] = '\0';
-}
-
-static inline void
-put_bytes(StringInfo buf, const void *p, uint32 len)
-{
-	char	   *end;
-
-	enlargeStringInfo(buf, 10 + len);
-	end = put_varint_at(buf->data + buf->len, len);
-	memcpy(end, p, len);
-	buf->len = end + len - buf->data;
-	buf->data[buf->len] = '\0';
-}
-
-static void
-window_state_corrupt(void)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_DATA_CORRUPTED),
-			 errmsg("corrupt row in streamkpi.window_state"),
-			 errhint("Recompute the days it covers with streamkpi.refresh_kpis().")));
-}
-
-static uint64
-take_varint(const uint8 **p, const uint8 *end)
-{
-	uint64		v = 0;
-	int			shift = 0;
-
-	for (;;)
-	{
-		if (*p >= end || shift > 63)
-			window_state_corrupt();
-		v |= (uint64) (**p & 0x7f) << shift;
-		if ((*(*p)++ & 0x80) == 0)
-			return v;
-		shift += 7;
-	}
-}
-
-static const uint8 *
-take_bytes(const uint8 **p, const uint8 *end, uint32 *len)
-{
-	uint64		n = take_varint(p, end);
-	const uint8 *start = *p;
-
-	if (n > (uint64) (end - *p))
-		window_state_corrupt();
-	*len = (uint32) n;
-	*p += n;
-	return start;
-}
-
-static bytea *
-window_pack(const WinTrack *ts, int n)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfoSpaces(&buf, VARHDRSZ);
-	appendStringInfoChar(&buf, WINDOW_STATE_VERSION);
-	put_varint(&buf, n);
-	for (int i = 0; i < n; i++)
-	{
-		const WinTrack *t = &ts[i];
-
-		put_bytes(&buf, t->name, t->len);
-		if (t->users != NULL)
-		{
-			bytea	   *u = sketch_hll_pack(t->users);
-
-			put_bytes(&buf, VARDATA(u), VARSIZE(u) - VARHDRSZ);
-		}
-		else
-			put_bytes(&buf, t->packed, t->packed_len);
-		put_varint(&buf, t->nregions);
-		for (int j = 0; j < t->nregions; j++)
-		{
-			const WinRegion *r = &t->regions[j];
-
-			put_bytes(&buf, r->name, r->len);
-			put_varint(&buf, r->plays);
-			put_varint(&buf, r->skips);
-			put_varint(&buf, r->likes);
-			put_varint(&buf, ((uint64) r->listen_ms << 1) ^ (uint64) (r->listen_ms >> 63));
-		}
-	}
-	SET_VARSIZE(buf.data, buf.len);
-	return (bytea *) buf.data;
-}
-
-static void
-unpack_regions(const uint8 **p, const uint8 *end, WinTrack *t)
-{
-	uint64		n = take_varint(p, end);
-
-	if (n > (uint64) (end - *p))
-		window_state_corrupt();
-	t->nregions = (int) n;
-	t->regions = palloc0(Max(n, 1) * sizeof(WinRegion));
-	for (int j = 0; j < t->nregions; j++)
-	{
-		WinRegion  *r = &t->regions[j];
-		uint64		zz;
-
-		r->name = (const char *) take_bytes(p, end, &r->len);
-		r->plays = (int64) take_varint(p, end);
-		r->skips = (int64) take_varint(p, end);
-		r->likes = (int64) take_varint(p, end);
-		zz = take_varint(p, end);
-		r->listen_ms = (int64) (zz >> 1) ^ -(int64) (zz & 1);
-	}
-}
-
-/* The tracks of a packed state, pointing into it. */
-static WinTrack *
-window_unpack(const uint8 *p, uint32 len, int *n)
-{
-	const uint8 *end = p + len;
-	WinTrack   *ts;
-	uint64		count;
-
-	if (len < 1 || *p++ != WINDOW_STATE_VERSION)
-		window_state_corrupt();
-	count = take_varint(&p, end);
-	if (count > len)
-		window_state_corrupt();
-	ts = palloc0(Max(count, 1) * sizeof(WinTrack));
-	for (uint64 i = 0; i < count; i++)
-	{
-		WinTrack   *t = &ts[i];
-
-		t->name = (const char *) take_bytes(&p, end, &t->len);
-		t->packed = take_bytes(&p, end, &t->packed_len);
-		if (t->packed_len == 0)
-			t->packed = NULL;
-		unpack_regions(&p, end, t);
-	}
-	if (p != end)
-		window_state_corrupt();
-	*n = (int) count;
-	return ts;
-}
+#define WINDOW_PLAYERS_PARTS_MAX 16
 
 /* ---- merging ---- */
-
-static int
-bytes_order(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	int			c = memcmp(a, b, Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
-/* a stored sketch as a value of its own */
-static bytea *
-window_value(const uint8 *p, uint32 len)
-{
-	bytea	   *v = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(v, VARHDRSZ + len);
-	memcpy(VARDATA(v), p, len);
-	return v;
-}
 
 /* old's regions plus delta's, both sorted, into m */
 static void
@@ -288,7 +79,7 @@ merge_regions(WinTrack *m, const WinTrack *old, const WinTrack *delta)
 	while (i < old->nregions || j < delta->nregions)
 	{
 		int			c = i >= old->nregions ? 1 : j >= delta->nregions ? -1
-		: bytes_order(old->regions[i].name, old->regions[i].len,
+		: window_bytes_order(old->regions[i].name, old->regions[i].len,
 					  delta->regions[j].name, delta->regions[j].len);
 		WinRegion  *r = &m->regions[m->nregions++];
 
@@ -309,27 +100,17 @@ merge_regions(WinTrack *m, const WinTrack *old, const WinTrack *delta)
 	}
 }
 
+/* part 0's track plus the delta's: counters summed, the round's players */
 static void
 merge_track(WinTrack *m, WinTrack *old, const WinTrack *delta)
 {
 	*m = *old;
 	m->touched = true;
 	merge_regions(m, old, delta);
-	if (delta->users == NULL)
-		return;
-	if (m->packed == NULL)
-		m->users = delta->users;
-	else
-	{
-		bytea	   *v = sketch_hll_merge_into(m->packed, m->packed_len,
-											  delta->users, NULL);
-
-		m->packed = (const uint8 *) VARDATA(v);
-		m->packed_len = VARSIZE(v) - VARHDRSZ;
-	}
+	m->users = delta->users;
 }
 
-/* stored + delta, both sorted, into merged */
+/* part 0 + delta, both sorted, into merged */
 static void
 window_merge(Win *w)
 {
@@ -345,7 +126,7 @@ window_merge(Win *w)
 	while (i < nold || j < w->ndelta)
 	{
 		int			c = i >= nold ? 1 : j >= w->ndelta ? -1
-		: bytes_order(old[i].name, old[i].len, w->delta[j].name, w->delta[j].len);
+		: window_bytes_order(old[i].name, old[i].len, w->delta[j].name, w->delta[j].len);
 		WinTrack   *m = &w->merged[w->nmerged++];
 
 		if (c < 0)
@@ -362,17 +143,13 @@ window_merge(Win *w)
 /* The statements' parameters, one set per flush. */
 typedef struct WinOutput
 {
-	KpiArray	state[3];		/* start, size, tracks */
+	KpiArray	state[3];		/* start, size, part 0's tracks */
+	KpiArray	players[4];		/* start, size, part, its tracks */
+	KpiArray	compacted[3];	/* start, size, last part merged */
 	KpiArray	region_keys[3];	/* size, start, region: trending to replace */
 	KpiArray	trending[8];	/* size, start, region, rank, track, plays,
 								 * skips, likes */
 } WinOutput;
-
-static Datum
-bytes_text(const char *p, uint32 len)
-{
-	return PointerGetDatum(cstring_to_text_with_len(p, len));
-}
 
 /* The best top_n (track, region) entries of one region. */
 typedef struct WinTop
@@ -420,7 +197,7 @@ touched_regions(KpiDelta *d, Win *w, int *ntops)
 			if (!d->refresh && !r->touched)
 				continue;
 			for (k = 0; k < n; k++)
-				if (bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+				if (window_bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
 					break;
 			if (k < n)
 				continue;
@@ -458,7 +235,7 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 			if (r->plays == 0)
 				continue;
 			for (int k = 0; k < ntops; k++)
-				if (bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+				if (window_bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
 				{
 					top_offer(&tops[k], top_n, &w->merged[i], r);
 					break;
@@ -466,7 +243,7 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 		}
 	for (int k = 0; k < ntops; k++)
 	{
-		Datum		region = bytes_text(tops[k].region, tops[k].len);
+		Datum		region = window_bytes_text(tops[k].region, tops[k].len);
 
 		kpi_array_add(&out->region_keys[0], size);
 		kpi_array_add(&out->region_keys[1], start);
@@ -477,7 +254,7 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 			kpi_array_add(&out->trending[1], start);
 			kpi_array_add(&out->trending[2], region);
 			kpi_array_add(&out->trending[3], Int32GetDatum(rank + 1));
-			kpi_array_add(&out->trending[4], bytes_text(tops[k].tracks[rank]->name,
+			kpi_array_add(&out->trending[4], window_bytes_text(tops[k].tracks[rank]->name,
 														tops[k].tracks[rank]->len));
 			kpi_array_add(&out->trending[5], Int64GetDatum(tops[k].entries[rank]->plays));
 			kpi_array_add(&out->trending[6], Int64GetDatum(tops[k].entries[rank]->skips));
@@ -815,47 +592,131 @@ collect_windows(KpiDelta *d, int *nwins)
 	return wins;
 }
 
-/* Read the stored state rows of the windows, in one statement. */
+/* the windows' starts, sizes and ordinals, the parameters of a statement */
 static void
-load_windows(KpiDelta *d, Win *wins, int nw)
+window_key_args(KpiDelta *d, Win *wins, int nw, bool compacting, KpiArray *args)
 {
-	KpiArray	args[3];
-
 	kpi_array_init(&args[0], TIMESTAMPTZOID, nw);
 	kpi_array_init(&args[1], INTERVALOID, nw);
 	kpi_array_init(&args[2], INT4OID, nw);
 	for (int k = 0; k < nw; k++)
 	{
+		if (compacting && wins[k].nparts < WINDOW_PLAYERS_PARTS_MAX)
+			continue;
 		kpi_array_add(&args[0], TimestampTzGetDatum(wins[k].start));
 		kpi_array_add(&args[1], IntervalPGetDatum(&d->sizes[wins[k].size].size));
 		kpi_array_add(&args[2], Int32GetDatum(k));
 	}
-	kpi_run("SELECT k.i, w.tracks"
+}
+
+/*
+ * Read the windows' part 0 and how many players parts they have, in one
+ * statement (the players parts themselves stay on disk).
+ */
+static void
+load_windows(KpiDelta *d, Win *wins, int nw)
+{
+	KpiArray	args[3];
+
+	window_key_args(d, wins, nw, false, args);
+	kpi_run("SELECT k.i, w.tracks, p.n, p.last"
 			" FROM unnest($1, $2, $3) k(st, sz, i)"
-			" JOIN streamkpi.window_state w"
+			" LEFT JOIN streamkpi.window_state w"
 			" ON w.window_start OPERATOR(pg_catalog.=) k.st"
-			" AND w.window_size OPERATOR(pg_catalog.=) k.sz",
+			" AND w.window_size OPERATOR(pg_catalog.=) k.sz"
+			" AND w.part OPERATOR(pg_catalog.=) 0"
+			" CROSS JOIN LATERAL (SELECT pg_catalog.count(*)::int4 AS n,"
+			"   coalesce(pg_catalog.max(u.part), 0) AS last"
+			"  FROM streamkpi.window_state u"
+			" WHERE u.window_start OPERATOR(pg_catalog.=) k.st"
+			"   AND u.window_size OPERATOR(pg_catalog.=) k.sz"
+			"   AND u.part OPERATOR(pg_catalog.>) 0) p",
+			3, args, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Win		   *w = &wins[DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull))];
+		Datum		tracks = SPI_getbinval(tup, desc, 2, &isnull);
+
+		if (!isnull)
+		{
+			bytea	   *b = DatumGetByteaPP(tracks);
+
+			w->stored = (const uint8 *) VARDATA_ANY(b);
+			w->stored_len = VARSIZE_ANY_EXHDR(b);
+		}
+		w->nparts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		w->last_part = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+}
+
+/* Read the players parts of the windows that this round compacts. */
+static void
+load_players_parts(KpiDelta *d, Win *wins, int nw)
+{
+	KpiArray	args[3];
+
+	window_key_args(d, wins, nw, true, args);
+	if (args[0].n == 0)
+		return;
+	for (int k = 0; k < nw; k++)
+		if (wins[k].nparts >= WINDOW_PLAYERS_PARTS_MAX)
+		{
+			wins[k].parts = palloc(wins[k].nparts * sizeof(WinTrack *));
+			wins[k].nparts_tracks = palloc(wins[k].nparts * sizeof(int));
+		}
+	kpi_run("SELECT k.i, u.tracks"
+			" FROM unnest($1, $2, $3) k(st, sz, i)"
+			" JOIN streamkpi.window_state u"
+			" ON u.window_start OPERATOR(pg_catalog.=) k.st"
+			" AND u.window_size OPERATOR(pg_catalog.=) k.sz"
+			" AND u.part OPERATOR(pg_catalog.>) 0",
 			3, args, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		int			k = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
-													SPI_tuptable->tupdesc, 1, &isnull));
+		Win		   *w = &wins[DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+														  SPI_tuptable->tupdesc, 1, &isnull))];
 		bytea	   *b = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[r],
 													  SPI_tuptable->tupdesc, 2, &isnull));
 
-		wins[k].stored = (const uint8 *) VARDATA_ANY(b);
-		wins[k].stored_len = VARSIZE_ANY_EXHDR(b);
+		CHECK_FOR_INTERRUPTS();
+		if (w->nloaded >= w->nparts)
+			elog(ERROR, "more players parts of a window than counted");
+		w->parts[w->nloaded] = window_unpack((const uint8 *) VARDATA_ANY(b),
+											 VARSIZE_ANY_EXHDR(b),
+											 &w->nparts_tracks[w->nloaded]);
+		w->nloaded++;
 	}
 }
 
+/*
+ * Write part 0 of the windows, replace the players parts of the windows
+ * compacted, add the round's players parts, and replace the trending rows
+ * of the touched (window, region) keys.
+ */
 static void
 write_windows(WinOutput *out)
 {
-	kpi_run("INSERT INTO streamkpi.window_state AS s (window_start, window_size, tracks)"
-			" SELECT unnest($1), unnest($2), unnest($3)"
-			" ON CONFLICT (window_start, window_size) DO UPDATE SET tracks = excluded.tracks",
+	kpi_run("INSERT INTO streamkpi.window_state AS s (window_start, window_size, part, tracks)"
+			" SELECT unnest($1), unnest($2), 0, unnest($3)"
+			" ON CONFLICT (window_start, window_size, part)"
+			" DO UPDATE SET tracks = excluded.tracks",
 			3, out->state, SPI_OK_INSERT);
+	if (out->compacted[0].n > 0)
+		kpi_run("DELETE FROM streamkpi.window_state s"
+				" USING unnest($1, $2, $3) k(st, sz, last)"
+				" WHERE s.window_start OPERATOR(pg_catalog.=) k.st"
+				" AND s.window_size OPERATOR(pg_catalog.=) k.sz"
+				" AND s.part OPERATOR(pg_catalog.>) 0"
+				" AND s.part OPERATOR(pg_catalog.<=) k.last",
+				3, out->compacted, SPI_OK_DELETE);
+	if (out->players[0].n > 0)
+		kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
+				" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",
+				4, out->players, SPI_OK_INSERT);
 	if (out->region_keys[0].n > 0)
 		kpi_run("DELETE FROM streamkpi.trending t"
 				" USING unnest($1, $2, $3) k(sz, st, r)"
@@ -881,11 +742,60 @@ init_output(WinOutput *out, int nw)
 	kpi_array_init(&out->state[0], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->state[1], INTERVALOID, nw);
 	kpi_array_init(&out->state[2], BYTEAOID, nw);
+	kpi_array_init(&out->players[0], TIMESTAMPTZOID, nw);
+	kpi_array_init(&out->players[1], INTERVALOID, nw);
+	kpi_array_init(&out->players[2], INT4OID, nw);
+	kpi_array_init(&out->players[3], BYTEAOID, nw);
+	kpi_array_init(&out->compacted[0], TIMESTAMPTZOID, nw);
+	kpi_array_init(&out->compacted[1], INTERVALOID, nw);
+	kpi_array_init(&out->compacted[2], INT4OID, nw);
 	kpi_array_init(&out->region_keys[0], INTERVALOID, nw);
 	kpi_array_init(&out->region_keys[1], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->region_keys[2], TEXTOID, nw);
 	for (int i = 0; i < 8; i++)
 		kpi_array_init(&out->trending[i], trending_types[i], nw * 4);
+}
+
+/*
+ * The rows of window w: its part 0, and its players part: the round's
+ * players, or, when it compacts the window, those merged with all of its
+ * stored parts, which it replaces.  Returns the bytes packed.
+ */
+static Size
+window_output(KpiDelta *d, Win *w, WinOutput *out, int *ncompacted)
+{
+	Datum		start = TimestampTzGetDatum(w->start);
+	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
+	bytea	   *part0 = window_pack(w->merged, w->nmerged, false);
+	Size		bytes = VARSIZE(part0);
+
+	kpi_array_add(&out->state[0], start);
+	kpi_array_add(&out->state[1], size);
+	kpi_array_add(&out->state[2], PointerGetDatum(part0));
+	if (w->parts != NULL)
+	{
+		window_players_union(w->merged, w->nmerged, w->parts, w->nparts_tracks,
+							 w->nloaded);
+		kpi_array_add(&out->compacted[0], start);
+		kpi_array_add(&out->compacted[1], size);
+		kpi_array_add(&out->compacted[2], Int32GetDatum(w->last_part));
+		(*ncompacted)++;
+	}
+	if (window_count_players(w->merged, w->nmerged) > 0)
+	{
+		bytea	   *players = window_pack(w->merged, w->nmerged, true);
+
+		if (w->last_part == PG_INT32_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many players parts of a window in streamkpi.window_state")));
+		kpi_array_add(&out->players[0], start);
+		kpi_array_add(&out->players[1], size);
+		kpi_array_add(&out->players[2], Int32GetDatum(w->last_part + 1));
+		kpi_array_add(&out->players[3], PointerGetDatum(players));
+		bytes += VARSIZE(players);
+	}
+	return bytes;
 }
 
 /*
@@ -902,133 +812,27 @@ kpi_merge_windows(KpiDelta *d)
 	TimestampTz t1;
 	TimestampTz t2;
 	Size		bytes = 0;
+	int			ncompacted = 0;
 
 	if (kpi_table_count(d->windows) == 0)
 		return;
 	wins = collect_windows(d, &nw);
 	load_windows(d, wins, nw);
+	load_players_parts(d, wins, nw);
 	init_output(&out, nw);
 	t1 = GetCurrentTimestamp();
 	for (int k = 0; k < nw; k++)
 	{
 		Win		   *w = &wins[k];
-		bytea	   *packed;
 
 		window_merge(w);
-		packed = window_pack(w->merged, w->nmerged);
-		bytes += VARSIZE(packed);
-		kpi_array_add(&out.state[0], TimestampTzGetDatum(w->start));
-		kpi_array_add(&out.state[1], IntervalPGetDatum(&d->sizes[w->size].size));
-		kpi_array_add(&out.state[2], PointerGetDatum(packed));
+		bytes += window_output(d, w, &out, &ncompacted);
 		derive_trending(d, w, &out);
 	}
 	t2 = GetCurrentTimestamp();
 	write_windows(&out);
-	elog(DEBUG1, "KPI windows: %d windows (%zu bytes of state);"
+	elog(DEBUG1, "KPI windows: %d windows, %d compacted (%zu bytes written);"
 		 " read %.1f ms, merge %.1f ms, write %.1f ms",
-		 nw, bytes, (t1 - t0) / 1000.0,
+		 nw, ncompacted, bytes, (t1 - t0) / 1000.0,
 		 (t2 - t1) / 1000.0, (GetCurrentTimestamp() - t2) / 1000.0);
-}
-
-/* ---- SQL functions over one window_state row ---- */
-
-/*
- * The start of both SQL functions below: a materialized result set, and
- * the tracks of the window_state row in argument 0.
- */
-static WinTrack *
-window_srf_tracks(FunctionCallInfo fcinfo, int *n)
-{
-	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-
-	InitMaterializedSRF(fcinfo, 0);
-	return window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), n);
-}
-
-/* ---- streamkpi._window_state_entries(bytea) ---- */
-
-PG_FUNCTION_INFO_V1(streamkpi_window_state_entries);
-
-/*
- * The entries of a window_state row as rows (region, track_id, plays,
- * skips, likes, listen_ms, users), for streamkpi.window_track_state.
- */
-Datum
-streamkpi_window_state_entries(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			n;
-	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
-
-	for (int i = 0; i < n; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		for (int j = 0; j < ts[i].nregions; j++)
-		{
-			WinRegion  *r = &ts[i].regions[j];
-			Datum		values[7];
-			bool		nulls[7] = {0};
-
-			values[0] = bytes_text(r->name, r->len);
-			values[1] = bytes_text(ts[i].name, ts[i].len);
-			values[2] = Int64GetDatum(r->plays);
-			values[3] = Int64GetDatum(r->skips);
-			values[4] = Int64GetDatum(r->likes);
-			values[5] = Int64GetDatum(r->listen_ms);
-			if (ts[i].packed == NULL)
-				nulls[6] = true;
-			else
-				values[6] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
-	}
-	PG_RETURN_VOID();
-}
-
-/* ---- streamkpi._window_track_rows(bytea) ---- */
-
-PG_FUNCTION_INFO_V1(streamkpi_window_track_rows);
-
-/*
- * The tracks of a window_state row that were played, all regions together
- * (track_id, plays, listen_ms, users, sketch), for streamkpi.track_windows:
- * users is the count of distinct players while the sketch holds them
- * exactly (sketch NULL), else NULL and the sketch for hll_cardinality().
- */
-Datum
-streamkpi_window_track_rows(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			n;
-	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
-
-	for (int i = 0; i < n; i++)
-	{
-		Datum		values[5];
-		bool		nulls[5] = {0};
-		int64		plays = 0;
-		int64		listen_ms = 0;
-		int64		exact = 0;
-
-		CHECK_FOR_INTERRUPTS();
-		for (int j = 0; j < ts[i].nregions; j++)
-		{
-			plays += ts[i].regions[j].plays;
-			listen_ms += ts[i].regions[j].listen_ms;
-		}
-		if (plays <= 0)
-			continue;
-		if (ts[i].packed != NULL)
-			exact = sketch_hll_value_exact_count(ts[i].packed, ts[i].packed_len);
-		values[0] = bytes_text(ts[i].name, ts[i].len);
-		values[1] = Int64GetDatum(plays);
-		values[2] = Int64GetDatum(listen_ms);
-		values[3] = Int64GetDatum(exact);
-		nulls[3] = exact < 0;
-		nulls[4] = exact >= 0;
-		if (exact < 0)
-			values[4] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	PG_RETURN_VOID();
 }

@@ -151,24 +151,29 @@ CREATE TABLE streamkpi.daily_engagement_state (
 	PRIMARY KEY (day, dimension, value)
 ) WITH (fillfactor = 70);	-- counters updated in place (HOT)
 
--- Per window (a size of trending_windows and a start): one row whose
--- tracks value packs every (track, region) entry of the window: plays,
--- skips, likes, listen ms and the hll of the users who played it (format in
--- src/kpi_window.c).  One row per window keeps a round's writes proportional
--- to the windows it touches, not to its events.  streamkpi.window_track_state
--- shows the entries as rows.
+-- Per window (a size of trending_windows and a start): part 0 packs the
+-- counters of every (track, region) of the window (plays, skips, likes,
+-- listen ms), parts 1.. the hll of the users who played each track, as
+-- rounds added them; a track's players are the union over those parts.  A
+-- round rewrites part 0, adds a players part with the players it saw, and
+-- every WINDOW_PLAYERS_PARTS_MAX parts (src/kpi_window.c) merges them into
+-- one, so its writes follow its events, not all that its windows hold
+-- (format in src/kpi_window_state.c).
+-- streamkpi.window_track_state shows the entries as rows.
 CREATE TABLE streamkpi.window_state (
 	window_start timestamptz NOT NULL,
 	window_size	interval NOT NULL,
+	part		int NOT NULL DEFAULT 0,
 	tracks		bytea NOT NULL,
-	PRIMARY KEY (window_start, window_size)
-) WITH (fillfactor = 70);	-- rewritten per round (HOT)
--- Rewritten whole every round and mostly hashes (the sketches), which do
--- not compress: stored uncompressed.  lz4 saved 5-17% of the bytes for 5% of
--- a round's CPU (docs/benchmarks.md).
+	PRIMARY KEY (window_start, window_size, part),
+	CONSTRAINT window_state_part_check CHECK (part >= 0)
+) WITH (fillfactor = 70);	-- part 0 rewritten per round (HOT)
+-- Mostly hashes (the sketches), which do not compress: stored
+-- uncompressed.  lz4 saved 5-17% of the bytes for 5% of a round's CPU
+-- (docs/benchmarks.md).
 ALTER TABLE streamkpi.window_state ALTER COLUMN tracks SET STORAGE EXTERNAL;
 
-CREATE FUNCTION streamkpi._window_state_entries(tracks bytea,
+CREATE FUNCTION streamkpi._window_state_entries(tracks bytea, players bytea[],
 	OUT region text, OUT track_id text, OUT plays bigint, OUT skips bigint,
 	OUT likes bigint, OUT listen_ms bigint, OUT users bytea)
 	RETURNS SETOF record
@@ -181,7 +186,12 @@ CREATE VIEW streamkpi.window_track_state AS
 SELECT w.window_size, w.window_start, e.region, e.track_id, e.plays, e.skips,
 	   e.likes, e.listen_ms, e.users::hll AS users
   FROM streamkpi.window_state w
- CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks) e;
+ CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks,
+	   ARRAY(SELECT u.tracks FROM streamkpi.window_state u
+			  WHERE u.window_start OPERATOR(pg_catalog.=) w.window_start
+				AND u.window_size OPERATOR(pg_catalog.=) w.window_size
+				AND u.part OPERATOR(pg_catalog.>) 0)) e
+ WHERE w.part OPERATOR(pg_catalog.=) 0;
 
 COMMENT ON VIEW streamkpi.window_track_state IS
 	'the entries of streamkpi.window_state as rows, for inspection';
@@ -242,7 +252,7 @@ CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_siz
 -- cost), and refresh_kpis() and the worker show the same rows by
 -- construction.  Filters on window_start and window_size use
 -- window_state's primary key.
-CREATE FUNCTION streamkpi._window_track_rows(tracks bytea,
+CREATE FUNCTION streamkpi._window_track_rows(tracks bytea, players bytea[],
 	OUT track_id text, OUT plays bigint, OUT listen_ms bigint,
 	OUT users bigint, OUT sketch bytea)
 	RETURNS SETOF record
@@ -256,7 +266,12 @@ SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
 	   coalesce(t.users, pg_catalog.round(hll_cardinality(t.sketch::hll))::bigint) AS unique_users,
 	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
   FROM streamkpi.window_state w
- CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks) t;
+ CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks,
+	   ARRAY(SELECT u.tracks FROM streamkpi.window_state u
+			  WHERE u.window_start OPERATOR(pg_catalog.=) w.window_start
+				AND u.window_size OPERATOR(pg_catalog.=) w.window_size
+				AND u.part OPERATOR(pg_catalog.>) 0)) t
+ WHERE w.part OPERATOR(pg_catalog.=) 0;
 
 COMMENT ON VIEW streamkpi.track_windows IS
 	'per window and track with at least one play, all regions: plays, distinct players, average listen ms (from streamkpi.window_state)';
@@ -530,7 +545,7 @@ COMMENT ON FUNCTION streamkpi.refresh_kpis(date, date) IS
 REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], int[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_refresh_apply(date, date, timestamptz, timestamptz, pg_snapshot, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea, bytea[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.refresh_kpis(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
 

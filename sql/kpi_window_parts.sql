@@ -1,0 +1,133 @@
+-- Windows stored in parts (src/kpi_window_state.c): part 0 holds the
+-- counters, each round adds a players part with the players it saw, and a
+-- round that finds 16 players parts merges them into one.  Forty rounds
+-- play into the same windows: one track gains thousands of players (its
+-- sketch goes explicit, sparse, full), one 1,600 (explicit into
+-- sparse), the others the same few players each round.  After rounds 1,
+-- 17 (the first merge) and 40, every (window, track) must equal what raw
+-- listens give: plays and listen ms, and the players' sketch byte for byte
+-- with hll_add_agg(); no window may keep more than 16 players parts; and
+-- refresh_kpis() gives the same rows.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
+RESET client_min_messages;
+SET TimeZone = 'UTC';
+SET streamkpi.kpi_timezone = 'UTC';
+SET streamkpi.late_horizon = '7 days';
+
+-- no events, tracks, users or KPI rows: at the start, and left so at the end
+CREATE FUNCTION pg_temp.empty_kpis() RETURNS void LANGUAGE sql AS $$
+TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
+	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
+	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
+	streamkpi.window_state, streamkpi.daily_genre_kpis,
+	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
+	streamkpi.trending, streamkpi.daily_engagement, streamkpi.kpi_refreshed $$;
+SELECT pg_temp.empty_kpis();
+UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
+-- the worker's counters, put back at the end (other tests read them)
+CREATE TEMP TABLE counters AS SELECT rounds, events, late_events FROM streamkpi.kpi_state;
+
+INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
+SELECT 'w' || i, 'track ' || i, 'rock', 180000 FROM generate_series(1, 12) i;
+
+-- Round r's listens, all in the minute from 10:00 yesterday (UTC): w1 gets
+-- 150 new players, w2 40, the others the same three players again; every
+-- fifth listen of w3..w12 is a skip or a like; two regions.
+SELECT current_date - 1 AS day \gset
+CREATE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at,
+								   ms_played, action, region, device)
+	SELECT format('p%s-%s-%s', p_round, t, j),
+		   CASE t WHEN 1 THEN 'a' || (p_round * 150 + j)
+				  WHEN 2 THEN 'b' || (p_round * 40 + j)
+				  ELSE 'c' || (j % 3) END,
+		   'w' || t, p_day + interval '10 hours' + ((t * 7 + j) % 60) * interval '1 s',
+		   1000 * (1 + j % 5),
+		   CASE WHEN t > 2 AND j % 5 = 0 THEN (ARRAY['skip', 'like'])[1 + j % 2]
+				ELSE 'play' END,
+		   (ARRAY['eu', 'us'])[1 + j % 2], 'web'
+	  FROM generate_series(1, 12) t
+	 CROSS JOIN LATERAL generate_series(1, CASE t WHEN 1 THEN 150 WHEN 2 THEN 40 ELSE 6 END) j $$;
+
+-- rounds p_from..p_to, each its own transaction, applied in one of its own
+CREATE PROCEDURE pg_temp.rounds(p_from int, p_to int, p_day date) LANGUAGE plpgsql AS $$
+BEGIN
+	FOR r IN p_from .. p_to LOOP
+		PERFORM pg_temp.add_round(r, p_day);
+		COMMIT;
+		PERFORM streamkpi.kpi_apply_new();
+		COMMIT;
+	END LOOP;
+END $$;
+
+-- (window, track) rows of track_windows and the players' sketches that
+-- differ from raw listens; and the windows' players parts
+CREATE FUNCTION pg_temp.check_windows()
+	RETURNS TABLE (what text, expected bigint, mismatches bigint)
+	LANGUAGE sql AS $$
+	WITH x AS (
+		SELECT w.window_size, date_bin(w.window_size, l.listened_at, 'epoch') AS window_start,
+			   l.track_id, count(*) AS plays, sum(l.ms_played) AS ms,
+			   hll_add_agg(hll_hash_text(l.user_id), 14) AS users
+		  FROM streamkpi.listens l CROSS JOIN streamkpi.trending_windows w
+		 WHERE l.action = 'play'
+		 GROUP BY 1, 2, 3),
+	tw AS (
+		SELECT x.*, t.window_size IS NULL AS missing,
+			   t.total_listens IS DISTINCT FROM x.plays
+			   OR t.unique_users IS DISTINCT FROM round(hll_cardinality(x.users))::bigint
+			   OR t.avg_listen_ms IS DISTINCT FROM round(x.ms::numeric / x.plays, 3) AS differs
+		  FROM x LEFT JOIN streamkpi.track_windows t USING (window_size, window_start, track_id)),
+	sk AS (
+		SELECT DISTINCT window_size, window_start, track_id, users::text AS users
+		  FROM streamkpi.window_track_state WHERE users IS NOT NULL)
+	SELECT 'track_windows rows', count(*),
+		   count(*) FILTER (WHERE missing OR differs)
+			 + (SELECT count(*) FROM streamkpi.track_windows) - count(*)
+	  FROM tw
+	UNION ALL
+	SELECT 'players sketches', count(*),
+		   count(*) FILTER (WHERE sk.users IS DISTINCT FROM x.users::text)
+			 + (SELECT count(*) FROM sk) - count(*)
+	  FROM x LEFT JOIN sk USING (window_size, window_start, track_id)
+	UNION ALL
+	SELECT 'windows with more than 16 players parts',
+		   0, count(*) FILTER (WHERE n > 16)
+	  FROM (SELECT window_start, window_size, count(*) FILTER (WHERE part > 0) AS n
+			  FROM streamkpi.window_state GROUP BY 1, 2) p $$;
+
+CALL pg_temp.rounds(1, 1, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+-- round 17 finds 16 players parts and merges them with its own into one
+CALL pg_temp.rounds(2, 17, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+CALL pg_temp.rounds(18, 40, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+-- w1's players went explicit -> sparse -> full, w2's explicit -> sparse
+SELECT track_id, hll_type(users) AS type, round(hll_cardinality(users)) AS players
+  FROM (SELECT DISTINCT ON (track_id) track_id, users FROM streamkpi.window_track_state
+		 WHERE window_size = '1 minute' AND track_id IN ('w1', 'w2', 'w3')) s
+ ORDER BY 1;
+
+-- refresh_kpis() computes the same rows, in one players part per window
+CREATE TEMP TABLE before AS SELECT * FROM streamkpi.track_windows;
+SELECT streamkpi.refresh_kpis(:'day', :'day');
+SELECT (SELECT count(*) FROM before) AS rows,
+	   (SELECT count(*) FROM (TABLE before EXCEPT SELECT * FROM streamkpi.track_windows) a)
+	   + (SELECT count(*) FROM (SELECT * FROM streamkpi.track_windows EXCEPT TABLE before) b)
+		 AS differ;
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+
+SELECT pg_temp.empty_kpis();
+UPDATE streamkpi.kpi_state k
+   SET rounds = c.rounds, events = c.events, late_events = c.late_events
+  FROM counters c;

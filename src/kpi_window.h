@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpi_window.h
+ *	  The packed rows of streamkpi.window_state (kpi_window_state.c), shared
+ *	  by the window step of the KPI engine (kpi_window.c) and the SQL
+ *	  functions that show the state as rows.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAMKPI_KPI_WINDOW_H
+#define STREAMKPI_KPI_WINDOW_H
+
+#include "postgres.h"
+
+#include "sketch.h"
+
+/* A region's counters of a track in a window. */
+typedef struct WinRegion
+{
+	const char *name;
+	uint32		len;
+	int64		plays;
+	int64		skips;
+	int64		likes;
+	int64		listen_ms;
+	bool		touched;
+} WinRegion;
+
+/* A track of a window. */
+typedef struct WinTrack
+{
+	const char *name;
+	uint32		len;
+	const uint8 *packed;		/* its players' stored hll value, or NULL */
+	uint32		packed_len;
+	SketchHll  *users;			/* or a round's players, not yet packed */
+	WinRegion  *regions;		/* sorted by name */
+	int			nregions;
+	bool		touched;		/* the delta has it */
+} WinTrack;
+
+extern bytea *window_pack(const WinTrack *ts, int n, bool players);
+extern int	window_count_players(const WinTrack *ts, int n);
+extern WinTrack *window_unpack(const uint8 *p, uint32 len, int *n);
+extern Datum window_bytes_text(const char *p, uint32 len);
+extern int	window_bytes_order(const char *a, uint32 alen, const char *b, uint32 blen);
+extern void window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
+								 const int *nparts, int np);
+
+#endif							/* STREAMKPI_KPI_WINDOW_H */
