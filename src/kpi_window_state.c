@@ -291,96 +291,137 @@ players_add_value(SketchHll *acc, const uint8 *p, uint32 len)
 }
 
 /*
+ * The union of n stored players values and a round's players (extra, or
+ * NULL) as a stored value in *out, *len (NULL: none).  The largest value
+ * (a compacted part's, mostly) is merged into in place, the others, a
+ * round's few players each, are added to a state first.
+ */
+static void
+players_union(const uint8 *const *vals, const uint32 *lens, int n,
+			  SketchHll *extra, const uint8 **out, uint32 *len)
+{
+	int			largest = -1;
+	SketchHll  *acc = NULL;
+
+	for (int k = 0; k < n; k++)
+		if (largest < 0 || lens[k] > lens[largest])
+			largest = k;
+	for (int k = 0; k < n; k++)
+		if (k != largest)
+			acc = players_add_value(acc, vals[k], lens[k]);
+	if (extra != NULL)
+	{
+		if (acc == NULL)
+			acc = extra;
+		else
+			sketch_hll_merge(acc, extra);
+	}
+	*out = largest >= 0 ? vals[largest] : NULL;
+	*len = largest >= 0 ? lens[largest] : 0;
+	if (acc != NULL)
+	{
+		bytea	   *v = largest >= 0
+			? sketch_hll_merge_into(vals[largest], lens[largest], acc, NULL)
+			: sketch_hll_pack(acc);
+
+		*out = (const uint8 *) VARDATA(v);
+		*len = VARSIZE(v) - VARHDRSZ;
+	}
+}
+
+/*
+ * The players values of track t in the parts (each sorted by name), each
+ * cursor pos[p] moved past the names before t's: *n of them in vals,
+ * lens, which have room for np.
+ */
+static void
+track_values(const WinTrack *t, WinTrack *const *parts, const int *nparts,
+			 int np, int *pos, const uint8 **vals, uint32 *lens, int *n)
+{
+	*n = 0;
+	for (int p = 0; p < np; p++)
+	{
+		const WinTrack *s;
+
+		while (pos[p] < nparts[p] &&
+			   window_bytes_order(parts[p][pos[p]].name, parts[p][pos[p]].len,
+								  t->name, t->len) < 0)
+			pos[p]++;
+		if (pos[p] >= nparts[p])
+			continue;
+		s = &parts[p][pos[p]];
+		if (s->packed == NULL ||
+			window_bytes_order(s->name, s->len, t->name, t->len) != 0)
+			continue;
+		vals[*n] = s->packed;
+		lens[*n] = s->packed_len;
+		(*n)++;
+	}
+}
+
+/*
  * The players of each track of ts (sorted by name) over the players parts
  * (each sorted) and the track's own round players (users, or NULL):
- * packed set to their union, users to NULL.  A track's largest stored
- * value (a compacted part's, mostly) is merged into in place, the others,
- * a round's few players each, are added to a state first.
+ * packed set to their union, users to NULL.
  */
 void
 window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
 					 const int *nparts, int np)
 {
 	int		   *pos = palloc0(Max(np, 1) * sizeof(int));
+	const uint8 **vals = palloc(Max(np, 1) * sizeof(uint8 *));
+	uint32	   *lens = palloc(Max(np, 1) * sizeof(uint32));
 
 	for (int i = 0; i < n; i++)
 	{
-		WinTrack   *t = &ts[i];
-		const uint8 *base = NULL;
-		uint32		base_len = 0;
-		SketchHll  *acc = NULL;
+		int			nv;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int p = 0; p < np; p++)
-		{
-			const WinTrack *s;
-
-			while (pos[p] < nparts[p] &&
-				   window_bytes_order(parts[p][pos[p]].name, parts[p][pos[p]].len,
-									  t->name, t->len) < 0)
-				pos[p]++;
-			if (pos[p] >= nparts[p])
-				continue;
-			s = &parts[p][pos[p]];
-			if (s->packed == NULL ||
-				window_bytes_order(s->name, s->len, t->name, t->len) != 0)
-				continue;
-			if (base != NULL && s->packed_len <= base_len)
-				acc = players_add_value(acc, s->packed, s->packed_len);
-			else
-			{
-				if (base != NULL)
-					acc = players_add_value(acc, base, base_len);
-				base = s->packed;
-				base_len = s->packed_len;
-			}
-		}
-		if (t->users != NULL)
-		{
-			if (acc == NULL)
-				acc = t->users;
-			else
-				sketch_hll_merge(acc, t->users);
-		}
-		if (acc != NULL)
-		{
-			bytea	   *v = base != NULL
-				? sketch_hll_merge_into(base, base_len, acc, NULL)
-				: sketch_hll_pack(acc);
-
-			base = (const uint8 *) VARDATA(v);
-			base_len = VARSIZE(v) - VARHDRSZ;
-		}
-		t->packed = base;
-		t->packed_len = base_len;
-		t->users = NULL;
+		track_values(&ts[i], parts, nparts, np, pos, vals, lens, &nv);
+		players_union(vals, lens, nv, ts[i].users, &ts[i].packed, &ts[i].packed_len);
+		ts[i].users = NULL;
 	}
 	pfree(pos);
+	pfree(vals);
+	pfree(lens);
 }
 
 /* ---- SQL functions over the parts of a window ---- */
 
 /*
- * The start of both SQL functions below: a materialized result set, and
- * the tracks of a window, its part 0 (argument 0) with the players of its
- * players parts (argument 1, an array) merged in.
+ * A window as its SQL functions read it: part 0's tracks (argument 0),
+ * and per track its values in the players parts (argument 1, an array),
+ * as a bytea[] each: the union is left to streamkpi._window_players(),
+ * which views call only for the rows a query keeps.
  */
-static WinTrack *
-window_srf_tracks(FunctionCallInfo fcinfo, int *n)
+typedef struct WinRows
+{
+	WinTrack   *tracks;
+	int			ntracks;
+	Datum	   *players;		/* per track, a bytea[] */
+} WinRows;
+
+static WinRows
+window_srf_rows(FunctionCallInfo fcinfo)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	ArrayType  *players = PG_GETARG_ARRAYTYPE_P(1);
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
 	Datum	   *elems;
 	bool	   *nulls;
 	int			np;
 	int			k = 0;
 	WinTrack  **parts;
 	int		   *nparts;
-	WinTrack   *ts;
+	int		   *pos;
+	const uint8 **vals;
+	uint32	   *lens;
+	Datum	   *values;
+	WinRows		rows;
 
 	InitMaterializedSRF(fcinfo, 0);
-	ts = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), n);
-	deconstruct_array(players, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &np);
+	rows.tracks = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
+								&rows.ntracks);
+	deconstruct_array(arr, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &np);
 	parts = palloc(Max(np, 1) * sizeof(WinTrack *));
 	nparts = palloc(Max(np, 1) * sizeof(int));
 	for (int i = 0; i < np; i++)
@@ -394,8 +435,23 @@ window_srf_tracks(FunctionCallInfo fcinfo, int *n)
 								 &nparts[k]);
 		k++;
 	}
-	window_players_union(ts, *n, parts, nparts, k);
-	return ts;
+	pos = palloc0(Max(k, 1) * sizeof(int));
+	vals = palloc(Max(k, 1) * sizeof(uint8 *));
+	lens = palloc(Max(k, 1) * sizeof(uint32));
+	values = palloc(Max(k, 1) * sizeof(Datum));
+	rows.players = palloc(Max(rows.ntracks, 1) * sizeof(Datum));
+	for (int i = 0; i < rows.ntracks; i++)
+	{
+		int			nv;
+
+		CHECK_FOR_INTERRUPTS();
+		track_values(&rows.tracks[i], parts, nparts, k, pos, vals, lens, &nv);
+		for (int v = 0; v < nv; v++)
+			values[v] = PointerGetDatum(window_value(vals[v], lens[v]));
+		rows.players[i] = PointerGetDatum(construct_array(values, nv, BYTEAOID, -1,
+														  false, TYPALIGN_INT));
+	}
+	return rows;
 }
 
 /* ---- streamkpi._window_state_entries(bytea, bytea[]) ---- */
@@ -403,35 +459,33 @@ window_srf_tracks(FunctionCallInfo fcinfo, int *n)
 PG_FUNCTION_INFO_V1(streamkpi_window_state_entries);
 
 /*
- * The entries of a window as rows (region, track_id, plays,
- * skips, likes, listen_ms, users), for streamkpi.window_track_state.
+ * The entries of a window as rows (region, track_id, plays, skips, likes,
+ * listen_ms, the track's players values), for streamkpi.window_track_state.
  */
 Datum
 streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			n;
-	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
+	WinRows		rows = window_srf_rows(fcinfo);
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < rows.ntracks; i++)
 	{
+		WinTrack   *t = &rows.tracks[i];
+
 		CHECK_FOR_INTERRUPTS();
-		for (int j = 0; j < ts[i].nregions; j++)
+		for (int j = 0; j < t->nregions; j++)
 		{
-			WinRegion  *r = &ts[i].regions[j];
+			WinRegion  *r = &t->regions[j];
 			Datum		values[7];
 			bool		nulls[7] = {0};
 
 			values[0] = window_bytes_text(r->name, r->len);
-			values[1] = window_bytes_text(ts[i].name, ts[i].len);
+			values[1] = window_bytes_text(t->name, t->len);
 			values[2] = Int64GetDatum(r->plays);
 			values[3] = Int64GetDatum(r->skips);
 			values[4] = Int64GetDatum(r->likes);
 			values[5] = Int64GetDatum(r->listen_ms);
-			if (ts[i].packed == NULL)
-				nulls[6] = true;
-			else
-				values[6] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
+			values[6] = rows.players[i];
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
@@ -444,44 +498,105 @@ PG_FUNCTION_INFO_V1(streamkpi_window_track_rows);
 
 /*
  * The tracks of a window that were played, all regions together
- * (track_id, plays, listen_ms, users, sketch), for streamkpi.track_windows:
- * users is the count of distinct players while the sketch holds them
- * exactly (sketch NULL), else NULL and the sketch for hll_cardinality().
+ * (track_id, plays, listen_ms, its players values), for
+ * streamkpi.track_windows.
  */
 Datum
 streamkpi_window_track_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			n;
-	WinTrack   *ts = window_srf_tracks(fcinfo, &n);
+	WinRows		rows = window_srf_rows(fcinfo);
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < rows.ntracks; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {0};
+		WinTrack   *t = &rows.tracks[i];
+		Datum		values[4];
+		bool		nulls[4] = {0};
 		int64		plays = 0;
 		int64		listen_ms = 0;
-		int64		exact = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int j = 0; j < ts[i].nregions; j++)
+		for (int j = 0; j < t->nregions; j++)
 		{
-			plays += ts[i].regions[j].plays;
-			listen_ms += ts[i].regions[j].listen_ms;
+			plays += t->regions[j].plays;
+			listen_ms += t->regions[j].listen_ms;
 		}
 		if (plays <= 0)
 			continue;
-		if (ts[i].packed != NULL)
-			exact = sketch_hll_value_exact_count(ts[i].packed, ts[i].packed_len);
-		values[0] = window_bytes_text(ts[i].name, ts[i].len);
+		values[0] = window_bytes_text(t->name, t->len);
 		values[1] = Int64GetDatum(plays);
 		values[2] = Int64GetDatum(listen_ms);
-		values[3] = Int64GetDatum(exact);
-		nulls[3] = exact < 0;
-		nulls[4] = exact >= 0;
-		if (exact < 0)
-			values[4] = PointerGetDatum(window_value(ts[i].packed, ts[i].packed_len));
+		values[3] = rows.players[i];
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();
+}
+
+/* the union of the players values in argument 0, a bytea[]; NULL: none */
+static bool
+players_arg_union(FunctionCallInfo fcinfo, const uint8 **out, uint32 *len)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			k = 0;
+	const uint8 **vals;
+	uint32	   *lens;
+
+	deconstruct_array(arr, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	vals = palloc(Max(n, 1) * sizeof(uint8 *));
+	lens = palloc(Max(n, 1) * sizeof(uint32));
+	for (int i = 0; i < n; i++)
+	{
+		bytea	   *v;
+
+		if (nulls[i])
+			continue;
+		v = DatumGetByteaPP(elems[i]);
+		vals[k] = (const uint8 *) VARDATA_ANY(v);
+		lens[k] = VARSIZE_ANY_EXHDR(v);
+		k++;
+	}
+	players_union(vals, lens, k, NULL, out, len);
+	return *out != NULL;
+}
+
+/* ---- streamkpi._window_players(bytea[]) ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_players);
+
+/* a track's players in a window: the union of its values, an hll value */
+Datum
+streamkpi_window_players(PG_FUNCTION_ARGS)
+{
+	const uint8 *p;
+	uint32		len;
+
+	if (!players_arg_union(fcinfo, &p, &len))
+		PG_RETURN_NULL();
+	PG_RETURN_BYTEA_P(window_value(p, len));
+}
+
+/* ---- streamkpi._window_players_count(bytea[]) ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_players_count);
+
+/*
+ * How many distinct users played a track in a window: exact while the
+ * union holds them exactly, else round(hll_cardinality()) of it.
+ */
+Datum
+streamkpi_window_players_count(PG_FUNCTION_ARGS)
+{
+	const uint8 *p;
+	uint32		len;
+	int64		exact;
+
+	if (!players_arg_union(fcinfo, &p, &len))
+		PG_RETURN_INT64(0);
+	exact = sketch_hll_value_exact_count(p, len);
+	if (exact >= 0)
+		PG_RETURN_INT64(exact);
+	PG_RETURN_INT64(sketch_hll_cardinality(sketch_hll_unpack(CurrentMemoryContext, p, len)));
 }

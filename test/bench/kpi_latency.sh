@@ -106,15 +106,19 @@ SQL
 	DECLARE deadline timestamptz := clock_timestamp() + interval '$((s + 60)) seconds';
 	BEGIN
 		WHILE (SELECT count(*) FROM probe_seen) < $nprobes AND clock_timestamp() < deadline LOOP
+			-- each KPI relation read once per poll (materialized), not
+			-- once per probe: the poller must not take the CPU it measures
 			INSERT INTO probe_seen
+			WITH k AS MATERIALIZED (SELECT genre FROM streamkpi.daily_genre_kpis),
+				 w AS MATERIALIZED (SELECT track_id FROM streamkpi.track_windows
+									 WHERE window_size = '1 minute'),
+				 t AS MATERIALIZED (SELECT region, track_id FROM streamkpi.trending
+									 WHERE window_size = '1 minute')
 			SELECT p.n, clock_timestamp() FROM generate_series(1, $nprobes) p(n)
 			 WHERE NOT EXISTS (SELECT FROM probe_seen s WHERE s.n = p.n)
-			   AND EXISTS (SELECT FROM streamkpi.daily_genre_kpis k WHERE k.genre = 'probe-' || p.n)
-			   AND EXISTS (SELECT FROM streamkpi.track_windows w
-							WHERE w.track_id = 'p' || p.n AND w.window_size = '1 minute')
-			   AND EXISTS (SELECT FROM streamkpi.trending t
-							WHERE t.region = 'r' || p.n AND t.window_size = '1 minute'
-							  AND t.track_id = 'p' || p.n);
+			   AND 'probe-' || p.n IN (SELECT genre FROM k)
+			   AND 'p' || p.n IN (SELECT track_id FROM w)
+			   AND ('r' || p.n, 'p' || p.n) IN (SELECT region, track_id FROM t);
 			-- a write transaction open for the whole run would keep every
 			-- row version the KPI worker replaces from being pruned
 			COMMIT;

@@ -173,18 +173,31 @@ CREATE TABLE streamkpi.window_state (
 -- (docs/benchmarks.md).
 ALTER TABLE streamkpi.window_state ALTER COLUMN tracks SET STORAGE EXTERNAL;
 
+-- A window's entries from its part 0 (tracks) and its players parts (an
+-- array): per entry, its track's values in the players parts; the union of
+-- those is left to _window_players(), which a view calls only for the rows
+-- a query keeps.
 CREATE FUNCTION streamkpi._window_state_entries(tracks bytea, players bytea[],
 	OUT region text, OUT track_id text, OUT plays bigint, OUT skips bigint,
-	OUT likes bigint, OUT listen_ms bigint, OUT users bytea)
+	OUT likes bigint, OUT listen_ms bigint, OUT players bytea[])
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_window_state_entries'
 	LANGUAGE C STRICT IMMUTABLE;
 
--- The window state as one row per (window, region, track): users is NULL
--- when the track had no play in that window and region.
+-- A track's players in a window, the union of its values: an hll value
+-- (NULL: none), and how many distinct users that is (round(hll_cardinality())).
+CREATE FUNCTION streamkpi._window_players(players bytea[]) RETURNS bytea
+	AS 'MODULE_PATHNAME', 'streamkpi_window_players'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION streamkpi._window_players_count(players bytea[]) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'streamkpi_window_players_count'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+-- The window state as one row per (window, region, track): users, the
+-- track's players in the window (all regions), is NULL when it had none.
 CREATE VIEW streamkpi.window_track_state AS
 SELECT w.window_size, w.window_start, e.region, e.track_id, e.plays, e.skips,
-	   e.likes, e.listen_ms, e.users::hll AS users
+	   e.likes, e.listen_ms, streamkpi._window_players(e.players)::hll AS users
   FROM streamkpi.window_state w
  CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks,
 	   ARRAY(SELECT u.tracks FROM streamkpi.window_state u
@@ -254,7 +267,7 @@ CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_siz
 -- window_state's primary key.
 CREATE FUNCTION streamkpi._window_track_rows(tracks bytea, players bytea[],
 	OUT track_id text, OUT plays bigint, OUT listen_ms bigint,
-	OUT users bigint, OUT sketch bytea)
+	OUT players bytea[])
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_window_track_rows'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 200;
@@ -263,7 +276,7 @@ CREATE VIEW streamkpi.track_windows AS
 SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
 	   w.window_start OPERATOR(pg_catalog.+) w.window_size AS window_end,
 	   t.plays AS total_listens,
-	   coalesce(t.users, pg_catalog.round(hll_cardinality(t.sketch::hll))::bigint) AS unique_users,
+	   streamkpi._window_players_count(t.players) AS unique_users,
 	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
   FROM streamkpi.window_state w
  CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks,
