@@ -80,7 +80,7 @@ merge_regions(WinTrack *m, const WinTrack *old, const WinTrack *delta)
 	{
 		int			c = i >= old->nregions ? 1 : j >= delta->nregions ? -1
 		: window_bytes_order(old->regions[i].name, old->regions[i].len,
-					  delta->regions[j].name, delta->regions[j].len);
+							 delta->regions[j].name, delta->regions[j].len);
 		WinRegion  *r = &m->regions[m->nregions++];
 
 		if (c < 0)
@@ -126,7 +126,8 @@ window_merge(Win *w)
 	while (i < nold || j < w->ndelta)
 	{
 		int			c = i >= nold ? 1 : j >= w->ndelta ? -1
-		: window_bytes_order(old[i].name, old[i].len, w->delta[j].name, w->delta[j].len);
+		: window_bytes_order(old[i].name, old[i].len,
+							 w->delta[j].name, w->delta[j].len);
 		WinTrack   *m = &w->merged[w->nmerged++];
 
 		if (c < 0)
@@ -254,8 +255,9 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 			kpi_array_add(&out->trending[1], start);
 			kpi_array_add(&out->trending[2], region);
 			kpi_array_add(&out->trending[3], Int32GetDatum(rank + 1));
-			kpi_array_add(&out->trending[4], window_bytes_text(tops[k].tracks[rank]->name,
-														tops[k].tracks[rank]->len));
+			kpi_array_add(&out->trending[4],
+						  window_bytes_text(tops[k].tracks[rank]->name,
+											tops[k].tracks[rank]->len));
 			kpi_array_add(&out->trending[5], Int64GetDatum(tops[k].entries[rank]->plays));
 			kpi_array_add(&out->trending[6], Int64GetDatum(tops[k].entries[rank]->skips));
 			kpi_array_add(&out->trending[7], Int64GetDatum(tops[k].entries[rank]->likes));
