@@ -39,7 +39,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
-#include "kpi.h"
 #include "kpi_window.h"
 
 #define WINDOW_STATE_VERSION 1
