@@ -164,6 +164,18 @@ SELECT streamkpi.kpi_apply_new() AS applied;
 SELECT * FROM pg_temp.wrong(7);
 SELECT * FROM pg_temp.counted(7);
 
+-- ---- a write while the trigger function was replaced by one that does
+-- nothing, put back before the next round ----
+CREATE OR REPLACE FUNCTION streamkpi._kpi_dims_changed() RETURNS trigger
+	LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+UPDATE streamkpi.tracks SET genre = 'bebop' WHERE track_id = 't3';
+CREATE OR REPLACE FUNCTION streamkpi._kpi_dims_changed() RETURNS trigger
+	AS '$libdir/streamkpi', 'streamkpi_kpi_dims_changed' LANGUAGE C;
+SELECT pg_temp.add_events(11, 40, ARRAY['t2', 't3'], ARRAY['u3', 'u4']);
+SELECT streamkpi.kpi_apply_new() AS applied;
+SELECT * FROM pg_temp.wrong(11);
+SELECT * FROM pg_temp.counted(11);
+
 -- ---- TRUNCATE, then other users ----
 TRUNCATE streamkpi.users;
 INSERT INTO streamkpi.users (user_id, age, country, subscription)

@@ -490,6 +490,17 @@ dims_relcache_callback(Datum arg, Oid relid)
 		dims_cache.stale = true;
 }
 
+/*
+ * A function changed: perhaps our trigger function, replaced by one that
+ * does not tell the caches of writes.  dims_triggers_ok() sees only what
+ * is in place at a round, so writes made in between would go unseen.
+ */
+static void
+dims_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	dims_cache.stale = true;
+}
+
 /* Is foid our trigger function? */
 static bool
 dims_is_ours(Oid foid)
@@ -569,6 +580,7 @@ kpi_dims_cache_begin(KpiDims *dims)
 		c->cxt = AllocSetContextCreate(TopMemoryContext, "streamkpi KPI dims cache",
 									   ALLOCSET_DEFAULT_SIZES);
 		CacheRegisterRelcacheCallback(dims_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, dims_proc_callback, (Datum) 0);
 	}
 	/* cached by a scan for itself, or by one that failed */
 	if (c->in_use || !c->shared)
