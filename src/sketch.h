@@ -18,6 +18,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "port/pg_bswap.h"
+#include "utils/date.h"
 
 /* in sketch_hll.c */
 extern uint64 sketch_murmur3_64(const void *key, size_t len, uint32 seed);
@@ -56,6 +57,7 @@ typedef struct WindowClock
 
 extern void window_clock_init(WindowClock *c, const char *zone);
 extern Timestamp window_clock_local(WindowClock *c, TimestampTz ts);
+extern DateADT window_clock_day(WindowClock *c, TimestampTz ts);
 
 /*
  * in sketch_hll_format.c: postgresql-hll's storage format, version 1

@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 
+#include "sketch.h"
 #include "sparkify.h"
 
 /* the app_events columns read, by name */
@@ -44,70 +45,19 @@ static const char *const page_names[SPARKIFY_PAGES] = {
 };
 
 /*
- * Days in kpi_timezone.  Local time is UTC time plus an offset that changes
- * only at a zone's transitions, months apart: per UTC hour, when the offset
- * is the same at its first and last microsecond, it holds for the whole hour
- * and the day is plain arithmetic; otherwise (the hour of a transition) each
- * time goes through AT TIME ZONE itself.
+ * Days in kpi_timezone, on the wall clock the KPI engine uses
+ * (window_clock_local(): the zone's offset looked up once per stretch
+ * between its transitions), set up for each batch.
  */
-#define DAY_CACHE_HOURS 64
-
-typedef struct DayCacheEntry
-{
-	int64		hour;			/* UTC hour since 2000 */
-	int64		offset;			/* local minus UTC, microseconds */
-	bool		uniform;		/* the same offset all hour */
-} DayCacheEntry;
-
-static Datum day_timezone;		/* text, in the batch's memory */
-static DayCacheEntry day_cache[DAY_CACHE_HOURS];
-static int	day_cache_used;
-
-static Timestamp
-local_time(TimestampTz t)
-{
-	return DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, day_timezone,
-												 TimestampTzGetDatum(t)));
-}
-
-static int64
-floor_div(int64 a, int64 b)
-{
-	return a / b - ((a % b != 0 && (a < 0) != (b < 0)) ? 1 : 0);
-}
-
-static DayCacheEntry *
-day_cache_entry(int64 hour)
-{
-	DayCacheEntry *e;
-	TimestampTz start = hour * USECS_PER_HOUR;
-
-	for (int i = 0; i < day_cache_used; i++)
-		if (day_cache[i].hour == hour)
-			return &day_cache[i];
-	if (day_cache_used == DAY_CACHE_HOURS)
-		day_cache_used = 0;		/* start over: a batch spans a few hours */
-	e = &day_cache[day_cache_used++];
-	e->hour = hour;
-	e->offset = local_time(start) - start;
-	e->uniform = (local_time(start + USECS_PER_HOUR - 1) - (start + USECS_PER_HOUR - 1) == e->offset);
-	return e;
-}
+static WindowClock day_clock;
 
 /* (t AT TIME ZONE kpi_timezone)::date, as SQL computes it */
 DateADT
 sparkify_local_day(TimestampTz t)
 {
-	DayCacheEntry *e;
-
-	if (!TIMESTAMP_NOT_FINITE(t))
-	{
-		e = day_cache_entry(floor_div(t, USECS_PER_HOUR));
-		if (e->uniform)
-			return (DateADT) floor_div(t + e->offset, USECS_PER_DAY);
-	}
-	return DatumGetDateADT(DirectFunctionCall1(timestamp_date,
-											   TimestampGetDatum(local_time(t))));
+	if (TIMESTAMP_NOT_FINITE(t))
+		return DatumGetDateADT(DirectFunctionCall1(timestamp_date, TimestampGetDatum(t)));
+	return window_clock_day(&day_clock, t);
 }
 
 /* byte order of two texts */
@@ -252,8 +202,7 @@ sparkify_read_batch(SparkifyBatch *batch, Tuplestorestate *rows, TupleDesc desc,
 	int			capacity = 1024;
 
 	find_columns(desc, attnums);
-	day_timezone = CStringGetTextDatum(timezone);
-	day_cache_used = 0;
+	window_clock_init(&day_clock, timezone);
 	memset(batch, 0, sizeof(*batch));
 	batch->events = palloc(capacity * sizeof(SparkifyEvent));
 

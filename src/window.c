@@ -312,3 +312,15 @@ window_clock_local(WindowClock *c, TimestampTz ts)
 	c->offset = local - ts;
 	return local;
 }
+
+/* the calendar day of finite ts on the clock's wall: (ts AT TIME ZONE zone)::date */
+DateADT
+window_clock_day(WindowClock *c, TimestampTz ts)
+{
+	Timestamp	local = window_clock_local(c, ts);
+	int64		days = local / USECS_PER_DAY;
+
+	if (local % USECS_PER_DAY < 0)
+		days--;
+	return (DateADT) days;
+}
