@@ -51,9 +51,6 @@ typedef struct Win
 	uint32		stored_len;
 	int			nparts;			/* its players parts */
 	int32		last_part;		/* their highest number (0: none) */
-	WinTrack  **parts;			/* compacting: the parts unpacked */
-	int		   *nparts_tracks;	/* and the tracks of each */
-	int			nloaded;
 	WinTrack   *merged;			/* sorted by name */
 	int			nmerged;
 } Win;
@@ -596,15 +593,13 @@ collect_windows(KpiDelta *d, int *nwins)
 
 /* the windows' starts, sizes and ordinals, the parameters of a statement */
 static void
-window_key_args(KpiDelta *d, Win *wins, int nw, bool compacting, KpiArray *args)
+window_key_args(KpiDelta *d, Win *wins, int nw, KpiArray *args)
 {
 	kpi_array_init(&args[0], TIMESTAMPTZOID, nw);
 	kpi_array_init(&args[1], INTERVALOID, nw);
 	kpi_array_init(&args[2], INT4OID, nw);
 	for (int k = 0; k < nw; k++)
 	{
-		if (compacting && wins[k].nparts < WINDOW_PLAYERS_PARTS_MAX)
-			continue;
 		kpi_array_add(&args[0], TimestampTzGetDatum(wins[k].start));
 		kpi_array_add(&args[1], IntervalPGetDatum(&d->sizes[wins[k].size].size));
 		kpi_array_add(&args[2], Int32GetDatum(k));
@@ -620,7 +615,7 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 {
 	KpiArray	args[3];
 
-	window_key_args(d, wins, nw, false, args);
+	window_key_args(d, wins, nw, args);
 	kpi_run("SELECT k.i, w.tracks, p.n, p.last"
 			" FROM unnest($1, $2, $3) k(st, sz, i)"
 			" LEFT JOIN streamkpi.window_state w"
@@ -654,44 +649,55 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 	}
 }
 
-/* Read the players parts of the windows that this round compacts. */
-static void
-load_players_parts(KpiDelta *d, Win *wins, int nw)
+/*
+ * The players part that replaces all of window w's: its stored parts and
+ * the round's players merged into one.  The stored parts are read and
+ * merged in a context of their own, freed before the next window's: a
+ * round holds one window's parts at a time, however many it compacts.
+ */
+static bytea *
+compacted_players(KpiDelta *d, Win *w)
 {
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(outer, "streamkpi window compaction",
+											  ALLOCSET_DEFAULT_SIZES);
 	KpiArray	args[3];
+	WinTrack  **parts;
+	int		   *nparts;
+	int			np = 0;
+	bytea	   *packed;
 
-	window_key_args(d, wins, nw, true, args);
-	if (args[0].n == 0)
-		return;
-	for (int k = 0; k < nw; k++)
-		if (wins[k].nparts >= WINDOW_PLAYERS_PARTS_MAX)
-		{
-			wins[k].parts = palloc(wins[k].nparts * sizeof(WinTrack *));
-			wins[k].nparts_tracks = palloc(wins[k].nparts * sizeof(int));
-		}
-	kpi_run("SELECT k.i, u.tracks"
+	MemoryContextSwitchTo(cxt);
+	window_key_args(d, w, 1, args);
+	kpi_run("SELECT u.tracks"
 			" FROM unnest($1, $2, $3) k(st, sz, i)"
 			" JOIN streamkpi.window_state u"
 			" ON u.window_start OPERATOR(pg_catalog.=) k.st"
 			" AND u.window_size OPERATOR(pg_catalog.=) k.sz"
 			" AND u.part OPERATOR(pg_catalog.>) 0",
 			3, args, SPI_OK_SELECT);
+	parts = palloc(Max(SPI_processed, 1) * sizeof(WinTrack *));
+	nparts = palloc(Max(SPI_processed, 1) * sizeof(int));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		Win		   *w = &wins[DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
-														  SPI_tuptable->tupdesc, 1, &isnull))];
 		bytea	   *b = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[r],
-													  SPI_tuptable->tupdesc, 2, &isnull));
+													  SPI_tuptable->tupdesc, 1, &isnull));
 
 		CHECK_FOR_INTERRUPTS();
-		if (w->nloaded >= w->nparts)
-			elog(ERROR, "more players parts of a window than counted");
-		w->parts[w->nloaded] = window_unpack((const uint8 *) VARDATA_ANY(b),
-											 VARSIZE_ANY_EXHDR(b),
-											 &w->nparts_tracks[w->nloaded]);
-		w->nloaded++;
+		parts[np] = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
+								  &nparts[np]);
+		np++;
 	}
+	window_players_union(w->merged, w->nmerged, parts, nparts, np);
+	MemoryContextSwitchTo(outer);
+	packed = window_pack(w->merged, w->nmerged, true);
+	SPI_freetuptable(SPI_tuptable);
+	MemoryContextDelete(cxt);
+	/* the union pointed into the parts; the packed part has it now */
+	for (int i = 0; i < w->nmerged; i++)
+		w->merged[i].packed = NULL;
+	return packed;
 }
 
 /*
@@ -769,24 +775,24 @@ window_output(KpiDelta *d, Win *w, WinOutput *out, int *ncompacted)
 	Datum		start = TimestampTzGetDatum(w->start);
 	Datum		size = IntervalPGetDatum(&d->sizes[w->size].size);
 	bytea	   *part0 = window_pack(w->merged, w->nmerged, false);
+	bytea	   *players = NULL;
 	Size		bytes = VARSIZE(part0);
 
 	kpi_array_add(&out->state[0], start);
 	kpi_array_add(&out->state[1], size);
 	kpi_array_add(&out->state[2], PointerGetDatum(part0));
-	if (w->parts != NULL)
+	if (w->nparts >= WINDOW_PLAYERS_PARTS_MAX)
 	{
-		window_players_union(w->merged, w->nmerged, w->parts, w->nparts_tracks,
-							 w->nloaded);
+		players = compacted_players(d, w);
 		kpi_array_add(&out->compacted[0], start);
 		kpi_array_add(&out->compacted[1], size);
 		kpi_array_add(&out->compacted[2], Int32GetDatum(w->last_part));
 		(*ncompacted)++;
 	}
-	if (window_count_players(w->merged, w->nmerged) > 0)
+	else if (window_count_players(w->merged, w->nmerged) > 0)
+		players = window_pack(w->merged, w->nmerged, true);
+	if (players != NULL)
 	{
-		bytea	   *players = window_pack(w->merged, w->nmerged, true);
-
 		if (w->last_part == PG_INT32_MAX)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -820,7 +826,6 @@ kpi_merge_windows(KpiDelta *d)
 		return;
 	wins = collect_windows(d, &nw);
 	load_windows(d, wins, nw);
-	load_players_parts(d, wins, nw);
 	init_output(&out, nw);
 	t1 = GetCurrentTimestamp();
 	for (int k = 0; k < nw; k++)
