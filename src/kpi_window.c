@@ -143,7 +143,6 @@ typedef struct WinOutput
 {
 	KpiArray	state[3];		/* start, size, part 0's tracks */
 	KpiArray	players[4];		/* start, size, part, its tracks */
-	KpiArray	compacted[3];	/* start, size, last part merged */
 	KpiArray	region_keys[3];	/* size, start, region: trending to replace */
 	KpiArray	trending[8];	/* size, start, region, rank, track, plays,
 								 * skips, likes */
@@ -650,22 +649,25 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 }
 
 /*
- * The players part that replaces all of window w's: its stored parts and
- * the round's players merged into one.  The stored parts are read and
- * merged in a context of their own, freed before the next window's: a
- * round holds one window's parts at a time, however many it compacts.
+ * Compact window w: its stored players parts and the round's players
+ * merged into one part, which replaces them.  Each window is read, merged
+ * and written on its own, in a context freed before the next: a round
+ * holds one window's players at a time, however many windows it compacts
+ * (with events spread over an hour, all of them reach the limit in the
+ * same round).
  */
-static bytea *
-compacted_players(KpiDelta *d, Win *w)
+static Size
+compact_window(KpiDelta *d, Win *w)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(outer, "streamkpi window compaction",
 											  ALLOCSET_DEFAULT_SIZES);
-	KpiArray	args[3];
+	KpiArray	args[4];
 	WinTrack  **parts;
 	int		   *nparts;
 	int			np = 0;
 	bytea	   *packed;
+	Size		bytes;
 
 	MemoryContextSwitchTo(cxt);
 	window_key_args(d, w, 1, args);
@@ -690,20 +692,39 @@ compacted_players(KpiDelta *d, Win *w)
 		np++;
 	}
 	window_players_union(w->merged, w->nmerged, parts, nparts, np);
-	MemoryContextSwitchTo(outer);
 	packed = window_pack(w->merged, w->nmerged, true);
+	bytes = VARSIZE(packed);
 	SPI_freetuptable(SPI_tuptable);
+
+	/* the parts merged (1 .. last) give way to the one part last + 1 */
+	window_key_args(d, w, 1, args);
+	args[2].elems[0] = Int32GetDatum(w->last_part);
+	kpi_run("DELETE FROM streamkpi.window_state s"
+			" USING unnest($1, $2, $3) k(st, sz, last)"
+			" WHERE s.window_start OPERATOR(pg_catalog.=) k.st"
+			" AND s.window_size OPERATOR(pg_catalog.=) k.sz"
+			" AND s.part OPERATOR(pg_catalog.>) 0"
+			" AND s.part OPERATOR(pg_catalog.<=) k.last",
+			3, args, SPI_OK_DELETE);
+	args[2].elems[0] = Int32GetDatum(w->last_part + 1);
+	kpi_array_init(&args[3], BYTEAOID, 1);
+	kpi_array_add(&args[3], PointerGetDatum(packed));
+	kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
+			" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",
+			4, args, SPI_OK_INSERT);
+
+	MemoryContextSwitchTo(outer);
 	MemoryContextDelete(cxt);
-	/* the union pointed into the parts; the packed part has it now */
+	/* the union pointed into the parts, freed now */
 	for (int i = 0; i < w->nmerged; i++)
 		w->merged[i].packed = NULL;
-	return packed;
+	return bytes;
 }
 
 /*
- * Write part 0 of the windows, replace the players parts of the windows
- * compacted, add the round's players parts, and replace the trending rows
- * of the touched (window, region) keys.
+ * Write part 0 of the windows, add the round's players parts (of the
+ * windows not compacted), and replace the trending rows of the touched
+ * (window, region) keys.
  */
 static void
 write_windows(WinOutput *out)
@@ -713,14 +734,6 @@ write_windows(WinOutput *out)
 			" ON CONFLICT (window_start, window_size, part)"
 			" DO UPDATE SET tracks = excluded.tracks",
 			3, out->state, SPI_OK_INSERT);
-	if (out->compacted[0].n > 0)
-		kpi_run("DELETE FROM streamkpi.window_state s"
-				" USING unnest($1, $2, $3) k(st, sz, last)"
-				" WHERE s.window_start OPERATOR(pg_catalog.=) k.st"
-				" AND s.window_size OPERATOR(pg_catalog.=) k.sz"
-				" AND s.part OPERATOR(pg_catalog.>) 0"
-				" AND s.part OPERATOR(pg_catalog.<=) k.last",
-				3, out->compacted, SPI_OK_DELETE);
 	if (out->players[0].n > 0)
 		kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
 				" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",
@@ -754,9 +767,6 @@ init_output(WinOutput *out, int nw)
 	kpi_array_init(&out->players[1], INTERVALOID, nw);
 	kpi_array_init(&out->players[2], INT4OID, nw);
 	kpi_array_init(&out->players[3], BYTEAOID, nw);
-	kpi_array_init(&out->compacted[0], TIMESTAMPTZOID, nw);
-	kpi_array_init(&out->compacted[1], INTERVALOID, nw);
-	kpi_array_init(&out->compacted[2], INT4OID, nw);
 	kpi_array_init(&out->region_keys[0], INTERVALOID, nw);
 	kpi_array_init(&out->region_keys[1], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->region_keys[2], TEXTOID, nw);
@@ -783,13 +793,10 @@ window_output(KpiDelta *d, Win *w, WinOutput *out, int *ncompacted)
 	kpi_array_add(&out->state[2], PointerGetDatum(part0));
 	if (w->nparts >= WINDOW_PLAYERS_PARTS_MAX)
 	{
-		players = compacted_players(d, w);
-		kpi_array_add(&out->compacted[0], start);
-		kpi_array_add(&out->compacted[1], size);
-		kpi_array_add(&out->compacted[2], Int32GetDatum(w->last_part));
 		(*ncompacted)++;
+		return bytes + compact_window(d, w);
 	}
-	else if (window_count_players(w->merged, w->nmerged) > 0)
+	if (window_count_players(w->merged, w->nmerged) > 0)
 		players = window_pack(w->merged, w->nmerged, true);
 	if (players != NULL)
 	{

@@ -26,6 +26,10 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -383,6 +387,10 @@ StreamkpiKpiMain(Datum main_arg)
 		}
 		if (kpi_round() < 0)
 			break;
+#ifdef __GLIBC__
+		/* a round's deltas are freed at its end: give the pages back */
+		(void) malloc_trim(0);
+#endif
 		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
 		elapsed_ms = secs * 1000 + usecs / 1000;
 
