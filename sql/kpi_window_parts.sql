@@ -127,6 +127,25 @@ SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts
   FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
 
+-- a query that asks for no players never reads a players part: the planner
+-- drops the join to streamkpi._window_track_players
+CREATE FUNCTION pg_temp.reads_players(q text) RETURNS bool LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+	FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP
+		IF line LIKE '%_window_players_rows%' THEN
+			RETURN true;
+		END IF;
+	END LOOP;
+	RETURN false;
+END $$;
+SELECT q, pg_temp.reads_players(q)
+  FROM unnest(ARRAY['SELECT window_start, sum(total_listens) FROM streamkpi.track_windows GROUP BY 1',
+					'SELECT track_id, avg_listen_ms FROM streamkpi.track_windows WHERE window_size = ''1 minute''',
+					'SELECT region, plays FROM streamkpi.window_track_state',
+					'SELECT track_id, unique_users FROM streamkpi.track_windows',
+					'SELECT users FROM streamkpi.window_track_state']) q;
+
 SELECT pg_temp.empty_kpis();
 UPDATE streamkpi.kpi_state k
    SET rounds = c.rounds, events = c.events, late_events = c.late_events

@@ -20,8 +20,9 @@
  *	  busy minute slower and slower).
  *
  *	  streamkpi.track_windows is a view over these rows
- *	  (streamkpi._window_track_rows()): a round writes no row per (window,
- *	  track), and what the view shows is the state the round committed.
+ *	  (streamkpi._window_track_rows(), streamkpi._window_track_players): a
+ *	  round writes no row per (window, track), and what the view shows is
+ *	  the state the round committed.
  *	  streamkpi.window_track_state shows the entries as rows.
  *
  *-------------------------------------------------------------------------

@@ -388,95 +388,44 @@ window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
 /* ---- SQL functions over the parts of a window ---- */
 
 /*
- * A window as its SQL functions read it: part 0's tracks (argument 0),
- * and per track its values in the players parts (argument 1, an array),
- * as a bytea[] each: the union is left to streamkpi._window_players(),
- * which views call only for the rows a query keeps.
+ * A part of a window (argument 0) unpacked, for a set-returning function.
+ * Players are read by streamkpi._window_players_rows() on their own, so a
+ * query that does not ask for them never reads the players parts.
  */
-typedef struct WinRows
-{
-	WinTrack   *tracks;
-	int			ntracks;
-	Datum	   *players;		/* per track, a bytea[] */
-} WinRows;
-
-static WinRows
-window_srf_rows(FunctionCallInfo fcinfo)
+static WinTrack *
+window_srf_unpack(FunctionCallInfo fcinfo, int *ntracks)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			np;
-	int			k = 0;
-	WinTrack  **parts;
-	int		   *nparts;
-	int		   *pos;
-	const uint8 **vals;
-	uint32	   *lens;
-	Datum	   *values;
-	WinRows		rows;
 
 	InitMaterializedSRF(fcinfo, 0);
-	rows.tracks = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
-								&rows.ntracks);
-	deconstruct_array(arr, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &np);
-	parts = palloc(Max(np, 1) * sizeof(WinTrack *));
-	nparts = palloc(Max(np, 1) * sizeof(int));
-	for (int i = 0; i < np; i++)
-	{
-		bytea	   *u;
-
-		if (nulls[i])
-			continue;
-		u = DatumGetByteaPP(elems[i]);
-		parts[k] = window_unpack((const uint8 *) VARDATA_ANY(u), VARSIZE_ANY_EXHDR(u),
-								 &nparts[k]);
-		k++;
-	}
-	pos = palloc0(Max(k, 1) * sizeof(int));
-	vals = palloc(Max(k, 1) * sizeof(uint8 *));
-	lens = palloc(Max(k, 1) * sizeof(uint32));
-	values = palloc(Max(k, 1) * sizeof(Datum));
-	rows.players = palloc(Max(rows.ntracks, 1) * sizeof(Datum));
-	for (int i = 0; i < rows.ntracks; i++)
-	{
-		int			nv;
-
-		CHECK_FOR_INTERRUPTS();
-		track_values(&rows.tracks[i], parts, nparts, k, pos, vals, lens, &nv);
-		for (int v = 0; v < nv; v++)
-			values[v] = PointerGetDatum(window_value(vals[v], lens[v]));
-		rows.players[i] = PointerGetDatum(construct_array(values, nv, BYTEAOID, -1,
-														  false, TYPALIGN_INT));
-	}
-	return rows;
+	return window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), ntracks);
 }
 
-/* ---- streamkpi._window_state_entries(bytea, bytea[]) ---- */
+/* ---- streamkpi._window_state_entries(bytea) ---- */
 
 PG_FUNCTION_INFO_V1(streamkpi_window_state_entries);
 
 /*
- * The entries of a window as rows (region, track_id, plays, skips, likes,
- * listen_ms, the track's players values), for streamkpi.window_track_state.
+ * The counters of a window as rows (region, track_id, plays, skips, likes,
+ * listen_ms), for streamkpi.window_track_state.
  */
 Datum
 streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	WinRows		rows = window_srf_rows(fcinfo);
+	int			ntracks;
+	WinTrack   *tracks = window_srf_unpack(fcinfo, &ntracks);
 
-	for (int i = 0; i < rows.ntracks; i++)
+	for (int i = 0; i < ntracks; i++)
 	{
-		WinTrack   *t = &rows.tracks[i];
+		WinTrack   *t = &tracks[i];
 
 		CHECK_FOR_INTERRUPTS();
 		for (int j = 0; j < t->nregions; j++)
 		{
 			WinRegion  *r = &t->regions[j];
-			Datum		values[7];
-			bool		nulls[7] = {0};
+			Datum		values[6];
+			bool		nulls[6] = {0};
 
 			values[0] = window_bytes_text(r->name, r->len);
 			values[1] = window_bytes_text(t->name, t->len);
@@ -484,33 +433,32 @@ streamkpi_window_state_entries(PG_FUNCTION_ARGS)
 			values[3] = Int64GetDatum(r->skips);
 			values[4] = Int64GetDatum(r->likes);
 			values[5] = Int64GetDatum(r->listen_ms);
-			values[6] = rows.players[i];
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
 	PG_RETURN_VOID();
 }
 
-/* ---- streamkpi._window_track_rows(bytea, bytea[]) ---- */
+/* ---- streamkpi._window_track_rows(bytea) ---- */
 
 PG_FUNCTION_INFO_V1(streamkpi_window_track_rows);
 
 /*
  * The tracks of a window that were played, all regions together
- * (track_id, plays, listen_ms, its players values), for
- * streamkpi.track_windows.
+ * (track_id, plays, listen_ms), for streamkpi.track_windows.
  */
 Datum
 streamkpi_window_track_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	WinRows		rows = window_srf_rows(fcinfo);
+	int			ntracks;
+	WinTrack   *tracks = window_srf_unpack(fcinfo, &ntracks);
 
-	for (int i = 0; i < rows.ntracks; i++)
+	for (int i = 0; i < ntracks; i++)
 	{
-		WinTrack   *t = &rows.tracks[i];
-		Datum		values[4];
-		bool		nulls[4] = {0};
+		WinTrack   *t = &tracks[i];
+		Datum		values[3];
+		bool		nulls[3] = {0};
 		int64		plays = 0;
 		int64		listen_ms = 0;
 
@@ -525,7 +473,34 @@ streamkpi_window_track_rows(PG_FUNCTION_ARGS)
 		values[0] = window_bytes_text(t->name, t->len);
 		values[1] = Int64GetDatum(plays);
 		values[2] = Int64GetDatum(listen_ms);
-		values[3] = rows.players[i];
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}
+
+/* ---- streamkpi._window_players_rows(bytea) ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_players_rows);
+
+/* The tracks of a players part with their value (track_id, players). */
+Datum
+streamkpi_window_players_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			ntracks;
+	WinTrack   *tracks = window_srf_unpack(fcinfo, &ntracks);
+
+	for (int i = 0; i < ntracks; i++)
+	{
+		WinTrack   *t = &tracks[i];
+		Datum		values[2];
+		bool		nulls[2] = {0};
+
+		CHECK_FOR_INTERRUPTS();
+		if (t->packed == NULL)
+			continue;
+		values[0] = window_bytes_text(t->name, t->len);
+		values[1] = PointerGetDatum(window_value(t->packed, t->packed_len));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

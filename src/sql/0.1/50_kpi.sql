@@ -173,16 +173,20 @@ CREATE TABLE streamkpi.window_state (
 -- (docs/benchmarks.md).
 ALTER TABLE streamkpi.window_state ALTER COLUMN tracks SET STORAGE EXTERNAL;
 
--- A window's entries from its part 0 (tracks) and its players parts (an
--- array): per entry, its track's values in the players parts; the union of
--- those is left to _window_players(), which a view calls only for the rows
--- a query keeps.
-CREATE FUNCTION streamkpi._window_state_entries(tracks bytea, players bytea[],
+-- A window's counters from its part 0, one row per (region, track).
+CREATE FUNCTION streamkpi._window_state_entries(tracks bytea,
 	OUT region text, OUT track_id text, OUT plays bigint, OUT skips bigint,
-	OUT likes bigint, OUT listen_ms bigint, OUT players bytea[])
+	OUT likes bigint, OUT listen_ms bigint)
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_window_state_entries'
 	LANGUAGE C STRICT IMMUTABLE;
+
+-- The tracks of one players part with their value.
+CREATE FUNCTION streamkpi._window_players_rows(players bytea,
+	OUT track_id text, OUT players bytea)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'streamkpi_window_players_rows'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 200;
 
 -- A track's players in a window, the union of its values: an hll value
 -- (NULL: none), and how many distinct users that is (round(hll_cardinality())).
@@ -193,17 +197,29 @@ CREATE FUNCTION streamkpi._window_players_count(players bytea[]) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'streamkpi_window_players_count'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 
+-- Per (window, track), its values in the players parts.  The views below
+-- LEFT JOIN it on its whole key, so the planner drops the join (and never
+-- reads a players part) when a query asks for no players column: a poll
+-- of which tracks are in a window reads part 0 only.
+CREATE VIEW streamkpi._window_track_players AS
+SELECT u.window_start, u.window_size, p.track_id COLLATE "C" AS track_id,
+	   pg_catalog.array_agg(p.players) AS players
+  FROM streamkpi.window_state u
+ CROSS JOIN LATERAL streamkpi._window_players_rows(u.tracks) p
+ WHERE u.part OPERATOR(pg_catalog.>) 0
+ GROUP BY u.window_start, u.window_size, p.track_id COLLATE "C";
+
 -- The window state as one row per (window, region, track): users, the
 -- track's players in the window (all regions), is NULL when it had none.
 CREATE VIEW streamkpi.window_track_state AS
 SELECT w.window_size, w.window_start, e.region, e.track_id, e.plays, e.skips,
-	   e.likes, e.listen_ms, streamkpi._window_players(e.players)::hll AS users
+	   e.likes, e.listen_ms, streamkpi._window_players(p.players)::hll AS users
   FROM streamkpi.window_state w
- CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks,
-	   ARRAY(SELECT u.tracks FROM streamkpi.window_state u
-			  WHERE u.window_start OPERATOR(pg_catalog.=) w.window_start
-				AND u.window_size OPERATOR(pg_catalog.=) w.window_size
-				AND u.part OPERATOR(pg_catalog.>) 0)) e
+ CROSS JOIN LATERAL streamkpi._window_state_entries(w.tracks) e
+  LEFT JOIN streamkpi._window_track_players p
+	ON p.window_start OPERATOR(pg_catalog.=) w.window_start
+   AND p.window_size OPERATOR(pg_catalog.=) w.window_size
+   AND p.track_id OPERATOR(pg_catalog.=) e.track_id COLLATE "C"
  WHERE w.part OPERATOR(pg_catalog.=) 0;
 
 COMMENT ON VIEW streamkpi.window_track_state IS
@@ -265,9 +281,8 @@ CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_siz
 -- cost), and refresh_kpis() and the worker show the same rows by
 -- construction.  Filters on window_start and window_size use
 -- window_state's primary key.
-CREATE FUNCTION streamkpi._window_track_rows(tracks bytea, players bytea[],
-	OUT track_id text, OUT plays bigint, OUT listen_ms bigint,
-	OUT players bytea[])
+CREATE FUNCTION streamkpi._window_track_rows(tracks bytea,
+	OUT track_id text, OUT plays bigint, OUT listen_ms bigint)
 	RETURNS SETOF record
 	AS 'MODULE_PATHNAME', 'streamkpi_window_track_rows'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE ROWS 200;
@@ -276,14 +291,14 @@ CREATE VIEW streamkpi.track_windows AS
 SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
 	   w.window_start OPERATOR(pg_catalog.+) w.window_size AS window_end,
 	   t.plays AS total_listens,
-	   streamkpi._window_players_count(t.players) AS unique_users,
+	   COALESCE(streamkpi._window_players_count(p.players), 0) AS unique_users,
 	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
   FROM streamkpi.window_state w
- CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks,
-	   ARRAY(SELECT u.tracks FROM streamkpi.window_state u
-			  WHERE u.window_start OPERATOR(pg_catalog.=) w.window_start
-				AND u.window_size OPERATOR(pg_catalog.=) w.window_size
-				AND u.part OPERATOR(pg_catalog.>) 0)) t
+ CROSS JOIN LATERAL streamkpi._window_track_rows(w.tracks) t
+  LEFT JOIN streamkpi._window_track_players p
+	ON p.window_start OPERATOR(pg_catalog.=) w.window_start
+   AND p.window_size OPERATOR(pg_catalog.=) w.window_size
+   AND p.track_id OPERATOR(pg_catalog.=) t.track_id COLLATE "C"
  WHERE w.part OPERATOR(pg_catalog.=) 0;
 
 COMMENT ON VIEW streamkpi.track_windows IS
@@ -558,7 +573,7 @@ COMMENT ON FUNCTION streamkpi.refresh_kpis(date, date) IS
 REVOKE ALL ON FUNCTION streamkpi._kpi_derive_days(date[], text[], bigint[], date[], text[], int[], text[], bigint[], date[], text[], text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_check_timezone(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi._kpi_refresh_apply(date, date, timestamptz, timestamptz, pg_snapshot, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea, bytea[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamkpi._window_state_entries(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION streamkpi.refresh_kpis(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamkpi.refresh_kpis(date, date) TO streamkpi_admin;
 
