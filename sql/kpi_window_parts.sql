@@ -1,13 +1,14 @@
 -- Windows stored in parts (src/kpi_window_state.c): part 0 holds the
 -- counters, each round adds a players part with the players it saw, and a
--- round that finds 16 players parts merges them into one.  Forty rounds
--- play into the same windows: one track gains thousands of players (its
--- sketch goes explicit, sparse, full), one 1,600 (explicit into
--- sparse), the others the same few players each round.  After rounds 1,
--- 17 (the first merge) and 40, every (window, track) must equal what raw
--- listens give: plays and listen ms, and the players' sketch byte for byte
--- with hll_add_agg(); no window may keep more than 16 players parts; and
--- refresh_kpis() gives the same rows.
+-- round that finds 16 players parts merges them into one (one window per
+-- round may merge from 14 parts, so the three windows merge in rounds 15,
+-- 16 and 17).  Forty rounds play into the same windows: one track gains
+-- thousands of players (its sketch goes explicit, sparse, full), one 1,600
+-- (explicit into sparse), the others the same few players each round.
+-- After rounds 1, 17 (all windows merged once) and 40, every (window,
+-- track) must equal what raw listens give: plays and listen ms, and the
+-- players' sketch byte for byte with hll_add_agg(); no window may keep
+-- more than 16 players parts; and refresh_kpis() gives the same rows.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
 RESET client_min_messages;
@@ -101,7 +102,9 @@ CALL pg_temp.rounds(1, 1, :'day');
 SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
   FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
--- round 17 finds 16 players parts and merges them with its own into one
+-- rounds 15, 16 and 17 merge one window each: the 1-minute window from 14
+-- parts (the round's first), the 5-minute one from 15, the 10-minute one
+-- from 16 (the limit), each with its own round's players into one part
 CALL pg_temp.rounds(2, 17, :'day');
 SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part

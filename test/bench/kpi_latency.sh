@@ -10,7 +10,8 @@
 # window's track_windows row and its trending row (rank 1 of its region)
 # are all there; latency = that moment - the probe's Kafka timestamp.  It
 # polls every 20 ms, or less often when a poll costs over 2 ms, so that it
-# takes at most a tenth of a core; the mean period is printed.  Prints the KPI worker's events per CPU-second, and last
+# takes at most a tenth of a core; the mean period is printed.  Prints the
+# KPI worker's events per CPU-second, and last
 #   p50_ms=X p99_ms=Y max_ms=Z at R events/s
 # BENCH_FIND_MAX=1 instead searches the highest steady rate with p99 < 2 s
 # (doubling from 25,000 events/s, then bisecting) and prints it last.
