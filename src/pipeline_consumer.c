@@ -230,6 +230,14 @@ pipeline_consumer_create(const char *pipeline, const char *topic, List *props,
 	if (!ensure_capacity(c, 63))
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 
+	/*
+	 * At high rates, fetches of at least 256 kB (or fetch.wait.max.ms
+	 * below): otherwise the broker answers each fetch with the few
+	 * messages that arrived since the last one, fetch after fetch, on
+	 * the cores the pipelines share with it.  A server option may set
+	 * another value.
+	 */
+	conf_set(conf, "fetch.min.bytes", "262144", false);
 	foreach(lc, props)
 	{
 		KafkaProperty *p = lfirst(lc);
