@@ -99,12 +99,18 @@ kpi_load_sizes(KpiDelta *d)
 	}
 }
 
-/* The ranges refresh_kpis() counted since the last round. */
+/*
+ * The ranges refresh_kpis() counted since the last round.  Not read-only:
+ * a snapshot of its own, taken after _kpi_round_begin() got the KPI lock.
+ * The snapshot of the statement that runs the round is older; a refresh
+ * that committed while the round waited for the lock is not in it, and its
+ * events would be counted twice.
+ */
 static void
 kpi_load_refreshed(KpiDelta *d)
 {
 	if (SPI_execute("SELECT from_day, to_day, lo, hi, snapshot::text"
-					" FROM streamkpi.kpi_refreshed", true, 0) != SPI_OK_SELECT)
+					" FROM streamkpi.kpi_refreshed", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read streamkpi.kpi_refreshed");
 	d->nrefreshed = (int) SPI_processed;
 	d->refreshed = palloc0((d->nrefreshed + 1) * sizeof(KpiRefreshed));
