@@ -196,6 +196,8 @@ kpi_worker_ensure_running(void)
 
 static bool kpi_clean_exit = false;
 
+bool		kpi_in_worker = false;
+
 /* On any exit: free the slot and set the launcher's backoff. */
 static void
 kpi_detach(int code, Datum arg)
@@ -354,6 +356,7 @@ StreamkpiKpiMain(Datum main_arg)
 	TimestampTz partitions_checked_at = 0;
 
 	streamkpi_worker_connect(NULL, dboid, "streamkpi kpi");
+	kpi_in_worker = true;
 
 	if (!kpi_attach())
 	{

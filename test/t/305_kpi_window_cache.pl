@@ -1,0 +1,81 @@
+# The KPI worker's cache of window part 0 (src/kpi_window.c): a round takes
+# the counters of a window it wrote in its last round from memory, but only
+# while the stored row is still the version it wrote.  Here refresh_kpis()
+# rewrites a window between two rounds with listens the worker never saw
+# (committed with the refresh, so the worker skips them): a round that
+# trusted its cache would drop them from the window.  Every round's window
+# counters must equal an independent count over the raw listens, and every
+# KPI table must equal refresh_kpis().
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use StreamKPI::KPI;
+use StreamKPI::Node;
+
+my $node = StreamKPI::Node->new_node('wcache', timezone => "'UTC'",
+	'streamkpi.kpi_naptime' => "'20ms'", log_min_messages => 'debug1');
+sub sq { return $node->safe_psql('postgres', $_[0]); }
+
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}),
+	'the KPI worker runs');
+my $pid = sq(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'});
+sq(q{SELECT streamkpi.ensure_listens_partitions(now() - interval '1 day', now() + interval '1 day')});
+
+# all listens in one minute ten minutes ago: one window of each size
+my $minute = sq(q{SELECT date_trunc('minute', now() - interval '10 minutes')});
+my $n = 0;
+sub insert_sql
+{
+	my ($count) = @_;
+	my $first = $n + 1;
+	$n += $count;
+	return qq{INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
+		SELECT 'e' || i, 'u' || (i % 7), 't' || (i % 5), '$minute'::timestamptz + interval '1 ms' * i,
+			   1000, 'play'
+		  FROM generate_series($first, $n) i};
+}
+
+# the 1-minute window's plays per track in track_windows, and counted
+# from listens
+my $shown = q{SELECT string_agg(track_id || ':' || total_listens, ' ' ORDER BY track_id)
+	FROM streamkpi.track_windows WHERE window_size = '1 minute'};
+my $counted = q{SELECT string_agg(track_id || ':' || c, ' ' ORDER BY track_id)
+	FROM (SELECT track_id, count(*) c FROM streamkpi.listens GROUP BY 1) x};
+
+sub applied { return StreamKPI::KPI::wait_applied($node, $n); }
+
+sq(insert_sql(300));
+ok(applied(), 'the first listens applied');
+is(sq($shown), sq($counted), 'the window holds them');
+
+# listens that refresh_kpis() counts before the worker sees them: the
+# session holds the KPI lock, so no round starts between their commit and
+# the refresh, which rewrites the window with them; the worker skips them
+sq(q{SELECT pg_advisory_lock(streamkpi.kpi_lock_key());
+	} . insert_sql(200) . q{;
+	SELECT streamkpi.refresh_kpis(current_date - 1, current_date);
+	SELECT pg_advisory_unlock(streamkpi.kpi_lock_key());});
+is(sq($shown), sq($counted), 'refresh_kpis() rewrote the window with them');
+
+# the worker's next round adds to the window it wrote before the refresh
+sq(insert_sql(100));
+ok(applied(), 'the next listens applied');
+is(sq($shown), sq($counted),
+	'the window holds every listen: the round read the refreshed row, not its cache');
+is(sq(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}), $pid,
+	'one KPI worker did all rounds (its cache lived throughout)');
+
+# and the rounds after that, from the cache again
+for my $k (1 .. 3)
+{
+	sq(insert_sql(50));
+	ok(applied(), "round $k applied");
+}
+is(sq($shown), sq($counted), 'rounds that take the window from the cache count every listen');
+StreamKPI::KPI::check_all($node, 'at the end');
+
+done_testing();
