@@ -375,6 +375,7 @@ extern void KpiShmemInit(void);
 extern pid_t kpi_worker_pid(TimestampTz *started_at);
 extern void kpi_worker_ensure_running(void);
 extern void kpi_worker_wake(void);
+extern void kpi_worker_release_memory(void);
 extern bool kpi_in_worker;		/* this process is the KPI worker */
 
 #endif							/* STREAMKPI_KPI_H */

@@ -45,6 +45,7 @@ kpi_flush(KpiDelta *d)
 	TimestampTz t0 = GetCurrentTimestamp();
 	TimestampTz t1;
 	int			nestlevel;
+	Size		bytes;
 
 	if (kpi_delta_empty(d))
 		return;
@@ -71,9 +72,13 @@ kpi_flush(KpiDelta *d)
 	kpi_merge_windows(d);
 	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
+	bytes = kpi_delta_memory(d);
 	elog(DEBUG1, "KPI flush: %zu bytes of deltas, days %.1f ms, windows %.1f ms",
-		 kpi_delta_memory(d), (t1 - t0) / 1000.0, (GetCurrentTimestamp() - t1) / 1000.0);
+		 bytes, (t1 - t0) / 1000.0, (GetCurrentTimestamp() - t1) / 1000.0);
 	kpi_delta_reset(d);
+	/* a full delta (a catch-up) freed tens of MB: give them back now */
+	if (bytes > KPI_FLUSH_BYTES)
+		kpi_worker_release_memory();
 }
 
 /* The window sizes of streamkpi.trending_windows. */
