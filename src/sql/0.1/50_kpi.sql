@@ -415,11 +415,11 @@ DECLARE
 BEGIN
 	IF cardinality(p_dg_day) > 0 THEN
 		-- listens and listening time of a genre are its plays in the
-		-- ('genre', genre) engagement state
-		DELETE FROM streamkpi.daily_genre_kpis s
-		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
-		INSERT INTO streamkpi.daily_genre_kpis
+		-- ('genre', genre) engagement state.  A touched key keeps its row
+		-- and has it updated: deleted and inserted each round, rows left
+		-- index entries of dead versions that every later round's bitmap
+		-- scans visited until a vacuum.
+		INSERT INTO streamkpi.daily_genre_kpis AS k
 			(day, genre, listen_count, unique_listeners, total_listen_ms,
 			 avg_listen_ms_per_user, updated_at)
 		SELECT e.day, e.value, e.plays, u.n, e.listen_ms,
@@ -431,7 +431,13 @@ BEGIN
 					ON g.day = t.day AND g.genre = t.genre
 				 WHERE g.day = ANY (td)) u
 		  JOIN streamkpi.daily_engagement_state e
-			ON e.day = u.day AND e.dimension = 'genre' AND e.value = u.genre;
+			ON e.day = u.day AND e.dimension = 'genre' AND e.value = u.genre
+		ON CONFLICT (day, genre) DO UPDATE
+		   SET listen_count = excluded.listen_count,
+			   unique_listeners = excluded.unique_listeners,
+			   total_listen_ms = excluded.total_listen_ms,
+			   avg_listen_ms_per_user = excluded.avg_listen_ms_per_user,
+			   updated_at = excluded.updated_at;
 
 		DELETE FROM streamkpi.daily_genre_top_tracks s
 		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
@@ -455,11 +461,7 @@ BEGIN
 	END IF;
 
 	IF cardinality(p_en_day) > 0 THEN
-		DELETE FROM streamkpi.daily_engagement s
-		 USING unnest(p_en_day, p_en_dim, p_en_val) t(day, dimension, value)
-		 WHERE s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
-		   AND s.day = ANY (p_en_day);
-		INSERT INTO streamkpi.daily_engagement
+		INSERT INTO streamkpi.daily_engagement AS k
 			(day, dimension, value, streams, skips, likes, unique_users,
 			 skip_rate, like_rate, completion_rate, avg_listen_ms)
 		SELECT s.day, s.dimension, s.value, s.plays, s.skips, s.likes,
@@ -471,7 +473,13 @@ BEGIN
 		  FROM streamkpi.daily_engagement_state s
 		  JOIN unnest(p_en_day, p_en_dim, p_en_val, p_en_users) t(day, dimension, value, n)
 			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
-		 WHERE s.day = ANY (p_en_day);
+		 WHERE s.day = ANY (p_en_day)
+		ON CONFLICT (day, dimension, value) DO UPDATE
+		   SET streams = excluded.streams, skips = excluded.skips,
+			   likes = excluded.likes, unique_users = excluded.unique_users,
+			   skip_rate = excluded.skip_rate, like_rate = excluded.like_rate,
+			   completion_rate = excluded.completion_rate,
+			   avg_listen_ms = excluded.avg_listen_ms;
 	END IF;
 END
 $fn$
