@@ -180,7 +180,8 @@ typedef struct WinOutput
 	KpiArray	state[3];		/* start, size, part 0's tracks */
 	int64	   *state_usecs;	/* per part 0 written, the window's size */
 	KpiArray	players[4];		/* start, size, part, its tracks */
-	KpiArray	region_keys[3];	/* size, start, region: trending to replace */
+	KpiArray	region_keys[4];	/* size, start, region: trending to replace,
+								 * and its ranks */
 	KpiArray	trending[8];	/* size, start, region, rank, track, plays,
 								 * skips, likes */
 } WinOutput;
@@ -282,6 +283,7 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 		kpi_array_add(&out->region_keys[0], size);
 		kpi_array_add(&out->region_keys[1], start);
 		kpi_array_add(&out->region_keys[2], region);
+		kpi_array_add(&out->region_keys[3], Int32GetDatum(tops[k].n));
 		for (int rank = 0; rank < tops[k].n; rank++)
 		{
 			kpi_array_add(&out->trending[0], size);
@@ -852,20 +854,31 @@ write_windows(WinOutput *out)
 		kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
 				" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",
 				4, out->players, SPI_OK_INSERT);
-	if (out->region_keys[0].n > 0)
-		kpi_run("DELETE FROM streamkpi.trending t"
-				" USING unnest($1, $2, $3) k(sz, st, r)"
-				" WHERE t.window_size OPERATOR(pg_catalog.=) k.sz"
-				" AND t.window_start OPERATOR(pg_catalog.=) k.st"
-				" AND t.region OPERATOR(pg_catalog.=) k.r",
-				3, out->region_keys, SPI_OK_DELETE);
+
+	/*
+	 * The rankings' rows are updated in place and only ranks beyond a new
+	 * ranking's length deleted: deleted and inserted each round, they left
+	 * index entries of dead rows that every later round's bitmap scans
+	 * read until a vacuum.
+	 */
 	if (out->trending[0].n > 0)
-		kpi_run("INSERT INTO streamkpi.trending (window_size, window_start, region, rank,"
+		kpi_run("INSERT INTO streamkpi.trending AS t (window_size, window_start, region, rank,"
 				" window_end, track_id, plays, skips, likes)"
 				" SELECT sz, st, r, rk, st OPERATOR(pg_catalog.+) sz, tr, p, sk, lk"
 				" FROM (SELECT unnest($1) sz, unnest($2) st, unnest($3) r, unnest($4) rk,"
-				" unnest($5) tr, unnest($6) p, unnest($7) sk, unnest($8) lk) x",
+				" unnest($5) tr, unnest($6) p, unnest($7) sk, unnest($8) lk) x"
+				" ON CONFLICT (window_start, window_size, region, rank) DO UPDATE"
+				" SET track_id = excluded.track_id, plays = excluded.plays,"
+				" skips = excluded.skips, likes = excluded.likes",
 				8, out->trending, SPI_OK_INSERT);
+	if (out->region_keys[0].n > 0)
+		kpi_run("DELETE FROM streamkpi.trending t"
+				" USING unnest($1, $2, $3, $4) k(sz, st, r, n)"
+				" WHERE t.window_size OPERATOR(pg_catalog.=) k.sz"
+				" AND t.window_start OPERATOR(pg_catalog.=) k.st"
+				" AND t.region OPERATOR(pg_catalog.=) k.r"
+				" AND t.rank OPERATOR(pg_catalog.>) k.n",
+				4, out->region_keys, SPI_OK_DELETE);
 }
 
 static void
@@ -885,6 +898,7 @@ init_output(WinOutput *out, int nw)
 	kpi_array_init(&out->region_keys[0], INTERVALOID, nw);
 	kpi_array_init(&out->region_keys[1], TIMESTAMPTZOID, nw);
 	kpi_array_init(&out->region_keys[2], TEXTOID, nw);
+	kpi_array_init(&out->region_keys[3], INT4OID, nw);
 	for (int i = 0; i < 8; i++)
 		kpi_array_init(&out->trending[i], trending_types[i], nw * 4);
 }

@@ -237,7 +237,7 @@ CREATE TABLE streamkpi.daily_genre_kpis (
 	avg_listen_ms_per_user numeric,
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (day, genre)
-);
+) WITH (fillfactor = 70);	-- the day's rows updated in place (HOT)
 -- Charts of one genre over time.
 CREATE INDEX daily_genre_kpis_genre_day_idx ON streamkpi.daily_genre_kpis (genre, day);
 
@@ -249,7 +249,7 @@ CREATE TABLE streamkpi.daily_genre_top_tracks (
 	track_name	text,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, genre, rank)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE streamkpi.daily_top_genres (
 	day			date NOT NULL,
@@ -257,7 +257,7 @@ CREATE TABLE streamkpi.daily_top_genres (
 	genre		text COLLATE "C" NOT NULL,
 	listen_count bigint NOT NULL,
 	PRIMARY KEY (day, rank)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE streamkpi.trending (
 	window_size	interval NOT NULL,
@@ -271,7 +271,7 @@ CREATE TABLE streamkpi.trending (
 	likes		bigint NOT NULL,
 	-- window_start first: range deletes across sizes use it
 	PRIMARY KEY (window_start, window_size, region, rank)
-);
+) WITH (fillfactor = 70);	-- a window's rankings updated in place (HOT)
 -- "Latest windows of a region".
 CREATE INDEX trending_region_start_idx ON streamkpi.trending (region, window_size, window_start);
 
@@ -318,7 +318,7 @@ CREATE TABLE streamkpi.daily_engagement (
 	completion_rate numeric,
 	avg_listen_ms numeric,
 	PRIMARY KEY (day, dimension, value)
-);
+) WITH (fillfactor = 70);
 -- One dimension over time (the usual chart filter).
 CREATE INDEX daily_engagement_dimension_idx ON streamkpi.daily_engagement (dimension, day);
 
@@ -439,25 +439,39 @@ BEGIN
 			   avg_listen_ms_per_user = excluded.avg_listen_ms_per_user,
 			   updated_at = excluded.updated_at;
 
-		DELETE FROM streamkpi.daily_genre_top_tracks s
-		 USING unnest(p_dg_day, p_dg_genre) t(day, genre)
-		 WHERE s.day = t.day AND s.genre = t.genre AND s.day = ANY (td);
-		INSERT INTO streamkpi.daily_genre_top_tracks
+		-- rankings likewise: ranks updated, ranks beyond the new length deleted
+		INSERT INTO streamkpi.daily_genre_top_tracks AS k
 			(day, genre, rank, track_id, track_name, listen_count)
 		SELECT t.day, t.genre, t.rank, t.track_id, tr.track_name, t.listens
 		  FROM unnest(p_top_day, p_top_genre, p_top_rank, p_top_track, p_top_listens)
 			   t(day, genre, rank, track_id, listens)
-		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = t.track_id;
+		  LEFT JOIN streamkpi.tracks tr ON tr.track_id = t.track_id
+		ON CONFLICT (day, genre, rank) DO UPDATE
+		   SET track_id = excluded.track_id, track_name = excluded.track_name,
+			   listen_count = excluded.listen_count;
+		DELETE FROM streamkpi.daily_genre_top_tracks s
+		 USING (SELECT g.day, g.genre, coalesce(max(t.rank), 0) AS n
+				  FROM unnest(p_dg_day, p_dg_genre) g(day, genre)
+				  LEFT JOIN unnest(p_top_day, p_top_genre, p_top_rank) t(day, genre, rank)
+					ON t.day = g.day AND t.genre = g.genre
+				 GROUP BY g.day, g.genre) k
+		 WHERE s.day = k.day AND s.genre = k.genre AND s.rank > k.n
+		   AND s.day = ANY (td);
 
-		DELETE FROM streamkpi.daily_top_genres WHERE day = ANY (td);
-		INSERT INTO streamkpi.daily_top_genres (day, rank, genre, listen_count)
+		INSERT INTO streamkpi.daily_top_genres AS k (day, rank, genre, listen_count)
 		SELECT day, rank, genre, listen_count
 		  FROM (SELECT day, genre, listen_count,
 					   row_number() OVER (PARTITION BY day
 										  ORDER BY listen_count DESC, genre COLLATE "C") AS rank
 				  FROM streamkpi.daily_genre_kpis
 				 WHERE day = ANY (td)) r
-		 WHERE rank <= 5;
+		 WHERE rank <= 5
+		ON CONFLICT (day, rank) DO UPDATE
+		   SET genre = excluded.genre, listen_count = excluded.listen_count;
+		DELETE FROM streamkpi.daily_top_genres s
+		 WHERE s.day = ANY (td)
+		   AND s.rank > (SELECT count(*) FROM streamkpi.daily_genre_kpis g
+						  WHERE g.day = s.day);
 	END IF;
 
 	IF cardinality(p_en_day) > 0 THEN
