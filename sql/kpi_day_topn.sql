@@ -6,25 +6,8 @@
 -- counts, the floor the largest count left out, the total every listen.
 -- The rounds move tracks in and out of the 1000, and back in; the daily top
 -- tracks and listen counts follow; refresh_kpis() gives the same.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
-RESET client_min_messages;
-SET TimeZone = 'UTC';
-SET streamkpi.kpi_timezone = 'UTC';
-SET streamkpi.late_horizon = '7 days';
-
--- no events, tracks, users or KPI rows: at the start, and left so at the end
-CREATE FUNCTION pg_temp.empty_kpis() RETURNS void LANGUAGE sql AS $$
-TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
-	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
-	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_state, streamkpi.daily_genre_kpis,
-	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.daily_engagement, streamkpi.kpi_refreshed $$;
-SELECT pg_temp.empty_kpis();
-UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
--- the worker's counters, put back at the end (other tests read them)
-CREATE TEMP TABLE counters AS SELECT rounds, events, late_events FROM streamkpi.kpi_state;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/kpi_begin.sql
 
 -- 1501 rock tracks, 200 pop tracks
 INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
@@ -156,7 +139,4 @@ SELECT count(*) AS summaries,
   FULL JOIN streamkpi.daily_genre_track_topn a USING (day, genre);
 SELECT * FROM pg_temp.check_topn();
 
-SELECT pg_temp.empty_kpis();
-UPDATE streamkpi.kpi_state k
-   SET rounds = c.rounds, events = c.events, late_events = c.late_events
-  FROM counters c;
+\i :abs_srcdir/sql/include/kpi_end.sql

@@ -4,25 +4,9 @@
 -- leaders change, every ranking must equal what raw listens give; after
 -- the 1-minute windows' top_n is lowered, the next round into that minute
 -- leaves only the ranks within it.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
-RESET client_min_messages;
-SET TimeZone = 'UTC';
-SET streamkpi.kpi_timezone = 'UTC';
-SET streamkpi.late_horizon = '7 days';
-
--- no events, tracks, users or KPI rows: at the start, and left so at the end
-CREATE FUNCTION pg_temp.empty_kpis() RETURNS void LANGUAGE sql AS $$
-TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
-	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
-	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_state, streamkpi.daily_genre_kpis,
-	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.daily_engagement, streamkpi.kpi_refreshed $$;
-SELECT pg_temp.empty_kpis();
-UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
--- the worker's counters and the window sizes, put back at the end
-CREATE TEMP TABLE counters AS SELECT rounds, events, late_events FROM streamkpi.kpi_state;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/kpi_begin.sql
+-- the window sizes, put back at the end
 CREATE TEMP TABLE sizes AS SELECT window_size, top_n FROM streamkpi.trending_windows;
 
 -- ten ranks in the 1-minute windows (default three)
@@ -140,9 +124,6 @@ SELECT * FROM pg_temp.check_rankings();
 SELECT window_size, region, count(*) AS ranks, max(rank) AS last FROM streamkpi.trending
  GROUP BY 1, 2 ORDER BY 1, 2;
 
-SELECT pg_temp.empty_kpis();
 UPDATE streamkpi.trending_windows w SET top_n = s.top_n FROM sizes s
  WHERE s.window_size = w.window_size;
-UPDATE streamkpi.kpi_state k
-   SET rounds = c.rounds, events = c.events, late_events = c.late_events
-  FROM counters c;
+\i :abs_srcdir/sql/include/kpi_end.sql

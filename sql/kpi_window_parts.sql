@@ -9,25 +9,8 @@
 -- track) must equal what raw listens give: plays and listen ms, and the
 -- players' sketch byte for byte with hll_add_agg(); no window may keep
 -- more than 16 players parts; and refresh_kpis() gives the same rows.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS streamkpi CASCADE;
-RESET client_min_messages;
-SET TimeZone = 'UTC';
-SET streamkpi.kpi_timezone = 'UTC';
-SET streamkpi.late_horizon = '7 days';
-
--- no events, tracks, users or KPI rows: at the start, and left so at the end
-CREATE FUNCTION pg_temp.empty_kpis() RETURNS void LANGUAGE sql AS $$
-TRUNCATE streamkpi.listens, streamkpi.tracks, streamkpi.users,
-	streamkpi.daily_genre_track_counts, streamkpi.daily_genre_users,
-	streamkpi.daily_genre_track_topn, streamkpi.daily_engagement_state,
-	streamkpi.window_state, streamkpi.daily_genre_kpis,
-	streamkpi.daily_genre_top_tracks, streamkpi.daily_top_genres,
-	streamkpi.trending, streamkpi.daily_engagement, streamkpi.kpi_refreshed $$;
-SELECT pg_temp.empty_kpis();
-UPDATE streamkpi.kpi_state SET snapshot = pg_current_snapshot();
--- the worker's counters, put back at the end (other tests read them)
-CREATE TEMP TABLE counters AS SELECT rounds, events, late_events FROM streamkpi.kpi_state;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/kpi_begin.sql
 
 INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)
 SELECT 'w' || i, 'track ' || i, 'rock', 180000 FROM generate_series(1, 12) i;
@@ -149,7 +132,4 @@ SELECT q, pg_temp.reads_players(q)
 					'SELECT track_id, unique_users FROM streamkpi.track_windows',
 					'SELECT users FROM streamkpi.window_track_state']) q;
 
-SELECT pg_temp.empty_kpis();
-UPDATE streamkpi.kpi_state k
-   SET rounds = c.rounds, events = c.events, late_events = c.late_events
-  FROM counters c;
+\i :abs_srcdir/sql/include/kpi_end.sql
