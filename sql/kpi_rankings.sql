@@ -36,15 +36,7 @@ CREATE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE
 						 SELECT 100 + j, (ARRAY['skip', 'like'])[j] FROM generate_series(1, 2) j
 						  WHERE t % 3 = 0) e $$;
 
-CREATE PROCEDURE pg_temp.rounds(p_from int, p_to int, p_day date) LANGUAGE plpgsql AS $$
-BEGIN
-	FOR r IN p_from .. p_to LOOP
-		PERFORM pg_temp.add_round(r, p_day);
-		COMMIT;
-		PERFORM streamkpi.kpi_apply_new();
-		COMMIT;
-	END LOOP;
-END $$;
+\i :abs_srcdir/sql/include/kpi_rounds.sql
 
 -- each ranking's expected rows from raw listens, and how many of them and
 -- of the stored rows differ (either way)

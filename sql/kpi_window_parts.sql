@@ -34,16 +34,7 @@ CREATE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE
 	  FROM generate_series(1, 12) t
 	 CROSS JOIN LATERAL generate_series(1, CASE t WHEN 1 THEN 150 WHEN 2 THEN 40 ELSE 6 END) j $$;
 
--- rounds p_from..p_to, each its own transaction, applied in one of its own
-CREATE PROCEDURE pg_temp.rounds(p_from int, p_to int, p_day date) LANGUAGE plpgsql AS $$
-BEGIN
-	FOR r IN p_from .. p_to LOOP
-		PERFORM pg_temp.add_round(r, p_day);
-		COMMIT;
-		PERFORM streamkpi.kpi_apply_new();
-		COMMIT;
-	END LOOP;
-END $$;
+\i :abs_srcdir/sql/include/kpi_rounds.sql
 
 -- (window, track) rows of track_windows and the players' sketches that
 -- differ from raw listens; and the windows' players parts

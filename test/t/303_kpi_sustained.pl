@@ -63,9 +63,7 @@ for my $t ('a', 'b')
 		SELECT streamkpi.start_pipeline('listens_$t');
 	});
 }
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}),
-	'the KPI worker runs');
+StreamKPI::KPI::worker_runs($node);
 
 # A steady producer: $rate/2 listens/s for $secs s, events of the last ten
 # minutes, deterministic pseudo-random; event ids carry the topic's letter.

@@ -19,9 +19,7 @@ my $node = StreamKPI::Node->new_node('dims', timezone => "'UTC'",
 	'streamkpi.kpi_naptime' => "'20ms'", log_min_messages => 'debug1');
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}),
-	'the KPI worker runs');
+StreamKPI::KPI::worker_runs($node);
 
 sq(q{
 	INSERT INTO streamkpi.tracks (track_id, track_name, genre, duration_ms)

@@ -3,6 +3,7 @@
 # listens and tracks, and the comparisons with it and with refresh_kpis().
 #
 #   use StreamKPI::KPI;
+#   StreamKPI::KPI::worker_runs($node);
 #   StreamKPI::KPI::wait_applied($node, 20000);
 #   StreamKPI::KPI::check_all($node, 'after 20,000 listens');
 package StreamKPI::KPI;
@@ -50,6 +51,15 @@ sub wait_applied
 		   AND NOT EXISTS (SELECT FROM streamkpi.listens
 							WHERE NOT pg_visible_in_snapshot(ingest_xid,
 									(SELECT snapshot FROM streamkpi.kpi_state)))});
+}
+
+# Pass when the node's KPI worker runs (it starts with the server).
+sub worker_runs
+{
+	my ($node) = @_;
+	ok($node->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}),
+		'the KPI worker runs');
 }
 
 # daily_genre_kpis equal the independent computation; every KPI table
