@@ -77,26 +77,34 @@ typedef struct Win
 #define WINDOW_PLAYERS_PARTS_EARLY 2
 
 /*
- * Part 0 of the windows the KPI worker wrote last, so that its next round,
- * which in real time touches the same few windows, does not read their
- * counters back: detoasting them took a fifth of a big round.  An entry is
- * used only while the stored row is the version the worker wrote, whose
- * xmin is the writing transaction: a write by anything else (refresh_kpis(),
- * a round rolled back, another flush of the round) leaves a row it does not
- * match.  Only in the KPI worker, where nothing else writes window_state in
- * a round's transaction.
+ * Part 0 of the windows the KPI worker wrote, so that a later round does
+ * not read their counters back: detoasting them took a fifth of a big
+ * round.  In real time the four partitions of a topic can be minutes
+ * apart, so a round touches windows that the round before did not, and
+ * the cache keeps every window written in the last WIN_CACHE_IDLE_ROUNDS
+ * rounds, the least recently used going first beyond WIN_CACHE_MAX_BYTES.
+ * An entry is used only while the stored row is the version the worker
+ * wrote, whose xmin is the writing transaction: a write by anything else
+ * (refresh_kpis(), a round rolled back) leaves a row it does not match.
+ * Only in the KPI worker, where nothing else writes window_state in a
+ * round's transaction and every part 0 it writes goes through the cache.
  */
 typedef struct WinCached
 {
 	int64		usecs;			/* the window's size */
 	TimestampTz start;
 	TransactionId xid;			/* the transaction that wrote it */
+	uint64		used;			/* the last write that wrote or used it */
 	bytea	   *part0;
 } WinCached;
+
+#define WIN_CACHE_IDLE_ROUNDS	600
+#define WIN_CACHE_MAX_BYTES		((Size) 128 * 1024 * 1024)
 
 static MemoryContext win_cache_cxt = NULL;
 static WinCached *win_cache = NULL;
 static int	win_cache_n = 0;
+static uint64 win_cache_writes = 0;	/* write_windows() calls in the worker */
 
 /* ---- merging ---- */
 
@@ -663,7 +671,7 @@ win_cached_cmp(const void *x, const void *y)
 static const bytea *
 win_cache_find(int64 usecs, TimestampTz start, TransactionId xmin)
 {
-	WinCached	key = {usecs, start, InvalidTransactionId, NULL};
+	WinCached	key = {usecs, start, InvalidTransactionId, 0, NULL};
 	WinCached  *c;
 
 	if (win_cache_n == 0)
@@ -671,41 +679,83 @@ win_cache_find(int64 usecs, TimestampTz start, TransactionId xmin)
 	c = bsearch(&key, win_cache, win_cache_n, sizeof(WinCached), win_cached_cmp);
 	if (c == NULL || !TransactionIdIsValid(xmin) || !TransactionIdEquals(c->xid, xmin))
 		return NULL;
+	c->used = win_cache_writes;
 	return c->part0;
 }
 
+/* most recently used first */
+static int
+win_cached_recent_cmp(const void *x, const void *y)
+{
+	const WinCached *a = x;
+	const WinCached *b = y;
+
+	return (a->used < b->used) - (a->used > b->used);
+}
+
 /*
- * Replace the cache by the part 0 rows just written (out->state) by the
- * current transaction.
+ * Add the part 0 rows just written (out->state) by the current
+ * transaction, in place of what the cache held for their windows, and drop
+ * the entries that were idle too long or do not fit.
  */
 static void
-win_cache_replace(const WinOutput *out)
+win_cache_update(const WinOutput *out)
 {
 	TransactionId xid = GetCurrentTransactionIdIfAny();
 	int			n = out->state[2].n;
+	WinCached  *next;
+	int			m = 0;
+	int			nnew;
+	Size		bytes = 0;
 
 	if (win_cache_cxt == NULL)
 		win_cache_cxt = AllocSetContextCreate(TopMemoryContext,
 											  "streamkpi window part 0 cache",
 											  ALLOCSET_DEFAULT_SIZES);
-	MemoryContextReset(win_cache_cxt);
-	win_cache = NULL;
-	win_cache_n = 0;
-	if (!TransactionIdIsValid(xid) || n == 0)
-		return;
-	win_cache = MemoryContextAlloc(win_cache_cxt, n * sizeof(WinCached));
-	for (int i = 0; i < n; i++)
+	win_cache_writes++;
+	next = MemoryContextAlloc(win_cache_cxt, (win_cache_n + n + 1) * sizeof(WinCached));
+	for (int i = 0; TransactionIdIsValid(xid) && i < n; i++)
 	{
 		const bytea *b = DatumGetByteaPP(out->state[2].elems[i]);
 
-		win_cache[i].usecs = out->state_usecs[i];
-		win_cache[i].start = DatumGetTimestampTz(out->state[0].elems[i]);
-		win_cache[i].xid = xid;
-		win_cache[i].part0 = MemoryContextAlloc(win_cache_cxt, VARSIZE_ANY(b));
-		memcpy(win_cache[i].part0, b, VARSIZE_ANY(b));
+		next[m].usecs = out->state_usecs[i];
+		next[m].start = DatumGetTimestampTz(out->state[0].elems[i]);
+		next[m].xid = xid;
+		next[m].used = win_cache_writes;
+		next[m].part0 = MemoryContextAlloc(win_cache_cxt, VARSIZE_ANY(b));
+		memcpy(next[m].part0, b, VARSIZE_ANY(b));
+		m++;
 	}
-	qsort(win_cache, n, sizeof(WinCached), win_cached_cmp);
-	win_cache_n = n;
+	qsort(next, m, sizeof(WinCached), win_cached_cmp);
+	nnew = m;
+	/* the old entries of other windows that were used lately */
+	for (int i = 0; i < win_cache_n; i++)
+	{
+		WinCached  *old = &win_cache[i];
+
+		if (win_cache_writes - old->used > WIN_CACHE_IDLE_ROUNDS ||
+			bsearch(old, next, nnew, sizeof(WinCached), win_cached_cmp) != NULL)
+			pfree(old->part0);
+		else
+			next[m++] = *old;
+	}
+	if (win_cache != NULL)
+		pfree(win_cache);
+	qsort(next, m, sizeof(WinCached), win_cached_recent_cmp);
+	for (int i = 0; i < m; i++)
+	{
+		bytes += VARSIZE_ANY(next[i].part0);
+		if (bytes > WIN_CACHE_MAX_BYTES)
+		{
+			for (int j = i; j < m; j++)
+				pfree(next[j].part0);
+			m = i;
+			break;
+		}
+	}
+	qsort(next, m, sizeof(WinCached), win_cached_cmp);
+	win_cache = next;
+	win_cache_n = m;
 }
 
 /*
@@ -849,7 +899,7 @@ write_windows(WinOutput *out)
 			" DO UPDATE SET tracks = excluded.tracks",
 			3, out->state, SPI_OK_INSERT);
 	if (kpi_in_worker)
-		win_cache_replace(out);
+		win_cache_update(out);
 	if (out->players[0].n > 0)
 		kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
 				" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",

@@ -1,11 +1,14 @@
 # The KPI worker's cache of window part 0 (src/kpi_window.c): a round takes
-# the counters of a window it wrote in its last round from memory, but only
-# while the stored row is still the version it wrote.  Here refresh_kpis()
-# rewrites a window between two rounds with listens the worker never saw
-# (committed with the refresh, so the worker skips them): a round that
-# trusted its cache would drop them from the window.  Every round's window
-# counters must equal an independent count over the raw listens, and every
-# KPI table must equal refresh_kpis().
+# the counters of a window it wrote in an earlier round from memory, but
+# only while the stored row is still the version it wrote.  Here
+# refresh_kpis() rewrites a window between two rounds with listens the
+# worker never saw (committed with the refresh, so the worker skips them):
+# a round that trusted its cache would drop them from the window.  Then
+# rounds alternate between two minutes half an hour apart: each takes the
+# windows the round before it did not write from the cache, and a refresh
+# of one minute while the cache holds it from two rounds back must not be
+# lost either.  Every round's window counters must equal an independent
+# count over the raw listens, and every KPI table must equal refresh_kpis().
 use strict;
 use warnings;
 
@@ -28,11 +31,12 @@ my $minute = sq(q{SELECT date_trunc('minute', now() - interval '10 minutes')});
 my $n = 0;
 sub insert_sql
 {
-	my ($count) = @_;
+	my ($count, $at) = @_;
 	my $first = $n + 1;
+	$at //= $minute;
 	$n += $count;
 	return qq{INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
-		SELECT 'e' || i, 'u' || (i % 7), 't' || (i % 5), '$minute'::timestamptz + interval '1 ms' * i,
+		SELECT 'e' || i, 'u' || (i % 7), 't' || (i % 5), '$at'::timestamptz + interval '1 ms' * i,
 			   1000, 'play'
 		  FROM generate_series($first, $n) i};
 }
@@ -74,6 +78,37 @@ for my $k (1 .. 3)
 	ok(applied(), "round $k applied");
 }
 is(sq($shown), sq($counted), 'rounds that take the window from the cache count every listen');
+
+# two minutes in different 10-minute windows; per window of every size,
+# its plays per track, shown and counted
+my $other = sq(q{SELECT date_trunc('minute', now() - interval '40 minutes')});
+my $shown_all = q{SELECT string_agg(window_size || ' ' || window_start || ' ' || track_id
+		|| ':' || total_listens, ' ' ORDER BY window_size, window_start, track_id)
+	FROM streamkpi.track_windows};
+my $counted_all = q{SELECT string_agg(w.window_size || ' ' || x.s || ' ' || x.track_id
+		|| ':' || x.c, ' ' ORDER BY w.window_size, x.s, x.track_id)
+	FROM streamkpi.trending_windows w
+	CROSS JOIN LATERAL (SELECT date_bin(w.window_size, l.listened_at, '2000-01-01 00:00+00') s,
+							   l.track_id, count(*) c
+						  FROM streamkpi.listens l GROUP BY 1, 2) x};
+sq(insert_sql(40, $other));
+ok(applied(), 'a round of the other minute applied');
+my $log_offset = -s $node->logfile;
+sq(insert_sql(40));
+ok(applied(), 'a round of the first minute again applied');
+like(slurp_file($node->logfile, $log_offset),
+	qr/KPI windows: 3 windows \(part 0 of 3 from the cache\)/,
+	'that round took the windows the round before it did not write from the cache');
+sq(insert_sql(40, $other));
+ok(applied(), 'a round of the other minute applied');
+sq(q{SELECT pg_advisory_lock(streamkpi.kpi_lock_key());
+	} . insert_sql(30) . q{;
+	SELECT streamkpi.refresh_kpis(current_date - 1, current_date);
+	SELECT pg_advisory_unlock(streamkpi.kpi_lock_key());});
+sq(insert_sql(20));
+ok(applied(), 'a round of the first minute after its refresh applied');
+is(sq($shown_all), sq($counted_all),
+	'every window holds every listen: the round read the refreshed rows, not what it cached two rounds before');
 StreamKPI::KPI::check_all($node, 'at the end');
 
 done_testing();
