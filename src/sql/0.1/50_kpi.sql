@@ -418,20 +418,24 @@ BEGIN
 		-- ('genre', genre) engagement state.  A touched key keeps its row
 		-- and has it updated: deleted and inserted each round, rows left
 		-- index entries of dead versions that every later round's bitmap
-		-- scans visited until a vacuum.
+		-- scans visited until a vacuum.  The state is looked up per key
+		-- (LATERAL, OFFSET 0 keeps it a lookup): joined with the day's
+		-- rows, a round's cost grew with every key the day had seen.
 		INSERT INTO streamkpi.daily_genre_kpis AS k
 			(day, genre, listen_count, unique_listeners, total_listen_ms,
 			 avg_listen_ms_per_user, updated_at)
-		SELECT e.day, e.value, e.plays, u.n, e.listen_ms,
+		SELECT t.day, t.genre, e.plays, u.n, e.listen_ms,
 			   round(e.listen_ms::numeric / nullif(u.n, 0), 3), now()
-		  FROM (SELECT g.day, g.genre,
-					   coalesce(t.n, round(%1$I.hll_cardinality(g.users))::bigint) AS n
+		  FROM unnest(p_dg_day, p_dg_genre, p_dg_users) t(day, genre, n)
+		 CROSS JOIN LATERAL
+			   (SELECT coalesce(t.n, round(%1$I.hll_cardinality(g.users))::bigint) AS n
 				  FROM streamkpi.daily_genre_users g
-				  JOIN unnest(p_dg_day, p_dg_genre, p_dg_users) t(day, genre, n)
-					ON g.day = t.day AND g.genre = t.genre
-				 WHERE g.day = ANY (td)) u
-		  JOIN streamkpi.daily_engagement_state e
-			ON e.day = u.day AND e.dimension = 'genre' AND e.value = u.genre
+				 WHERE g.day = t.day AND g.genre = t.genre OFFSET 0) u
+		 CROSS JOIN LATERAL
+			   (SELECT s.plays, s.listen_ms
+				  FROM streamkpi.daily_engagement_state s
+				 WHERE s.day = t.day AND s.dimension = 'genre' AND s.value = t.genre
+				OFFSET 0) e
 		ON CONFLICT (day, genre) DO UPDATE
 		   SET listen_count = excluded.listen_count,
 			   unique_listeners = excluded.unique_listeners,
@@ -450,13 +454,17 @@ BEGIN
 		   SET track_id = excluded.track_id, track_name = excluded.track_name,
 			   listen_count = excluded.listen_count;
 		DELETE FROM streamkpi.daily_genre_top_tracks s
-		 USING (SELECT g.day, g.genre, coalesce(max(t.rank), 0) AS n
-				  FROM unnest(p_dg_day, p_dg_genre) g(day, genre)
-				  LEFT JOIN unnest(p_top_day, p_top_genre, p_top_rank) t(day, genre, rank)
-					ON t.day = g.day AND t.genre = g.genre
-				 GROUP BY g.day, g.genre) k
-		 WHERE s.day = k.day AND s.genre = k.genre AND s.rank > k.n
-		   AND s.day = ANY (td);
+		 USING (SELECT x.id
+				  FROM (SELECT g.day, g.genre, coalesce(max(t.rank), 0) AS n
+						  FROM unnest(p_dg_day, p_dg_genre) g(day, genre)
+						  LEFT JOIN unnest(p_top_day, p_top_genre, p_top_rank) t(day, genre, rank)
+							ON t.day = g.day AND t.genre = g.genre
+						 GROUP BY g.day, g.genre) k
+				 CROSS JOIN LATERAL
+					   (SELECT r.ctid AS id FROM streamkpi.daily_genre_top_tracks r
+						 WHERE r.day = k.day AND r.genre = k.genre AND r.rank > k.n
+						OFFSET 0) x) d
+		 WHERE s.ctid = d.id;
 
 		INSERT INTO streamkpi.daily_top_genres AS k (day, rank, genre, listen_count)
 		SELECT day, rank, genre, listen_count
@@ -484,10 +492,11 @@ BEGIN
 			   round(s.likes::numeric / nullif(s.plays, 0), 6),
 			   round(s.completed_plays::numeric / nullif(s.plays, 0), 6),
 			   round(s.listen_ms::numeric / nullif(s.plays, 0), 3)
-		  FROM streamkpi.daily_engagement_state s
-		  JOIN unnest(p_en_day, p_en_dim, p_en_val, p_en_users) t(day, dimension, value, n)
-			ON s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
-		 WHERE s.day = ANY (p_en_day)
+		  FROM unnest(p_en_day, p_en_dim, p_en_val, p_en_users) t(day, dimension, value, n)
+		 CROSS JOIN LATERAL
+			   (SELECT * FROM streamkpi.daily_engagement_state s
+				 WHERE s.day = t.day AND s.dimension = t.dimension AND s.value = t.value
+				OFFSET 0) s
 		ON CONFLICT (day, dimension, value) DO UPDATE
 		   SET streams = excluded.streams, skips = excluded.skips,
 			   likes = excluded.likes, unique_users = excluded.unique_users,
