@@ -42,6 +42,7 @@ OBJS = \
 	src/kpi_dims.o \
 	src/kpi_dims_cache.o \
 	src/kpi_merge.o \
+	src/kpi_sql.o \
 	src/kpi_day_topn.o \
 	src/kpi_window_state.o \
 	src/kpi_window.o \

@@ -5,7 +5,9 @@
 -- listens: the 1000 tracks with the most listens (ties by track_id), exact
 -- counts, the floor the largest count left out, the total every listen.
 -- The rounds move tracks in and out of the 1000, and back in; the daily top
--- tracks and listen counts follow; refresh_kpis() gives the same.
+-- tracks and listen counts follow, every track's listens are exact, and
+-- the tracks left out, only they, have their rows in
+-- daily_genre_track_counts; refresh_kpis() gives the same.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/sql/include/kpi_begin.sql
 
@@ -84,7 +86,13 @@ CREATE FUNCTION pg_temp.check_topn()
 	exp_kpi AS (
 		SELECT day, genre, sum(n)::bigint AS n, sum(ms)::bigint AS ms FROM c GROUP BY 1, 2),
 	got_kpi AS (
-		SELECT day, genre::text, listen_count, total_listen_ms FROM streamkpi.daily_genre_kpis)
+		SELECT day, genre::text, listen_count, total_listen_ms FROM streamkpi.daily_genre_kpis),
+	exp_listens AS (SELECT day, genre, track_id, n FROM c),
+	got_listens AS (
+		SELECT day, genre::text, track_id::text, listens FROM streamkpi.daily_genre_track_listens),
+	exp_rows AS (SELECT day, genre, track_id, n FROM r WHERE rk > 1000),
+	got_rows AS (
+		SELECT day, genre::text, track_id::text, listens FROM streamkpi.daily_genre_track_counts)
 	SELECT 'topn items', (SELECT count(*) FROM exp_items),
 		   (SELECT count(*) FROM ((TABLE exp_items EXCEPT TABLE got_items)
 								  UNION ALL (TABLE got_items EXCEPT TABLE exp_items)) m)
@@ -99,7 +107,15 @@ CREATE FUNCTION pg_temp.check_topn()
 	UNION ALL
 	SELECT 'daily_genre_kpis listens and ms', (SELECT count(*) FROM exp_kpi),
 		   (SELECT count(*) FROM ((TABLE exp_kpi EXCEPT TABLE got_kpi)
-								  UNION ALL (TABLE got_kpi EXCEPT TABLE exp_kpi)) m) $$;
+								  UNION ALL (TABLE got_kpi EXCEPT TABLE exp_kpi)) m)
+	UNION ALL
+	SELECT 'every track''s listens', (SELECT count(*) FROM exp_listens),
+		   (SELECT count(*) FROM ((TABLE exp_listens EXCEPT ALL TABLE got_listens)
+								  UNION ALL (TABLE got_listens EXCEPT ALL TABLE exp_listens)) m)
+	UNION ALL
+	SELECT 'rows of the tracks left out', (SELECT count(*) FROM exp_rows),
+		   (SELECT count(*) FROM ((TABLE exp_rows EXCEPT TABLE got_rows)
+								  UNION ALL (TABLE got_rows EXCEPT TABLE exp_rows)) m) $$;
 
 -- what the rock summary holds (it is over capacity from round 1 on)
 CREATE FUNCTION pg_temp.rock_info() RETURNS TABLE (items int, floor bigint, total bigint)

@@ -76,6 +76,7 @@ CREATE FUNCTION pg_temp.kpi_rows()
 	UNION ALL SELECT 'trending', t::text FROM streamkpi.trending t
 	UNION ALL SELECT 'track_windows', t::text FROM streamkpi.track_windows t
 	UNION ALL SELECT 'daily_engagement', t::text FROM streamkpi.daily_engagement t
+	UNION ALL SELECT 'daily_genre_track_listens', t::text FROM streamkpi.daily_genre_track_listens t
 	UNION ALL SELECT 'daily_genre_track_counts', t::text FROM streamkpi.daily_genre_track_counts t
 	UNION ALL SELECT 'daily_genre_users', ROW(day, genre, hll_cardinality(users))::text
 				FROM streamkpi.daily_genre_users
@@ -299,7 +300,7 @@ SELECT genre, sum(listen_count) FROM streamkpi.daily_genre_kpis
 SELECT streamkpi.refresh_kpis('2026-10-23', '2026-10-27');	-- what the nightly correction does
 SELECT genre, sum(listen_count) FROM streamkpi.daily_genre_kpis
  WHERE day = '2026-10-25' GROUP BY genre ORDER BY genre;
-SELECT count(*) AS unknown_t13_t14 FROM streamkpi.daily_genre_track_counts
+SELECT count(*) AS unknown_t13_t14 FROM streamkpi.daily_genre_track_listens
  WHERE genre = 'unknown' AND track_id IN ('t13', 't14');
 SELECT * FROM pg_temp.wrong;			-- no rows
 

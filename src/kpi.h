@@ -15,9 +15,9 @@
  *	                      windows of the smallest size only when the larger
  *	                      can be summed from them;
  *	    kpi_merge.c       the day deltas are added to the day state tables
- *	                      in a few multi-row statements, the touched
- *	                      genres' top tracks follow from the counts the
- *	                      upsert returns (kpi_day_topn.c), and the day KPI
+ *	                      in a few multi-row statements (kpi_sql.c), the
+ *	                      touched genres' track counts and top tracks in
+ *	                      their summaries (kpi_day_topn.c), and the day KPI
  *	                      rows of the touched keys are derived again in SQL
  *	                      (streamkpi._kpi_derive_days);
  *	    kpi_window.c      the window deltas (the larger windows summed from
@@ -321,7 +321,7 @@ extern void kpi_snapshot_parse(const char *text, KpiSnapshot *snap);
 #define KPI_EVENT_NCOLUMNS	9
 #define KPI_EVENT_NOTNULL	6	/* the first six are NOT NULL */
 
-/* in kpi_merge.c: statement parameters as arrays, and the day step */
+/* in kpi_sql.c: statements with arrays as parameters */
 typedef struct KpiArray
 {
 	Oid			elemtype;
@@ -335,33 +335,26 @@ extern void kpi_array_init(KpiArray *a, Oid elemtype, int cap);
 extern void kpi_array_add(KpiArray *a, Datum v);
 extern void kpi_array_add_null(KpiArray *a);
 extern Datum kpi_text_datum(KpiDelta *d, int64 id);
+extern void kpi_genre_key_arrays(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *days,
+								 KpiArray *genres, KpiArray *ords);
 extern void kpi_run(const char *sql, int nargs, KpiArray *args, int expected);
 extern void kpi_run_into(const char *sql, int nargs, KpiArray *args, int expected,
 						 DestReceiver *dest);
 extern const char *kpi_hll_schema(void);
+
+/* in kpi_merge.c: the day step */
 extern void kpi_merge_days(KpiDelta *d);
 
 /*
  * in kpi_day_topn.c: per (day, genre), the tracks with the most listens
- * (streamkpi.daily_genre_track_topn) and the first of them, the day's top
- * tracks
+ * (streamkpi.daily_genre_track_topn), the others' listens
+ * (streamkpi.daily_genre_track_counts), and the first of them, the day's
+ * top tracks
  */
 #define KPI_DAY_TOPN_CAPACITY	1000
 #define KPI_DAY_TOP_TRACKS		3
 
-/* a (day, genre, track)'s listens after a round's upsert */
-typedef struct KpiDayCount
-{
-	DateADT		day;
-	uint32		genre;			/* interned */
-	uint32		track;			/* interned */
-	int64		listens;
-} KpiDayCount;
-
-extern DestReceiver *kpi_day_counts_receiver(KpiDelta *d, uint32 n);
-extern KpiDayCount *kpi_day_counts_rows(DestReceiver *self, uint32 *n);
-extern bytea *kpi_day_topn_next(const struct varlena *old, TopnEntry *touched,
-								int32 ntouched, int64 added, TopnEntry *top, int *ntop);
+extern void kpi_merge_day_tracks(KpiDelta *d, KpiEntry **gs, uint32 ng, KpiArray *top);
 
 /* in kpi_window.c */
 extern void kpi_merge_windows(KpiDelta *d);

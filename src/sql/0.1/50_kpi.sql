@@ -104,14 +104,15 @@ COMMENT ON TABLE streamkpi.trending_windows IS
 -- State (side) tables.  Additive, so that the KPI worker can merge new events
 -- in and weeks/months can be rolled up.
 
--- Listens per day, genre and track: the exact source of the daily top tracks
--- and of daily_genre_track_topn.
+-- Listens of the tracks left out of their genre's daily_genre_track_topn
+-- summary, per day: the tracks in it have their exact count there
+-- (src/kpi_day_topn.c).  Empty while no genre has more than 1000 tracks
+-- in a day.  daily_genre_track_listens shows every track's listens.
 CREATE TABLE streamkpi.daily_genre_track_counts (
 	day			date NOT NULL,
 	genre		text COLLATE "C" NOT NULL,
 	track_id	text COLLATE "C" NOT NULL,
 	listens		bigint NOT NULL,
-	listen_ms	bigint NOT NULL,
 	PRIMARY KEY (day, genre, track_id)
 ) WITH (fillfactor = 70);	-- counters updated in place (HOT)
 
@@ -127,6 +128,16 @@ CREATE TABLE streamkpi.daily_genre_track_topn (
 	tracks		streamkpi.topn NOT NULL,
 	PRIMARY KEY (day, genre)
 );
+
+-- The exact listens of every track per day and genre: the items of its
+-- summary and the tracks left out of it.
+CREATE VIEW streamkpi.daily_genre_track_listens AS
+SELECT s.day, s.genre, i.item COLLATE "C" AS track_id, i.count AS listens
+  FROM streamkpi.daily_genre_track_topn s
+ CROSS JOIN LATERAL streamkpi.topn_items(s.tracks, 1000) i
+UNION ALL
+SELECT c.day, c.genre, c.track_id, c.listens
+  FROM streamkpi.daily_genre_track_counts c;
 
 -- Distinct listeners per day and genre (hll of user_id, log2m 14).
 CREATE TABLE streamkpi.daily_genre_users (
