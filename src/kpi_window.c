@@ -909,7 +909,8 @@ write_windows(WinOutput *out)
 	 * The rankings' rows are updated in place and only ranks beyond a new
 	 * ranking's length deleted: deleted and inserted each round, they left
 	 * index entries of dead rows that every later round's bitmap scans
-	 * read until a vacuum.
+	 * read until a vacuum.  A rank whose row is already right is left as
+	 * it is: most ranks of a touched region keep their track and counts.
 	 */
 	if (out->trending[0].n > 0)
 		kpi_run("INSERT INTO streamkpi.trending AS t (window_size, window_start, region, rank,"
@@ -919,7 +920,10 @@ write_windows(WinOutput *out)
 				" unnest($5) tr, unnest($6) p, unnest($7) sk, unnest($8) lk) x"
 				" ON CONFLICT (window_start, window_size, region, rank) DO UPDATE"
 				" SET track_id = excluded.track_id, plays = excluded.plays,"
-				" skips = excluded.skips, likes = excluded.likes",
+				" skips = excluded.skips, likes = excluded.likes"
+				" WHERE (t.track_id, t.plays, t.skips, t.likes)"
+				" IS DISTINCT FROM (excluded.track_id, excluded.plays,"
+				" excluded.skips, excluded.likes)",
 				8, out->trending, SPI_OK_INSERT);
 	if (out->region_keys[0].n > 0)
 		kpi_run("DELETE FROM streamkpi.trending t"
