@@ -242,7 +242,7 @@ typedef struct KpiDelta
 	uint32		nstrs;
 	uint32		maxstrs;
 	/* the tables */
-	struct kpi_table_hash *day_tracks; /* (day, genre, track): plays, listen_ms */
+	struct kpi_table_hash *day_tracks; /* (day, genre, track): plays */
 	struct kpi_table_hash *day_genres; /* (day, genre, 0): plays, users who played */
 	struct kpi_table_hash *engagement; /* (day, dimension, value): everything */
 	struct kpi_table_hash *windows;	/* (start, size index, region << 32 | track) */

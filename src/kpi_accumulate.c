@@ -8,7 +8,7 @@
  *	  tables in memory.  Strings are interned once per delta, so that every
  *	  key is three machine words:
  *
- *	    day_tracks  (day, genre, track)           plays, listen_ms
+ *	    day_tracks  (day, genre, track)           plays
  *	    day_genres  (day, genre, 0)               plays, users who played
  *	    engagement  (day, dimension, value)       plays, skips, likes,
  *	                                              completed plays, listen_ms,
@@ -663,7 +663,6 @@ kpi_add_day(KpiDelta *d, const KpiEvent *ev)
 		c = kpi_counts_memo(d->day_tracks, d->day_tracks_memo, ev->track,
 							ev->day, ev->genre, ev->track);
 		c->plays++;
-		c->listen_ms += ev->listen_ms;
 		c = kpi_counts_memo(d->day_genres, d->day_genres_memo, ev->genre,
 							ev->day, ev->genre, 0);
 		c->plays++;
