@@ -29,11 +29,16 @@
  * NULL: left to hll_cardinality() in SQL): the stored sketch of each key that has one
  * with the delta's hashes added in C (cheaper than hll_union() in the
  * upsert), else the delta's.  sql returns (ordinal, sketch) for the keys
- * given as arrays, the ordinals as the last array.
+ * given as arrays, the ordinals as the last array.  changed[i] tells
+ * whether key i needs its sketch written: false when it has a stored one
+ * that the delta left as it was.  Once a day has seen its regular users,
+ * that is most keys of a round (the delta's users raise no register), and
+ * rewriting them was a toasted value and its WAL per key and round.
  */
 static void
 kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
-				 int nargs, KpiArray *args, KpiArray *packed, KpiArray *exact)
+				 int nargs, KpiArray *args, KpiArray *packed, KpiArray *exact,
+				 bool *changed)
 {
 	bytea	  **merged = palloc0(Max(n, 1) * sizeof(bytea *));
 	int64	   *counts = palloc(Max(n, 1) * sizeof(int64));
@@ -47,11 +52,13 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 		struct varlena *v = (struct varlena *)
 			PG_DETOAST_DATUM_PACKED(SPI_getbinval(SPI_tuptable->vals[r],
 												  SPI_tuptable->tupdesc, 2, &isnull));
+		uint32		len = VARSIZE_ANY_EXHDR(v);
 
-		merged[i] = sketch_hll_merge_into((const uint8 *) VARDATA_ANY(v),
-										  VARSIZE_ANY_EXHDR(v),
+		merged[i] = sketch_hll_merge_into((const uint8 *) VARDATA_ANY(v), len,
 										  kpi_counts_users(d, &es[i]->counts),
 										  &counts[i]);
+		changed[i] = VARSIZE(merged[i]) - VARHDRSZ != len ||
+			memcmp(VARDATA(merged[i]), VARDATA_ANY(v), len) != 0;
 	}
 	for (uint32 i = 0; i < n; i++)
 	{
@@ -61,6 +68,7 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 
 			merged[i] = sketch_hll_pack(users);
 			counts[i] = sketch_hll_cardinality(users);
+			changed[i] = true;
 		}
 		kpi_array_add(packed, PointerGetDatum(merged[i]));
 		if (counts[i] >= 0)
@@ -70,11 +78,29 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 	}
 }
 
+/* The elements of a whose keys changed, in b (initialised here). */
+static void
+kpi_array_changed(KpiArray *b, const KpiArray *a, const bool *changed)
+{
+	kpi_array_init(b, a->elemtype, a->n);
+	for (int i = 0; i < a->n; i++)
+	{
+		if (!changed[i])
+			continue;
+		if (a->nulls != NULL && a->nulls[i])
+			kpi_array_add_null(b);
+		else
+			kpi_array_add(b, a->elems[i]);
+	}
+}
+
 static void
 kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 {
 	KpiArray	args[3];
 	KpiArray	packed;
+	KpiArray	write[3];
+	bool	   *changed = palloc(Max(n, 1) * sizeof(bool));
 
 	kpi_genre_key_arrays(d, es, n, &args[0], &args[1], &args[2]);
 	kpi_array_init(&packed, BYTEAOID, n);
@@ -82,19 +108,69 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 					 "SELECT k.i, s.users FROM unnest($1, $2, $3) k(d, g, i)"
 					 " JOIN streamkpi.daily_genre_users s"
 					 " ON s.day OPERATOR(pg_catalog.=) k.d"
-					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact);
-	args[2] = packed;
-	kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
-					 " SELECT unnest($1), unnest($2), unnest($3)::%s.hll"
-					 " ON CONFLICT (day, genre) DO UPDATE SET users = excluded.users",
-					 d->hll),
-			3, args, SPI_OK_INSERT);
+					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact,
+					 changed);
+	kpi_array_changed(&write[0], &args[0], changed);
+	kpi_array_changed(&write[1], &args[1], changed);
+	kpi_array_changed(&write[2], &packed, changed);
+	if (write[0].n > 0)
+		kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
+						 " SELECT unnest($1), unnest($2), unnest($3)::%s.hll"
+						 " ON CONFLICT (day, genre) DO UPDATE SET users = excluded.users",
+						 d->hll),
+				3, write, SPI_OK_INSERT);
+}
+
+/*
+ * The engagement counters added, and the users sketches that changed
+ * written: keys whose sketch did not change keep their stored one (an
+ * update that does not assign the column keeps its toasted value).
+ */
+static void
+kpi_write_engagement(KpiDelta *d, KpiArray *args, const bool *changed)
+{
+	KpiArray	upsert[9];
+	KpiArray	update[8];
+	bool	   *unchanged = palloc(Max(args[0].n, 1) * sizeof(bool));
+
+	for (int i = 0; i < args[0].n; i++)
+		unchanged[i] = !changed[i];
+	for (int k = 0; k < 9; k++)
+		kpi_array_changed(&upsert[k], &args[k], changed);
+	for (int k = 0; k < 8; k++)
+		kpi_array_changed(&update[k], &args[k], unchanged);
+	if (upsert[0].n > 0)
+		kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
+						 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"
+						 " SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5),"
+						 " unnest($6), unnest($7), unnest($8), unnest($9)::%s.hll"
+						 " ON CONFLICT (day, dimension, value) DO UPDATE"
+						 " SET plays = s.plays OPERATOR(pg_catalog.+) excluded.plays,"
+						 " skips = s.skips OPERATOR(pg_catalog.+) excluded.skips,"
+						 " likes = s.likes OPERATOR(pg_catalog.+) excluded.likes,"
+						 " completed_plays = s.completed_plays OPERATOR(pg_catalog.+) excluded.completed_plays,"
+						 " listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms,"
+						 " users = excluded.users", d->hll),
+				9, upsert, SPI_OK_INSERT);
+	if (update[0].n > 0)
+		kpi_run("UPDATE streamkpi.daily_engagement_state s"
+				" SET plays = s.plays OPERATOR(pg_catalog.+) k.p,"
+				" skips = s.skips OPERATOR(pg_catalog.+) k.sk,"
+				" likes = s.likes OPERATOR(pg_catalog.+) k.lk,"
+				" completed_plays = s.completed_plays OPERATOR(pg_catalog.+) k.c,"
+				" listen_ms = s.listen_ms OPERATOR(pg_catalog.+) k.ms"
+				" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) k(d, dim, val, p, sk, lk, c, ms)"
+				" WHERE s.day OPERATOR(pg_catalog.=) k.d"
+				" AND s.dimension OPERATOR(pg_catalog.=) k.dim"
+				" AND s.value OPERATOR(pg_catalog.=) k.val",
+				8, update, SPI_OK_UPDATE);
 }
 
 static void
 kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 {
 	KpiArray	args[9];
+	bool	   *changed = palloc(Max(n, 1) * sizeof(bool));
 
 	kpi_array_init(&args[0], DATEOID, n);
 	kpi_array_init(&args[1], TEXTOID, n);
@@ -113,7 +189,8 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 					 " JOIN streamkpi.daily_engagement_state s"
 					 " ON s.day OPERATOR(pg_catalog.=) k.d"
 					 " AND s.dimension OPERATOR(pg_catalog.=) k.dim"
-					 " AND s.value OPERATOR(pg_catalog.=) k.val", 4, args, &args[8], exact);
+					 " AND s.value OPERATOR(pg_catalog.=) k.val", 4, args, &args[8], exact,
+					 changed);
 	for (int i = 3; i < 8; i++)
 		kpi_array_init(&args[i], INT8OID, n);
 	for (uint32 i = 0; i < n; i++)
@@ -126,18 +203,7 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 		kpi_array_add(&args[6], Int64GetDatum(c->completed));
 		kpi_array_add(&args[7], Int64GetDatum(c->listen_ms));
 	}
-	kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
-					 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"
-					 " SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5),"
-					 " unnest($6), unnest($7), unnest($8), unnest($9)::%s.hll"
-					 " ON CONFLICT (day, dimension, value) DO UPDATE"
-					 " SET plays = s.plays OPERATOR(pg_catalog.+) excluded.plays,"
-					 " skips = s.skips OPERATOR(pg_catalog.+) excluded.skips,"
-					 " likes = s.likes OPERATOR(pg_catalog.+) excluded.likes,"
-					 " completed_plays = s.completed_plays OPERATOR(pg_catalog.+) excluded.completed_plays,"
-					 " listen_ms = s.listen_ms OPERATOR(pg_catalog.+) excluded.listen_ms,"
-					 " users = excluded.users", d->hll),
-			9, args, SPI_OK_INSERT);
+	kpi_write_engagement(d, args, changed);
 }
 
 /* by key: a round's (day, genre) keys in the order kpi_day_counts_rows() gives */
