@@ -45,6 +45,7 @@ OBJS = \
 	src/kpi_sql.o \
 	src/kpi_day_topn.o \
 	src/kpi_window_state.o \
+	src/kpi_users_cache.o \
 	src/kpi_window.o \
 	src/kpi_apply.o \
 	src/kpi_round_filter.o \

@@ -342,6 +342,13 @@ extern void kpi_run_into(const char *sql, int nargs, KpiArray *args, int expecte
 						 DestReceiver *dest);
 extern const char *kpi_hll_schema(void);
 
+/* in kpi_users_cache.c: the KPI worker's day users sketches */
+extern void kpi_users_cache_round(void);
+extern void kpi_users_cache_merge(KpiText key, bool has_stored, Datum stored,
+								  TransactionId xmin, const SketchHll *delta,
+								  bytea **packed, int64 *count);
+extern void kpi_users_cache_written(KpiText key);
+
 /* in kpi_merge.c: the day step */
 extern void kpi_merge_days(KpiDelta *d);
 

@@ -15,8 +15,10 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
 #include "kpi.h"
@@ -28,32 +30,47 @@
  * counts as round(hll_cardinality()) gives them (sketch_hll_cardinality();
  * NULL: left to hll_cardinality() in SQL): the stored sketch of each key that has one
  * with the delta's hashes added in C (cheaper than hll_union() in the
- * upsert), else the delta's.  sql returns (ordinal, sketch) for the keys
- * given as arrays, the ordinals as the last array.  changed[i] tells
+ * upsert), else the delta's.  sql returns (ordinal, sketch, xmin) for the
+ * keys given as arrays, the ordinals as the last array.  changed[i] tells
  * whether key i needs its sketch written: false when it has a stored one
  * that the delta left as it was.  Once a day has seen its regular users,
  * that is most keys of a round (the delta's users raise no register), and
- * rewriting them was a toasted value and its WAL per key and round.
+ * rewriting them was a toasted value and its WAL per key and round.  The
+ * KPI worker merges into the states it keeps (kpi_users_cache.c, keys[i]
+ * naming key i there), which spares reading the stored sketches and
+ * counting the unchanged ones again.
  */
 static void
-kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
-				 int nargs, KpiArray *args, KpiArray *packed, KpiArray *exact,
-				 bool *changed)
+kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const KpiText *keys,
+				 const char *sql, int nargs, KpiArray *args, KpiArray *packed,
+				 KpiArray *exact, bool *changed)
 {
 	bytea	  **merged = palloc0(Max(n, 1) * sizeof(bytea *));
 	int64	   *counts = palloc(Max(n, 1) * sizeof(int64));
+	bool	   *stored = palloc0(Max(n, 1) * sizeof(bool));
 
 	kpi_run(sql, nargs, args, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int			i = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
-													SPI_tuptable->tupdesc, 1, &isnull));
-		struct varlena *v = (struct varlena *)
-			PG_DETOAST_DATUM_PACKED(SPI_getbinval(SPI_tuptable->vals[r],
-												  SPI_tuptable->tupdesc, 2, &isnull));
-		uint32		len = VARSIZE_ANY_EXHDR(v);
+		int			i = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		value = SPI_getbinval(tup, desc, 2, &isnull);
+		struct varlena *v;
+		uint32		len;
 
+		stored[i] = true;
+		if (kpi_in_worker)
+		{
+			kpi_users_cache_merge(keys[i], true, value,
+								  DatumGetTransactionId(SPI_getbinval(tup, desc, 3, &isnull)),
+								  kpi_counts_users(d, &es[i]->counts), &merged[i], &counts[i]);
+			changed[i] = merged[i] != NULL;
+			continue;
+		}
+		v = (struct varlena *) PG_DETOAST_DATUM_PACKED(value);
+		len = VARSIZE_ANY_EXHDR(v);
 		merged[i] = sketch_hll_merge_into((const uint8 *) VARDATA_ANY(v), len,
 										  kpi_counts_users(d, &es[i]->counts),
 										  &counts[i]);
@@ -62,20 +79,58 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const char *sql,
 	}
 	for (uint32 i = 0; i < n; i++)
 	{
-		if (merged[i] == NULL)
-		{
-			SketchHll  *users = kpi_counts_users(d, &es[i]->counts);
+		SketchHll  *users = kpi_counts_users(d, &es[i]->counts);
 
+		if (!stored[i] && kpi_in_worker)
+			kpi_users_cache_merge(keys[i], false, (Datum) 0, InvalidTransactionId,
+								  users, &merged[i], &counts[i]);
+		else if (!stored[i])
+		{
 			merged[i] = sketch_hll_pack(users);
 			counts[i] = sketch_hll_cardinality(users);
-			changed[i] = true;
 		}
-		kpi_array_add(packed, PointerGetDatum(merged[i]));
+		if (!stored[i])
+			changed[i] = true;
+		if (merged[i] != NULL)
+			kpi_array_add(packed, PointerGetDatum(merged[i]));
+		else
+			kpi_array_add_null(packed);
 		if (counts[i] >= 0)
 			kpi_array_add(exact, Int64GetDatum(counts[i]));
 		else
 			kpi_array_add_null(exact);
 	}
+}
+
+/*
+ * The key of a day users sketch in the worker's cache: the table (kind),
+ * the day, and the key's strings.
+ */
+static KpiText
+kpi_users_key(char kind, DateADT day, int dimension, const KpiString *value)
+{
+	StringInfoData buf;
+	KpiText		key;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, kind);
+	appendBinaryStringInfo(&buf, (const char *) &day, sizeof(day));
+	appendBinaryStringInfo(&buf, (const char *) &dimension, sizeof(dimension));
+	appendBinaryStringInfo(&buf, value->data, value->len);
+	key.data = buf.data;
+	key.len = buf.len;
+	return key;
+}
+
+/* the cache entries of keys whose rows the round wrote (all: NULL) */
+static void
+kpi_users_written(const KpiText *keys, uint32 n, const bool *written)
+{
+	if (!kpi_in_worker)
+		return;
+	for (uint32 i = 0; i < n; i++)
+		if (written == NULL || written[i])
+			kpi_users_cache_written(keys[i]);
 }
 
 /* The elements of a whose keys changed, in b (initialised here). */
@@ -102,10 +157,14 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 	KpiArray	write[3];
 	bool	   *changed = palloc(Max(n, 1) * sizeof(bool));
 
+	KpiText    *keys = palloc(Max(n, 1) * sizeof(KpiText));
+
+	for (uint32 i = 0; i < n; i++)
+		keys[i] = kpi_users_key('g', (DateADT) es[i]->key.a, 0, &d->strs[es[i]->key.b]);
 	kpi_genre_key_arrays(d, es, n, &args[0], &args[1], &args[2]);
 	kpi_array_init(&packed, BYTEAOID, n);
-	kpi_merged_users(d, es, n,
-					 "SELECT k.i, s.users FROM unnest($1, $2, $3) k(d, g, i)"
+	kpi_merged_users(d, es, n, keys,
+					 "SELECT k.i, s.users, s.xmin FROM unnest($1, $2, $3) k(d, g, i)"
 					 " JOIN streamkpi.daily_genre_users s"
 					 " ON s.day OPERATOR(pg_catalog.=) k.d"
 					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact,
@@ -119,6 +178,7 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 						 " ON CONFLICT (day, genre) DO UPDATE SET users = excluded.users",
 						 d->hll),
 				3, write, SPI_OK_INSERT);
+	kpi_users_written(keys, n, changed);
 }
 
 /*
@@ -171,6 +231,7 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 {
 	KpiArray	args[9];
 	bool	   *changed = palloc(Max(n, 1) * sizeof(bool));
+	KpiText    *keys = palloc(Max(n, 1) * sizeof(KpiText));
 
 	kpi_array_init(&args[0], DATEOID, n);
 	kpi_array_init(&args[1], TEXTOID, n);
@@ -182,10 +243,12 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 		kpi_array_add(&args[1], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
 		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
 		kpi_array_add(&args[3], Int32GetDatum(i));
+		keys[i] = kpi_users_key('e', (DateADT) es[i]->key.a, (int) es[i]->key.b,
+								&d->strs[es[i]->key.c]);
 	}
 	kpi_array_init(&args[8], BYTEAOID, n);
-	kpi_merged_users(d, es, n,
-					 "SELECT k.i, s.users FROM unnest($1, $2, $3, $4) k(d, dim, val, i)"
+	kpi_merged_users(d, es, n, keys,
+					 "SELECT k.i, s.users, s.xmin FROM unnest($1, $2, $3, $4) k(d, dim, val, i)"
 					 " JOIN streamkpi.daily_engagement_state s"
 					 " ON s.day OPERATOR(pg_catalog.=) k.d"
 					 " AND s.dimension OPERATOR(pg_catalog.=) k.dim"
@@ -204,6 +267,7 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 		kpi_array_add(&args[7], Int64GetDatum(c->listen_ms));
 	}
 	kpi_write_engagement(d, args, changed);
+	kpi_users_written(keys, n, NULL);
 }
 
 /* by key: a round's (day, genre) keys in the order kpi_day_counts_rows() gives */
@@ -257,6 +321,8 @@ kpi_merge_days(KpiDelta *d)
 
 	if (ne == 0)
 		return;
+	if (kpi_in_worker)
+		kpi_users_cache_round();
 	qsort(gs, ng, sizeof(KpiEntry *), kpi_entry_key_cmp);
 	kpi_array_init(&g_exact, INT8OID, ng);
 	kpi_array_init(&e_exact, INT8OID, ne);

@@ -33,6 +33,8 @@ extern SketchHll *sketch_hll_create(MemoryContext cxt, int log2m);
 extern uint64 sketch_hll_hash_text(const char *data, size_t len);
 extern void sketch_hll_add(SketchHll *st, uint64 hash);
 extern void sketch_hll_merge(SketchHll *into, const SketchHll *from);
+extern bool sketch_hll_merge_changed(SketchHll *into, const SketchHll *from);
+extern SketchHll *sketch_hll_copy(MemoryContext cxt, const SketchHll *st);
 extern bytea *sketch_hll_pack(const SketchHll *st);
 extern SketchHll *sketch_hll_unpack(MemoryContext cxt, const uint8 *data, size_t len);
 extern int64 sketch_hll_cardinality(const SketchHll *st);

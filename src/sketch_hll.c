@@ -905,6 +905,35 @@ sketch_hll_merge(SketchHll *into, const SketchHll *from)
 	hll_state_merge(into, from);
 }
 
+/*
+ * Merge from into into, as sketch_hll_merge(); true when into changed (a
+ * state that did not packs to the same value and has the same count).
+ */
+bool
+sketch_hll_merge_changed(SketchHll *into, const SketchHll *from)
+{
+	HllMode		mode = into->mode;
+	int32		n = into->nexplicit;
+	size_t		m = (size_t) 1 << into->p.log2m;
+	uint8	   *before = mode == HLL_MODE_REGISTERS ? palloc(m) : NULL;
+	bool		changed;
+
+	if (before != NULL)
+		memcpy(before, into->regs, m);
+	hll_state_merge(into, from);
+	changed = into->mode != mode || into->nexplicit != n ||
+		(before != NULL && memcmp(before, into->regs, m) != 0);
+	if (before != NULL)
+		pfree(before);
+	return changed;
+}
+
+SketchHll *
+sketch_hll_copy(MemoryContext cxt, const SketchHll *st)
+{
+	return hll_state_copy(cxt, st);
+}
+
 bytea *
 sketch_hll_pack(const SketchHll *st)
 {

@@ -1,9 +1,12 @@
-# The KPI worker's cache of window part 0 (src/kpi_window.c): a round takes
-# the counters of a window it wrote in an earlier round from memory, but
-# only while the stored row is still the version it wrote.  Here
-# refresh_kpis() rewrites a window between two rounds with listens the
-# worker never saw (committed with the refresh, so the worker skips them):
-# a round that trusted its cache would drop them from the window.  Then
+# The KPI worker's caches of window part 0 (src/kpi_window.c) and of the
+# day users sketches (src/kpi_users_cache.c): a round takes the counters
+# of a window, and the users of a day key, it wrote or read in an earlier
+# round from memory, but only while the stored row is still that version.
+# Here refresh_kpis() rewrites a window and the day between two rounds
+# with listens, of users the worker never saw, that it never saw either
+# (committed with the refresh, so the worker skips them): a round that
+# trusted its caches would drop them from the window and the day's unique
+# listeners and engaged users.  Then
 # rounds alternate between two minutes half an hour apart: each takes the
 # windows the round before it did not write from the cache, and a refresh
 # of one minute while the cache holds it from two rounds back must not be
@@ -31,15 +34,31 @@ my $minute = sq(q{SELECT date_trunc('minute', now() - interval '10 minutes')});
 my $n = 0;
 sub insert_sql
 {
-	my ($count, $at) = @_;
+	my ($count, $at, $users) = @_;
 	my $first = $n + 1;
 	$at //= $minute;
+	$users //= q{'u' || (i % 7)};
 	$n += $count;
 	return qq{INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at, ms_played, action)
-		SELECT 'e' || i, 'u' || (i % 7), 't' || (i % 5), '$at'::timestamptz + interval '1 ms' * i,
+		SELECT 'e' || i, $users, 't' || (i % 5), '$at'::timestamptz + interval '1 ms' * i,
 			   1000, 'play'
 		  FROM generate_series($first, $n) i};
 }
+
+# per day and genre, unique listeners shown and counted from listens
+# (exact: far fewer users than hll's explicit limit); per day, the users
+# engaged on every dimension's values, shown and counted
+my $listeners_shown = q{SELECT string_agg(day || ' ' || genre || ':' || unique_listeners, ' ' ORDER BY day, genre)
+	FROM streamkpi.daily_genre_kpis};
+my $listeners_counted = q{SELECT string_agg(d || ' ' || g || ':' || u, ' ' ORDER BY d, g)
+	FROM (SELECT (l.listened_at AT TIME ZONE 'UTC')::date d, coalesce(t.genre, 'unknown') g,
+				 count(DISTINCT l.user_id) u
+			FROM streamkpi.listens l LEFT JOIN streamkpi.tracks t USING (track_id) GROUP BY 1, 2) x};
+my $engaged_shown = q{SELECT string_agg(DISTINCT day || ':' || unique_users, ' ')
+	FROM streamkpi.daily_engagement WHERE dimension = 'region'};
+my $engaged_counted = q{SELECT string_agg(d || ':' || u, ' ')
+	FROM (SELECT (listened_at AT TIME ZONE 'UTC')::date d, count(DISTINCT user_id) u
+			FROM streamkpi.listens GROUP BY 1) x};
 
 # the 1-minute window's plays per track in track_windows, and counted
 # from listens
@@ -57,17 +76,24 @@ is(sq($shown), sq($counted), 'the window holds them');
 # listens that refresh_kpis() counts before the worker sees them: the
 # session holds the KPI lock, so no round starts between their commit and
 # the refresh, which rewrites the window with them; the worker skips them
+is(sq($listeners_shown), sq($listeners_counted), 'the day holds their listeners');
 sq(q{SELECT pg_advisory_lock(streamkpi.kpi_lock_key());
-	} . insert_sql(200) . q{;
+	} . insert_sql(200, undef, q{'n' || (i % 11)}) . q{;
 	SELECT streamkpi.refresh_kpis(current_date - 1, current_date);
 	SELECT pg_advisory_unlock(streamkpi.kpi_lock_key());});
 is(sq($shown), sq($counted), 'refresh_kpis() rewrote the window with them');
+is(sq($listeners_shown), sq($listeners_counted), 'and the day with their new listeners');
 
-# the worker's next round adds to the window it wrote before the refresh
+# the worker's next round adds to the window and the day it wrote before
+# the refresh
 sq(insert_sql(100));
 ok(applied(), 'the next listens applied');
 is(sq($shown), sq($counted),
 	'the window holds every listen: the round read the refreshed row, not its cache');
+is(sq($listeners_shown), sq($listeners_counted),
+	"the day's unique listeners count the refresh's listeners: the round read the refreshed sketches, not its cache");
+is(sq($engaged_shown), sq($engaged_counted),
+	"and so do the day's engaged users");
 is(sq(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'streamkpi kpi'}), $pid,
 	'one KPI worker did all rounds (its cache lived throughout)');
 
