@@ -1,11 +1,13 @@
 -- Windows stored in parts (src/kpi_window_state.c): part 0 holds the
 -- counters, each round adds a players part with the players it saw, and a
--- round that finds 16 players parts merges them into one (one window per
--- round may merge from 14 parts, so the three windows merge in rounds 15,
--- 16 and 17).  Forty rounds play into the same windows: one track gains
+-- round that finds 16 players parts merges some of them into one: the
+-- smallest 8 and each next while what it merges is at least its size (one
+-- window per round may merge from 14 parts, so the three windows merge in
+-- rounds 15, 16 and 17, all their parts alike).  Forty rounds play into
+-- the same windows, then 32 small ones (below): one track gains
 -- thousands of players (its sketch goes explicit, sparse, full), one 1,600
 -- (explicit into sparse), the others the same few players each round.
--- After rounds 1, 17 (all windows merged once) and 40, every (window,
+-- After rounds 1, 17 (all windows merged once), 40 and 72, every (window,
 -- track) must equal what raw listens give: plays and listen ms, and the
 -- players' sketch byte for byte with hll_add_agg(); no window may keep
 -- more than 16 players parts; and refresh_kpis() gives the same rows.
@@ -92,6 +94,26 @@ SELECT track_id, hll_type(users) AS type, round(hll_cardinality(users)) AS playe
   FROM (SELECT DISTINCT ON (track_id) track_id, users FROM streamkpi.window_track_state
 		 WHERE window_size = '1 minute' AND track_id IN ('w1', 'w2', 'w3')) s
  ORDER BY 1;
+
+-- Rounds 41..72 play only w3..w12, the same three players: small parts.
+-- A compaction merges the smallest parts (at least 8), and each next one
+-- while what it merges is at least that part's size, so the large part of
+-- each window (written by a compaction before round 45) outlives the
+-- compactions of these rounds, which merge the small ones around it; the
+-- windows still equal raw listens.
+CREATE OR REPLACE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at,
+								   ms_played, action, region, device)
+	SELECT format('p%s-%s-%s', p_round, t, j), 'c' || (j % 3), 'w' || t,
+		   p_day + interval '10 hours' + ((t * 7 + j) % 60) * interval '1 s',
+		   1000, 'play', 'eu', 'web'
+	  FROM generate_series(3, 12) t CROSS JOIN generate_series(1, 3) j $$;
+CALL pg_temp.rounds(41, 72, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) AS players_parts,
+	   (array_agg(part ORDER BY pg_column_size(tracks) DESC))[1] AS largest_part,
+	   round(max(pg_column_size(tracks)) / sum(pg_column_size(tracks))::numeric, 1) AS its_share
+  FROM streamkpi.window_state WHERE part > 0 GROUP BY 1 ORDER BY 1;
 
 -- refresh_kpis() computes the same rows, in one players part per window
 CREATE TEMP TABLE before AS SELECT * FROM streamkpi.track_windows;

@@ -15,7 +15,9 @@
  *	                      windows of the smallest size only when the larger
  *	                      can be summed from them;
  *	    kpi_merge.c       the day deltas are added to the day state tables
- *	                      in a few multi-row statements (kpi_sql.c), the
+ *	                      in a few multi-row statements (kpi_sql.c; the
+ *	                      users sketches, in the KPI worker, through the
+ *	                      states kpi_users_cache.c keeps), the
  *	                      touched genres' track counts and top tracks in
  *	                      their summaries (kpi_day_topn.c), and the day KPI
  *	                      rows of the touched keys are derived again in SQL

@@ -10,21 +10,17 @@
  *	  statement: part 0 again, a players part per window with the players
  *	  the round saw, and the trending rows of the touched (window, region)
  *	  keys, derived from the merged counters.  A window with
- *	  WINDOW_PLAYERS_PARTS_MAX players parts has them merged into one by
- *	  the round that finds them (or a little earlier, one window per
- *	  round, so that windows do not all merge in the same round).
+ *	  WINDOW_PLAYERS_PARTS_MAX players parts has its small ones merged into
+ *	  one by the round that finds them (or a little earlier, one window per
+ *	  round, so that windows do not all merge in the same round); a large
+ *	  part stays until the small ones add up to it (compact_count()).
  *
  *	  So a round writes what its events changed: counters of the tracks of
- *	  its windows and the players it saw, not the players sketches that
- *	  its windows have gathered before (which grow with the traffic a
- *	  window has had: rewritten in every round, they made the rounds of a
- *	  busy minute slower and slower).
- *
- *	  streamkpi.track_windows is a view over these rows
- *	  (streamkpi._window_track_rows(), streamkpi._window_track_players): a
- *	  round writes no row per (window, track), and what the view shows is
- *	  the state the round committed.
- *	  streamkpi.window_track_state shows the entries as rows.
+ *	  its windows and the players it saw, not the players sketches its
+ *	  windows gathered before (rewritten in every round, they made the
+ *	  rounds of a busy minute slower and slower).  streamkpi.track_windows
+ *	  and streamkpi.window_track_state are views over these rows: a round
+ *	  writes no row per (window, track).
  *
  *-------------------------------------------------------------------------
  */
@@ -60,19 +56,20 @@ typedef struct Win
 } Win;
 
 /*
- * A round that finds this many players parts of a window merges them,
- * with its own players, into one: readers merge at most this many, and a
- * window's players are rewritten once per that many rounds, not in each.
+ * A round that finds this many players parts of a window merges some of
+ * them, with its own players, into one: readers merge at most this many,
+ * and a round writes its own players, not all of the window's.
  */
 #define WINDOW_PLAYERS_PARTS_MAX 16
 
+/* a compaction merges at least this many parts (compact_count()) */
+#define WINDOW_COMPACT_MIN 8
+
 /*
- * A round that compacts no window yet may compact one that is this close
- * to the limit.  The windows of a busy minute (1, 5 and 10 minutes) gain a
- * part in every round and so would all reach the limit in the same round,
- * making it three times as long as the others (500 ms at 100,000
- * events/s, most of the latency's p99); compacted early, they fall into
- * separate rounds and stay apart.
+ * A round that compacts no window yet may compact one this close to the
+ * limit: the 1-, 5- and 10-minute windows of a busy minute gain a part in
+ * every round, and compacting all three in one round made it the p99 of
+ * the latency (500 ms at 100,000 events/s).
  */
 #define WINDOW_PLAYERS_PARTS_EARLY 2
 
@@ -841,12 +838,33 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 }
 
 /*
- * Compact window w: its stored players parts and the round's players
- * merged into one part, which replaces them.  Each window is read, merged
- * and written on its own, in a context freed before the next: a round
- * holds one window's players at a time, however many windows it compacts
- * (with events spread over an hour, all of them reach the limit in the
- * same round).
+ * How many of a window's players parts (sizes ascending) a compaction
+ * merges: the WINDOW_COMPACT_MIN smallest, and each next one while what is
+ * merged is at least its size.  A large part stays until the small ones
+ * add up to it, so a player's bytes are rewritten a few times over the
+ * window's life, not at every compaction (at 100,000 events/s that
+ * rewrote megabytes of a 10-minute window every 16 rounds: 45% of the
+ * worker's time).
+ */
+static int
+compact_count(const int64 *sizes, int n)
+{
+	int			k = Min(n, WINDOW_COMPACT_MIN);
+	int64		sum = 0;
+
+	for (int i = 0; i < k; i++)
+		sum += sizes[i];
+	while (k < n && sum >= sizes[k])
+		sum += sizes[k++];
+	return k;
+}
+
+/*
+ * Compact window w: the players parts compact_count() picks (only those
+ * detoasted) and the round's players merged into one part, which replaces
+ * them.  Each window is done in a context freed before the next: a round
+ * holds one window's players at a time, however many it compacts (with
+ * events spread over an hour, all reach the limit in the same round).
  */
 static Size
 compact_window(KpiDelta *d, Win *w)
@@ -857,47 +875,61 @@ compact_window(KpiDelta *d, Win *w)
 	KpiArray	args[4];
 	WinTrack  **parts;
 	int		   *nparts;
-	int			np = 0;
+	int64	   *sizes;
+	int			np;
+	KpiArray	merged_parts[3];	/* start, size, the parts merged */
 	bytea	   *packed;
 	Size		bytes;
 
 	MemoryContextSwitchTo(cxt);
 	window_key_args(d, w, 1, args);
-	kpi_run("SELECT u.tracks"
+	kpi_run("SELECT u.part, pg_catalog.pg_column_size(u.tracks)::int8, u.tracks"
 			" FROM unnest($1, $2, $3) k(st, sz, i)"
 			" JOIN streamkpi.window_state u"
 			" ON u.window_start OPERATOR(pg_catalog.=) k.st"
 			" AND u.window_size OPERATOR(pg_catalog.=) k.sz"
-			" AND u.part OPERATOR(pg_catalog.>) 0",
+			" AND u.part OPERATOR(pg_catalog.>) 0"
+			" ORDER BY 2, 1",
 			3, args, SPI_OK_SELECT);
 	parts = palloc(Max(SPI_processed, 1) * sizeof(WinTrack *));
 	nparts = palloc(Max(SPI_processed, 1) * sizeof(int));
+	sizes = palloc(Max(SPI_processed, 1) * sizeof(int64));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		bytea	   *b = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[r],
-													  SPI_tuptable->tupdesc, 1, &isnull));
+
+		sizes[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	np = compact_count(sizes, (int) SPI_processed);
+	kpi_array_init(&merged_parts[2], INT4OID, np);
+	for (int r = 0; r < np; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		bool		isnull;
+		bytea	   *b = DatumGetByteaPP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3,
+													  &isnull));
 
 		CHECK_FOR_INTERRUPTS();
-		parts[np] = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
-								  &nparts[np]);
-		np++;
+		kpi_array_add(&merged_parts[2], SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		parts[r] = window_unpack((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
+								 &nparts[r]);
 	}
 	window_players_union(w->merged, w->nmerged, parts, nparts, np);
 	packed = window_pack(w->merged, w->nmerged, true);
 	bytes = VARSIZE(packed);
 	SPI_freetuptable(SPI_tuptable);
 
-	/* the parts merged (1 .. last) give way to the one part last + 1 */
+	/* the parts merged give way to the one part last + 1 */
 	window_key_args(d, w, 1, args);
-	args[2].elems[0] = Int32GetDatum(w->last_part);
+	merged_parts[0] = args[0];
+	merged_parts[1] = args[1];
 	kpi_run("DELETE FROM streamkpi.window_state s"
-			" USING unnest($1, $2, $3) k(st, sz, last)"
+			" USING unnest($1, $2) k(st, sz)"
 			" WHERE s.window_start OPERATOR(pg_catalog.=) k.st"
 			" AND s.window_size OPERATOR(pg_catalog.=) k.sz"
-			" AND s.part OPERATOR(pg_catalog.>) 0"
-			" AND s.part OPERATOR(pg_catalog.<=) k.last",
-			3, args, SPI_OK_DELETE);
+			" AND s.part OPERATOR(pg_catalog.=) ANY ($3)",
+			3, merged_parts, SPI_OK_DELETE);
 	args[2].elems[0] = Int32GetDatum(w->last_part + 1);
 	kpi_array_init(&args[3], BYTEAOID, 1);
 	kpi_array_add(&args[3], PointerGetDatum(packed));

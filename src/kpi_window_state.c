@@ -13,8 +13,9 @@
  *	  players parts.  Counters are small and a round rewrites part 0;
  *	  players sketches grow with the window, so a round appends only the
  *	  players it saw, and every WINDOW_PLAYERS_PARTS_MAX parts one round
- *	  merges them into one (kpi_window.c).  A round's writes therefore
- *	  follow its own events, not everything its windows hold.
+ *	  merges the small ones into one, a large part staying until they add
+ *	  up to it (kpi_window.c).  A round's writes therefore follow its own
+ *	  events, not everything its windows hold.
  *
  *	  Both kinds of part have one packed form (strings as a varint length
  *	  and their bytes, tracks and regions sorted by bytes):

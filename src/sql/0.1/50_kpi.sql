@@ -167,8 +167,9 @@ CREATE TABLE streamkpi.daily_engagement_state (
 -- listen ms), parts 1.. the hll of the users who played each track, as
 -- rounds added them; a track's players are the union over those parts.  A
 -- round rewrites part 0, adds a players part with the players it saw, and
--- every WINDOW_PLAYERS_PARTS_MAX parts (src/kpi_window.c) merges them into
--- one, so its writes follow its events, not all that its windows hold
+-- every WINDOW_PLAYERS_PARTS_MAX parts (src/kpi_window.c) merges the small
+-- ones into one (a large part stays until they add up to it), so its
+-- writes follow its events, not all that its windows hold
 -- (format in src/kpi_window_state.c).
 -- streamkpi.window_track_state shows the entries as rows.
 CREATE TABLE streamkpi.window_state (
