@@ -11,7 +11,8 @@
  *	  An entry is used only while the stored row is the version it knows
  *	  (its xmin is the transaction the entry names): anything else that
  *	  wrote the row (refresh_kpis(), a round rolled back) leaves a row it
- *	  does not match, and the stored value is read again.  An entry being
+ *	  does not match, and the stored value is read again (as is a frozen
+ *	  row's, whose xmin names no transaction any more).  An entry being
  *	  merged names no transaction until its row is written, so a round
  *	  that fails in between leaves it unmatched.  Only in the KPI worker,
  *	  where nothing else writes the day state in a round's transaction.
@@ -131,7 +132,7 @@ kpi_users_cache_merge(KpiText key, bool has_stored, Datum stored, TransactionId 
 {
 	UsersEntry *e = users_entry(key);
 	bool		matches = has_stored && e->cxt != NULL &&
-		TransactionIdIsValid(xmin) && TransactionIdEquals(e->xid, xmin);
+		TransactionIdIsNormal(xmin) && TransactionIdEquals(e->xid, xmin);
 	bool		changed;
 
 	e->xid = InvalidTransactionId;	/* until its row is settled */

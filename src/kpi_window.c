@@ -82,9 +82,9 @@ typedef struct Win
  * rounds, the least recently used going first beyond WIN_CACHE_MAX_BYTES.
  * An entry is used only while the stored row is the version the worker
  * wrote, whose xmin is the writing transaction: a write by anything else
- * (refresh_kpis(), a round rolled back) leaves a row it does not match.
- * Only in the KPI worker, where nothing else writes window_state in a
- * round's transaction and every part 0 it writes goes through the cache.
+ * (refresh_kpis(), a round rolled back) leaves a row it does not match,
+ * and a frozen row's xmin names no transaction any more.
+ * Only in the KPI worker: nothing else writes window_state in its rounds.
  */
 typedef struct WinCached
 {
@@ -702,7 +702,7 @@ win_cache_find(int64 usecs, TimestampTz start, TransactionId xmin)
 	if (win_cache_n == 0)
 		return NULL;
 	c = bsearch(&key, win_cache, win_cache_n, sizeof(WinCached), win_cached_cmp);
-	if (c == NULL || !TransactionIdIsValid(xmin) || !TransactionIdEquals(c->xid, xmin))
+	if (c == NULL || !TransactionIdIsNormal(xmin) || !TransactionIdEquals(c->xid, xmin))
 		return NULL;
 	c->used = win_cache_writes;
 	return c->part0;
