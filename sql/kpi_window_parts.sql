@@ -1,7 +1,7 @@
 -- Windows stored in parts (src/kpi_window_state.c): part 0 holds the
 -- counters, each round adds a players part with the players it saw, and a
--- round that finds 16 players parts merges some of them into one: the
--- smallest 8 and each next while what it merges is at least its size (one
+-- round that finds 16 players parts merges some of them into one: all but
+-- the 3 largest, and each of those while what it merges is at least its size (one
 -- window per round may merge from 14 parts, so the three windows merge in
 -- rounds 15, 16 and 17, all their parts alike).  Forty rounds play into
 -- the same windows, then 32 small ones (below): one track gains
@@ -96,7 +96,7 @@ SELECT track_id, hll_type(users) AS type, round(hll_cardinality(users)) AS playe
  ORDER BY 1;
 
 -- Rounds 41..72 play only w3..w12, the same three players: small parts.
--- A compaction merges the smallest parts (at least 8), and each next one
+-- A compaction merges all but the 3 largest parts, and each of those
 -- while what it merges is at least that part's size, so the large part of
 -- each window (written by a compaction before round 45) outlives the
 -- compactions of these rounds, which merge the small ones around it; the

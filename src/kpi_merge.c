@@ -104,7 +104,8 @@ kpi_merged_users(KpiDelta *d, KpiEntry **es, uint32 n, const KpiText *keys,
 
 /*
  * The key of a day users sketch in the worker's cache: the table (kind),
- * the day, and the key's strings.
+ * the day, the dimension (engagement) and the value (genre or dimension
+ * value).
  */
 static KpiText
 kpi_users_key(char kind, DateADT day, int dimension, const KpiString *value)
@@ -156,10 +157,9 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 	KpiArray	packed;
 	KpiArray	write[3];
 	bool	   *changed = palloc(Max(n, 1) * sizeof(bool));
-
 	KpiText    *keys = palloc(Max(n, 1) * sizeof(KpiText));
 
-	for (uint32 i = 0; i < n; i++)
+	for (uint32 i = 0; kpi_in_worker && i < n; i++)
 		keys[i] = kpi_users_key('g', (DateADT) es[i]->key.a, 0, &d->strs[es[i]->key.b]);
 	kpi_genre_key_arrays(d, es, n, &args[0], &args[1], &args[2]);
 	kpi_array_init(&packed, BYTEAOID, n);
@@ -243,8 +243,9 @@ kpi_merge_engagement(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 		kpi_array_add(&args[1], CStringGetTextDatum(kpi_dimension_names[es[i]->key.b]));
 		kpi_array_add(&args[2], kpi_text_datum(d, es[i]->key.c));
 		kpi_array_add(&args[3], Int32GetDatum(i));
-		keys[i] = kpi_users_key('e', (DateADT) es[i]->key.a, (int) es[i]->key.b,
-								&d->strs[es[i]->key.c]);
+		if (kpi_in_worker)
+			keys[i] = kpi_users_key('e', (DateADT) es[i]->key.a, (int) es[i]->key.b,
+									&d->strs[es[i]->key.c]);
 	}
 	kpi_array_init(&args[8], BYTEAOID, n);
 	kpi_merged_users(d, es, n, keys,

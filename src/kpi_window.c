@@ -62,8 +62,8 @@ typedef struct Win
  */
 #define WINDOW_PLAYERS_PARTS_MAX 16
 
-/* a compaction merges at least this many parts (compact_count()) */
-#define WINDOW_COMPACT_MIN 8
+/* a compaction keeps at most this many parts (compact_count()) */
+#define WINDOW_COMPACT_KEEP 3
 
 /*
  * A round that compacts no window yet may compact one this close to the
@@ -839,17 +839,17 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 
 /*
  * How many of a window's players parts (sizes ascending) a compaction
- * merges: the WINDOW_COMPACT_MIN smallest, and each next one while what is
- * merged is at least its size.  A large part stays until the small ones
- * add up to it, so a player's bytes are rewritten a few times over the
- * window's life, not at every compaction (at 100,000 events/s that
- * rewrote megabytes of a 10-minute window every 16 rounds: 45% of the
- * worker's time).
+ * merges: all but the WINDOW_COMPACT_KEEP largest, and each of those while
+ * what is merged is at least its size.  A large part stays until the small
+ * ones add up to it, so a player's bytes are rewritten a few times over
+ * the window's life, not at every compaction (at 100,000 events/s that
+ * rewrote megabytes of a 10-minute window every 16 rounds); and a window
+ * keeps few parts, so compactions come about as seldom as before.
  */
 static int
 compact_count(const int64 *sizes, int n)
 {
-	int			k = Min(n, WINDOW_COMPACT_MIN);
+	int			k = Max(n - WINDOW_COMPACT_KEEP, Min(n, 2));
 	int64		sum = 0;
 
 	for (int i = 0; i < k; i++)
