@@ -117,7 +117,7 @@ merge_regions(WinTrack *m, const WinTrack *old, const WinTrack *delta)
 	while (i < old->nregions || j < delta->nregions)
 	{
 		int			c = i >= old->nregions ? 1 : j >= delta->nregions ? -1
-		: window_bytes_order(old->regions[i].name, old->regions[i].len,
+		: bytes_cmp(old->regions[i].name, old->regions[i].len,
 							 delta->regions[j].name, delta->regions[j].len);
 		WinRegion  *r = &m->regions[m->nregions++];
 
@@ -164,7 +164,7 @@ window_merge(Win *w)
 	while (i < nold || j < w->ndelta)
 	{
 		int			c = i >= nold ? 1 : j >= w->ndelta ? -1
-		: window_bytes_order(old[i].name, old[i].len,
+		: bytes_cmp(old[i].name, old[i].len,
 							 w->delta[j].name, w->delta[j].len);
 		WinTrack   *m = &w->merged[w->nmerged++];
 
@@ -237,7 +237,7 @@ touched_regions(KpiDelta *d, Win *w, int *ntops)
 			if (!d->refresh && !r->touched)
 				continue;
 			for (k = 0; k < n; k++)
-				if (window_bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+				if (bytes_cmp(tops[k].region, tops[k].len, r->name, r->len) == 0)
 					break;
 			if (k < n)
 				continue;
@@ -275,7 +275,7 @@ derive_trending(KpiDelta *d, Win *w, WinOutput *out)
 			if (r->plays == 0)
 				continue;
 			for (int k = 0; k < ntops; k++)
-				if (window_bytes_order(tops[k].region, tops[k].len, r->name, r->len) == 0)
+				if (bytes_cmp(tops[k].region, tops[k].len, r->name, r->len) == 0)
 				{
 					top_offer(&tops[k], top_n, &w->merged[i], r);
 					break;

@@ -46,18 +46,4 @@ extern Datum window_bytes_text(const char *p, uint32 len);
 extern void window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
 								 const int *nparts, int np);
 
-/*
- * Byte order of strings, shorter first on a common prefix.  Inline: merging
- * a round into its windows compares names a few million times.
- */
-static inline int
-window_bytes_order(const char *a, uint32 alen, const char *b, uint32 blen)
-{
-	int			c = memcmp(a, b, Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
 #endif							/* STREAMKPI_KPI_WINDOW_H */

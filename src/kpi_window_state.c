@@ -349,14 +349,14 @@ track_values(const WinTrack *t, WinTrack *const *parts, const int *nparts,
 		const WinTrack *s;
 
 		while (pos[p] < nparts[p] &&
-			   window_bytes_order(parts[p][pos[p]].name, parts[p][pos[p]].len,
+			   bytes_cmp(parts[p][pos[p]].name, parts[p][pos[p]].len,
 								  t->name, t->len) < 0)
 			pos[p]++;
 		if (pos[p] >= nparts[p])
 			continue;
 		s = &parts[p][pos[p]];
 		if (s->packed == NULL ||
-			window_bytes_order(s->name, s->len, t->name, t->len) != 0)
+			bytes_cmp(s->name, s->len, t->name, t->len) != 0)
 			continue;
 		vals[*n] = s->packed;
 		lens[*n] = s->packed_len;

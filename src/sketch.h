@@ -228,7 +228,11 @@ get_i64(const uint8 *p)
 	return (int64) u;
 }
 
-/* item order: bytes ascending */
+/*
+ * Byte order of strings, shorter first on a common prefix: topn items, and
+ * the names of the KPI windows' tracks and regions (inline: merging a round
+ * into its windows compares names a few million times).
+ */
 static inline int
 bytes_cmp(const char *a, uint32 alen, const char *b, uint32 blen)
 {
