@@ -134,14 +134,14 @@ kpi_users_written(const KpiText *keys, uint32 n, const bool *written)
 			kpi_users_cache_written(keys[i]);
 }
 
-/* The elements of a whose keys changed, in b (initialised here). */
+/* The elements i of a with changed[i] == want, in b (initialised here). */
 static void
-kpi_array_changed(KpiArray *b, const KpiArray *a, const bool *changed)
+kpi_array_pick(KpiArray *b, const KpiArray *a, const bool *changed, bool want)
 {
 	kpi_array_init(b, a->elemtype, a->n);
 	for (int i = 0; i < a->n; i++)
 	{
-		if (!changed[i])
+		if (changed[i] != want)
 			continue;
 		if (a->nulls != NULL && a->nulls[i])
 			kpi_array_add_null(b);
@@ -169,9 +169,9 @@ kpi_merge_day_genres(KpiDelta *d, KpiEntry **es, uint32 n, KpiArray *exact)
 					 " ON s.day OPERATOR(pg_catalog.=) k.d"
 					 " AND s.genre OPERATOR(pg_catalog.=) k.g", 3, args, &packed, exact,
 					 changed);
-	kpi_array_changed(&write[0], &args[0], changed);
-	kpi_array_changed(&write[1], &args[1], changed);
-	kpi_array_changed(&write[2], &packed, changed);
+	kpi_array_pick(&write[0], &args[0], changed, true);
+	kpi_array_pick(&write[1], &args[1], changed, true);
+	kpi_array_pick(&write[2], &packed, changed, true);
 	if (write[0].n > 0)
 		kpi_run(psprintf("INSERT INTO streamkpi.daily_genre_users AS s (day, genre, users)"
 						 " SELECT unnest($1), unnest($2), unnest($3)::%s.hll"
@@ -191,14 +191,11 @@ kpi_write_engagement(KpiDelta *d, KpiArray *args, const bool *changed)
 {
 	KpiArray	upsert[9];
 	KpiArray	update[8];
-	bool	   *unchanged = palloc(Max(args[0].n, 1) * sizeof(bool));
 
-	for (int i = 0; i < args[0].n; i++)
-		unchanged[i] = !changed[i];
 	for (int k = 0; k < 9; k++)
-		kpi_array_changed(&upsert[k], &args[k], changed);
+		kpi_array_pick(&upsert[k], &args[k], changed, true);
 	for (int k = 0; k < 8; k++)
-		kpi_array_changed(&update[k], &args[k], unchanged);
+		kpi_array_pick(&update[k], &args[k], changed, false);
 	if (upsert[0].n > 0)
 		kpi_run(psprintf("INSERT INTO streamkpi.daily_engagement_state AS s"
 						 " (day, dimension, value, plays, skips, likes, completed_plays, listen_ms, users)"

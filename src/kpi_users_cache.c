@@ -143,7 +143,6 @@ kpi_users_cache_merge(KpiText key, bool has_stored, Datum stored, TransactionId 
 		e->cxt = NULL;
 		e->cxt = AllocSetContextCreate(users_cxt, "streamkpi day users",
 									   ALLOCSET_SMALL_SIZES);
-		e->count = -1;
 	}
 	if (!matches && has_stored)
 	{
@@ -151,7 +150,6 @@ kpi_users_cache_merge(KpiText key, bool has_stored, Datum stored, TransactionId 
 
 		e->users = sketch_hll_unpack(e->cxt, (const uint8 *) VARDATA_ANY(v),
 									 VARSIZE_ANY_EXHDR(v));
-		e->count = sketch_hll_cardinality(e->users);
 	}
 	if (!has_stored)
 	{
@@ -160,7 +158,8 @@ kpi_users_cache_merge(KpiText key, bool has_stored, Datum stored, TransactionId 
 	}
 	else
 		changed = sketch_hll_merge_changed(e->users, delta);
-	if (changed)
+	/* a matching entry's count stands while its state does */
+	if (changed || !matches)
 		e->count = sketch_hll_cardinality(e->users);
 	*packed = changed ? sketch_hll_pack(e->users) : NULL;
 	*count = e->count;

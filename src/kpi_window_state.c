@@ -350,7 +350,7 @@ track_values(const WinTrack *t, WinTrack *const *parts, const int *nparts,
 
 		while (pos[p] < nparts[p] &&
 			   bytes_cmp(parts[p][pos[p]].name, parts[p][pos[p]].len,
-								  t->name, t->len) < 0)
+						 t->name, t->len) < 0)
 			pos[p]++;
 		if (pos[p] >= nparts[p])
 			continue;
