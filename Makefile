@@ -47,6 +47,7 @@ OBJS = \
 	src/kpi_window_state.o \
 	src/kpi_users_cache.o \
 	src/kpi_window.o \
+	src/kpi_window_cache.o \
 	src/kpi_apply.o \
 	src/kpi_round_filter.o \
 	src/kpi_worker.o \

@@ -1,13 +1,15 @@
 -- Windows stored in parts (src/kpi_window_state.c): part 0 holds the
--- counters, each round adds a players part with the players it saw, and a
+-- counters, each round adds a players part with the players it saw to the
+-- 1-minute window (the 5- and 10-minute windows, summed from it, get none:
+-- their players are those of the 1-minute windows inside them), and a
 -- round that finds 16 players parts merges some of them into one: all but
--- the 3 largest, and each of those while what it merges is at least its size (one
--- window per round may merge from 14 parts, so the three windows merge in
--- rounds 15, 16 and 17, all their parts alike).  Forty rounds play into
+-- the 3 largest, and each of those while what it merges is at least its
+-- size (one window per round may merge from 14 parts, so the window
+-- merges in round 15, all its parts alike).  Forty rounds play into
 -- the same windows, then 32 small ones (below): one track gains
 -- thousands of players (its sketch goes explicit, sparse, full), one 1,600
 -- (explicit into sparse), the others the same few players each round.
--- After rounds 1, 17 (all windows merged once), 40 and 72, every (window,
+-- After rounds 1, 17 (the window merged once), 40, 72 and 73, every (window,
 -- track) must equal what raw listens give: plays and listen ms, and the
 -- players' sketch byte for byte with hll_add_agg(); no window may keep
 -- more than 16 players parts; and refresh_kpis() gives the same rows.
@@ -78,9 +80,8 @@ CALL pg_temp.rounds(1, 1, :'day');
 SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
   FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
--- rounds 15, 16 and 17 merge one window each: the 1-minute window from 14
--- parts (the round's first), the 5-minute one from 15, the 10-minute one
--- from 16 (the limit), each with its own round's players into one part
+-- round 15 merges the 1-minute window from 14 parts (the round's first)
+-- with its own round's players into one part; 16 and 17 add a part each
 CALL pg_temp.rounds(2, 17, :'day');
 SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
@@ -98,7 +99,7 @@ SELECT track_id, hll_type(users) AS type, round(hll_cardinality(users)) AS playe
 -- Rounds 41..72 play only w3..w12, the same three players: small parts.
 -- A compaction merges all but the 3 largest parts, and each of those
 -- while what it merges is at least that part's size, so the large part of
--- each window (written by a compaction before round 45) outlives the
+-- the window (written by a compaction before round 45) outlives the
 -- compactions of these rounds, which merge the small ones around it; the
 -- windows still equal raw listens.
 CREATE OR REPLACE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE sql AS $$
@@ -115,7 +116,23 @@ SELECT window_size, count(*) AS players_parts,
 	   round(max(pg_column_size(tracks)) / sum(pg_column_size(tracks))::numeric, 1) AS its_share
   FROM streamkpi.window_state WHERE part > 0 GROUP BY 1 ORDER BY 1;
 
--- refresh_kpis() computes the same rows, in one players part per window
+-- One round over ten minutes: the players of the 5- and 10-minute windows
+-- are the union of those of the ten 1-minute windows inside them, which
+-- must still equal hll_add_agg() over raw listens byte for byte.
+CREATE OR REPLACE FUNCTION pg_temp.add_round(p_round int, p_day date) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO streamkpi.listens (event_id, user_id, track_id, listened_at,
+								   ms_played, action, region, device)
+	SELECT format('p%s-%s', p_round, j), 'd' || (j % 50), 'w' || (1 + j % 4),
+		   p_day + interval '10 hours' + j * interval '7 s', 1000, 'play', 'eu', 'web'
+	  FROM generate_series(1, 85) j $$;
+CALL pg_temp.rounds(73, 73, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) AS windows, count(*) FILTER (WHERE part > 0) AS players_parts
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+
+-- refresh_kpis() computes the same rows, in one players part per window:
+-- it writes the larger windows' players too, as a window it counts may
+-- reach past its range into windows it does not rewrite
 CREATE TEMP TABLE before AS SELECT * FROM streamkpi.track_windows;
 SELECT streamkpi.refresh_kpis(:'day', :'day');
 SELECT (SELECT count(*) FROM before) AS rows,

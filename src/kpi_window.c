@@ -8,8 +8,10 @@
  *	  stored rows are described in kpi_window_state.c), merges the deltas
  *	  in (one pass over two sorted lists), and writes, each kind in one
  *	  statement: part 0 again, a players part per window with the players
- *	  the round saw, and the trending rows of the touched (window, region)
- *	  keys, derived from the merged counters.  A window with
+ *	  the round saw (of the smallest windows only, when the larger are
+ *	  summed from them: their players are those of the windows inside
+ *	  them), and the trending rows of the touched (window, region) keys,
+ *	  derived from the merged counters.  A window with
  *	  WINDOW_PLAYERS_PARTS_MAX players parts has its small ones merged into
  *	  one by the round that finds them (or a little earlier, one window per
  *	  round, so that windows do not all merge in the same round); a large
@@ -26,8 +28,6 @@
  */
 #include "postgres.h"
 
-#include "access/transam.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -73,35 +73,6 @@ typedef struct Win
  */
 #define WINDOW_PLAYERS_PARTS_EARLY 2
 
-/*
- * Part 0 of the windows the KPI worker wrote, so that a later round does
- * not read their counters back: detoasting them took a fifth of a big
- * round.  In real time the four partitions of a topic can be minutes
- * apart, so a round touches windows that the round before did not, and
- * the cache keeps every window written in the last WIN_CACHE_IDLE_ROUNDS
- * rounds, the least recently used going first beyond WIN_CACHE_MAX_BYTES.
- * An entry is used only while the stored row is the version the worker
- * wrote, whose xmin is the writing transaction: a write by anything else
- * (refresh_kpis(), a round rolled back) leaves a row it does not match,
- * and a frozen row's xmin names no transaction any more.
- * Only in the KPI worker: nothing else writes window_state in its rounds.
- */
-typedef struct WinCached
-{
-	int64		usecs;			/* the window's size */
-	TimestampTz start;
-	TransactionId xid;			/* the transaction that wrote it */
-	uint64		used;			/* the last write that wrote or used it */
-	bytea	   *part0;
-} WinCached;
-
-#define WIN_CACHE_IDLE_ROUNDS	600
-#define WIN_CACHE_MAX_BYTES		((Size) 128 * 1024 * 1024)
-
-static MemoryContext win_cache_cxt = NULL;
-static WinCached *win_cache = NULL;
-static int	win_cache_n = 0;
-static uint64 win_cache_writes = 0;	/* write_windows() calls in the worker */
 
 /* ---- merging ---- */
 
@@ -500,7 +471,12 @@ win_radix_sort(WinSortItem *items, uint32 n, uint64 limit)
 
 /*
  * The players of a track in a window: its entry's, or, for a larger window
- * summed from the smallest ones, the union of theirs.
+ * summed from the smallest ones, none in a round and the union of theirs
+ * in a refresh.  A round writes the players of the smallest windows, and
+ * a larger window's are the union of those inside it
+ * (streamkpi._window_track_players): writing them again was a tenth of a
+ * round, and most of its compactions.  A refresh writes them, as a window
+ * it counts may reach past its range into windows it does not rewrite.
  */
 static SketchHll *
 delta_track_users(KpiDelta *d, Win *w, uint32 track)
@@ -508,6 +484,8 @@ delta_track_users(KpiDelta *d, Win *w, uint32 track)
 	SketchHll  *u = NULL;
 	int64		step = d->sizes[0].usecs;
 
+	if (d->rollup && w->size > 0 && !d->refresh)
+		return NULL;
 	if (!d->rollup || w->size == 0)
 	{
 		KpiCounts  *c = kpi_table_find(d->window_users, w->start, w->size, track);
@@ -677,112 +655,6 @@ window_key_args(KpiDelta *d, Win *wins, int nw, KpiArray *args)
 	}
 }
 
-/* ---- the KPI worker's part 0 cache ---- */
-
-static int
-win_cached_cmp(const void *x, const void *y)
-{
-	const WinCached *a = x;
-	const WinCached *b = y;
-
-	if (a->usecs != b->usecs)
-		return a->usecs < b->usecs ? -1 : 1;
-	if (a->start != b->start)
-		return a->start < b->start ? -1 : 1;
-	return 0;
-}
-
-/* The cached part 0 of a window if its stored row was written by xmin. */
-static const bytea *
-win_cache_find(int64 usecs, TimestampTz start, TransactionId xmin)
-{
-	WinCached	key = {usecs, start, InvalidTransactionId, 0, NULL};
-	WinCached  *c;
-
-	if (win_cache_n == 0)
-		return NULL;
-	c = bsearch(&key, win_cache, win_cache_n, sizeof(WinCached), win_cached_cmp);
-	if (c == NULL || !TransactionIdIsNormal(xmin) || !TransactionIdEquals(c->xid, xmin))
-		return NULL;
-	c->used = win_cache_writes;
-	return c->part0;
-}
-
-/* most recently used first */
-static int
-win_cached_recent_cmp(const void *x, const void *y)
-{
-	const WinCached *a = x;
-	const WinCached *b = y;
-
-	return (a->used < b->used) - (a->used > b->used);
-}
-
-/*
- * Add the part 0 rows just written (out->state) by the current
- * transaction, in place of what the cache held for their windows, and drop
- * the entries that were idle too long or do not fit.
- */
-static void
-win_cache_update(const WinOutput *out)
-{
-	TransactionId xid = GetCurrentTransactionIdIfAny();
-	int			n = out->state[2].n;
-	WinCached  *next;
-	int			m = 0;
-	int			nnew;
-	Size		bytes = 0;
-
-	if (win_cache_cxt == NULL)
-		win_cache_cxt = AllocSetContextCreate(TopMemoryContext,
-											  "streamkpi window part 0 cache",
-											  ALLOCSET_DEFAULT_SIZES);
-	win_cache_writes++;
-	next = MemoryContextAlloc(win_cache_cxt, (win_cache_n + n + 1) * sizeof(WinCached));
-	for (int i = 0; TransactionIdIsValid(xid) && i < n; i++)
-	{
-		const bytea *b = DatumGetByteaPP(out->state[2].elems[i]);
-
-		next[m].usecs = out->state_usecs[i];
-		next[m].start = DatumGetTimestampTz(out->state[0].elems[i]);
-		next[m].xid = xid;
-		next[m].used = win_cache_writes;
-		next[m].part0 = MemoryContextAlloc(win_cache_cxt, VARSIZE_ANY(b));
-		memcpy(next[m].part0, b, VARSIZE_ANY(b));
-		m++;
-	}
-	qsort(next, m, sizeof(WinCached), win_cached_cmp);
-	nnew = m;
-	/* the old entries of other windows that were used lately */
-	for (int i = 0; i < win_cache_n; i++)
-	{
-		WinCached  *old = &win_cache[i];
-
-		if (win_cache_writes - old->used > WIN_CACHE_IDLE_ROUNDS ||
-			bsearch(old, next, nnew, sizeof(WinCached), win_cached_cmp) != NULL)
-			pfree(old->part0);
-		else
-			next[m++] = *old;
-	}
-	if (win_cache != NULL)
-		pfree(win_cache);
-	qsort(next, m, sizeof(WinCached), win_cached_recent_cmp);
-	for (int i = 0; i < m; i++)
-	{
-		bytes += VARSIZE_ANY(next[i].part0);
-		if (bytes > WIN_CACHE_MAX_BYTES)
-		{
-			for (int j = i; j < m; j++)
-				pfree(next[j].part0);
-			m = i;
-			break;
-		}
-	}
-	qsort(next, m, sizeof(WinCached), win_cached_cmp);
-	win_cache = next;
-	win_cache_n = m;
-}
-
 /*
  * Read the windows' part 0 and how many players parts they have, in one
  * statement (the players parts themselves stay on disk).  In the KPI
@@ -823,7 +695,7 @@ load_windows(KpiDelta *d, Win *wins, int nw)
 			const bytea *b = NULL;
 
 			if (kpi_in_worker)
-				b = win_cache_find(d->sizes[w->size].usecs, w->start, xmin);
+				b = window_cache_find(d->sizes[w->size].usecs, w->start, xmin);
 			if (b != NULL)
 				cached++;
 			else
@@ -959,7 +831,8 @@ write_windows(WinOutput *out)
 			" DO UPDATE SET tracks = excluded.tracks",
 			3, out->state, SPI_OK_INSERT);
 	if (kpi_in_worker)
-		win_cache_update(out);
+		window_cache_update(out->state_usecs, out->state[0].elems,
+							out->state[2].elems, out->state[2].n);
 	if (out->players[0].n > 0)
 		kpi_run("INSERT INTO streamkpi.window_state (window_start, window_size, part, tracks)"
 				" SELECT unnest($1), unnest($2), unnest($3), unnest($4)",

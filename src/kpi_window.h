@@ -2,7 +2,8 @@
  *
  * kpi_window.h
  *	  The packed rows of streamkpi.window_state (kpi_window_state.c), shared
- *	  by the window step of the KPI engine (kpi_window.c) and the SQL
+ *	  by the window step of the KPI engine (kpi_window.c, with the KPI
+ *	  worker's cache of part 0 in kpi_window_cache.c) and the SQL
  *	  functions that show the state as rows.
  *
  *-------------------------------------------------------------------------
@@ -11,6 +12,8 @@
 #define STREAMKPI_KPI_WINDOW_H
 
 #include "postgres.h"
+
+#include "datatype/timestamp.h"
 
 #include "sketch.h"
 
@@ -45,5 +48,10 @@ extern WinTrack *window_unpack(const uint8 *p, uint32 len, int *n);
 extern Datum window_bytes_text(const char *p, uint32 len);
 extern void window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
 								 const int *nparts, int np);
+
+/* in kpi_window_cache.c, the KPI worker's part 0 cache */
+extern const bytea *window_cache_find(int64 usecs, TimestampTz start, TransactionId xmin);
+extern void window_cache_update(const int64 *usecs, const Datum *starts,
+								const Datum *part0s, int n);
 
 #endif							/* STREAMKPI_KPI_WINDOW_H */

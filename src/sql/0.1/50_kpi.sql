@@ -165,7 +165,8 @@ CREATE TABLE streamkpi.daily_engagement_state (
 -- Per window (a size of trending_windows and a start): part 0 packs the
 -- counters of every (track, region) of the window (plays, skips, likes,
 -- listen ms), parts 1.. the hll of the users who played each track, as
--- rounds added them; a track's players are the union over those parts.  A
+-- rounds added them; a track's players are the union over those parts and
+-- the parts of the windows inside the window (_window_track_players).  A
 -- round rewrites part 0, adds a players part with the players it saw, and
 -- every WINDOW_PLAYERS_PARTS_MAX parts (src/kpi_window.c) merges the small
 -- ones into one (a large part stays until they add up to it), so its
@@ -209,17 +210,29 @@ CREATE FUNCTION streamkpi._window_players_count(players bytea[]) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'streamkpi_window_players_count'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 
--- Per (window, track), its values in the players parts.  The views below
--- LEFT JOIN it on its whole key, so the planner drops the join (and never
--- reads a players part) when a query asks for no players column: a poll
--- of which tracks are in a window reads part 0 only.
+-- Per (window, track), its values in the players parts of the window and
+-- of every window inside it.  A round writes players parts for windows of
+-- the smallest size only when the larger ones are summed from them
+-- (src/kpi_window.c): a larger window's players are the union of those of
+-- the smallest windows that tile it.  Inside windows hold a subset of its
+-- players, and a union ignores repeats, so taking them in is right
+-- whichever windows a round or refresh_kpis() gave parts.
+-- The views below LEFT JOIN it on its whole key, so the planner drops the
+-- join (and never reads a players part) when a query asks for no players
+-- column: a poll of which tracks are in a window reads part 0 only.
 CREATE VIEW streamkpi._window_track_players AS
-SELECT u.window_start, u.window_size, p.track_id COLLATE "C" AS track_id,
+SELECT w.window_start, w.window_size, p.track_id COLLATE "C" AS track_id,
 	   pg_catalog.array_agg(p.players) AS players
-  FROM streamkpi.window_state u
+  FROM streamkpi.window_state w
+  JOIN streamkpi.window_state u
+	ON u.window_start OPERATOR(pg_catalog.>=) w.window_start
+   AND u.window_start OPERATOR(pg_catalog.<) (w.window_start OPERATOR(pg_catalog.+) w.window_size)
+   AND (u.window_start OPERATOR(pg_catalog.+) u.window_size)
+	   OPERATOR(pg_catalog.<=) (w.window_start OPERATOR(pg_catalog.+) w.window_size)
+   AND u.part OPERATOR(pg_catalog.>) 0
  CROSS JOIN LATERAL streamkpi._window_players_rows(u.tracks) p
- WHERE u.part OPERATOR(pg_catalog.>) 0
- GROUP BY u.window_start, u.window_size, p.track_id COLLATE "C";
+ WHERE w.part OPERATOR(pg_catalog.=) 0
+ GROUP BY w.window_start, w.window_size, p.track_id COLLATE "C";
 
 -- The window state as one row per (window, region, track): users, the
 -- track's players in the window (all regions), is NULL when it had none.
