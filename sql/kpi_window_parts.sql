@@ -9,7 +9,7 @@
 -- the same windows, then 32 small ones (below): one track gains
 -- thousands of players (its sketch goes explicit, sparse, full), one 1,600
 -- (explicit into sparse), the others the same few players each round.
--- After rounds 1, 17 (the window merged once), 40, 72 and 73, every (window,
+-- After rounds 1, 17 (the window merged once), 40, 72, 73 and 75, every (window,
 -- track) must equal what raw listens give: plays and listen ms, and the
 -- players' sketch byte for byte with hll_add_agg(); no window may keep
 -- more than 16 players parts; and refresh_kpis() gives the same rows.
@@ -142,6 +142,20 @@ SELECT (SELECT count(*) FROM before) AS rows,
 SELECT * FROM pg_temp.check_windows();
 SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts
   FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+
+-- A 20-minute size, more than 10 times the smallest, keeps players parts
+-- of its own, so that reading it never unions 20 minute windows; the
+-- 5- and 10-minute windows still take theirs from the minute windows.
+-- The round after the refresh counts every size itself, the next one
+-- sums them from the minute windows again.
+INSERT INTO streamkpi.trending_windows (window_size) VALUES ('20 minutes');
+SELECT streamkpi.refresh_kpis(:'day', :'day');
+CALL pg_temp.rounds(74, 75, :'day');
+SELECT * FROM pg_temp.check_windows();
+SELECT window_size, count(*) FILTER (WHERE part > 0) AS players_parts, max(part) AS last_part
+  FROM streamkpi.window_state GROUP BY 1 ORDER BY 1;
+DELETE FROM streamkpi.trending_windows WHERE window_size = '20 minutes';
+SELECT streamkpi.refresh_kpis(:'day', :'day');
 
 -- a query that asks for no players never reads a players part: the planner
 -- drops the join to streamkpi._window_track_players

@@ -25,7 +25,9 @@
  *	    kpi_window.c      the window deltas (the larger windows summed from
  *	                      the smallest) are merged into the windows'
  *	                      counters, their players appended as parts
- *	                      (streamkpi.window_state, kpi_window_state.c),
+ *	                      (of the smallest windows, when the larger are
+ *	                      summed from them; streamkpi.window_state,
+ *	                      kpi_window_state.c),
  *	                      and trending rows of the touched keys are
  *	                      derived from the counters (track_windows is a
  *	                      view of that state).

@@ -57,8 +57,9 @@ typedef struct Win
 
 /*
  * A round that finds this many players parts of a window merges some of
- * them, with its own players, into one: readers merge at most this many,
- * and a round writes its own players, not all of the window's.
+ * them, with its own players, into one: readers merge at most this many
+ * per window (and WINDOW_PLAYERS_INSIDE_MAX windows), and a round writes
+ * its own players, not all of the window's.
  */
 #define WINDOW_PLAYERS_PARTS_MAX 16
 
@@ -67,9 +68,10 @@ typedef struct Win
 
 /*
  * A round that compacts no window yet may compact one this close to the
- * limit: the 1-, 5- and 10-minute windows of a busy minute gain a part in
- * every round, and compacting all three in one round made it the p99 of
- * the latency (500 ms at 100,000 events/s).
+ * limit: the windows of a busy minute gain a part in every round, and
+ * compacting them all in one round made it the p99 of the latency (500 ms
+ * at 100,000 events/s, when the 1-, 5- and 10-minute windows all had
+ * players parts).
  */
 #define WINDOW_PLAYERS_PARTS_EARLY 2
 
@@ -471,12 +473,13 @@ win_radix_sort(WinSortItem *items, uint32 n, uint64 limit)
 
 /*
  * The players of a track in a window: its entry's, or, for a larger window
- * summed from the smallest ones, none in a round and the union of theirs
- * in a refresh.  A round writes the players of the smallest windows, and
- * a larger window's are the union of those inside it
- * (streamkpi._window_track_players): writing them again was a tenth of a
- * round, and most of its compactions.  A refresh writes them, as a window
- * it counts may reach past its range into windows it does not rewrite.
+ * summed from the smallest ones, the union of theirs, but none in a round
+ * for one up to WINDOW_PLAYERS_INSIDE_MAX times the smallest: its players
+ * are those of the smallest windows inside it
+ * (streamkpi._window_track_players), whose parts the round writes anyway.
+ * Writing them again, and compacting them, was a fifth of the worker in
+ * kpi_throughput.sh.  A refresh writes them, as a window it counts may
+ * reach past its range into windows it does not rewrite.
  */
 static SketchHll *
 delta_track_users(KpiDelta *d, Win *w, uint32 track)
@@ -484,7 +487,8 @@ delta_track_users(KpiDelta *d, Win *w, uint32 track)
 	SketchHll  *u = NULL;
 	int64		step = d->sizes[0].usecs;
 
-	if (d->rollup && w->size > 0 && !d->refresh)
+	if (d->rollup && w->size > 0 && !d->refresh &&
+		d->sizes[w->size].usecs / step <= WINDOW_PLAYERS_INSIDE_MAX)
 		return NULL;
 	if (!d->rollup || w->size == 0)
 	{

@@ -49,6 +49,14 @@ extern Datum window_bytes_text(const char *p, uint32 len);
 extern void window_players_union(WinTrack *ts, int n, WinTrack *const *parts,
 								 const int *nparts, int np);
 
+/*
+ * A window at most this many times the smallest size, when summed from the
+ * smallest windows, takes its players from them (streamkpi._window_track_players):
+ * a round writes it no players parts.  Larger ones (an hour, a day) keep
+ * their own, so that reading one unions at most this many windows' parts.
+ */
+#define WINDOW_PLAYERS_INSIDE_MAX 10
+
 /* in kpi_window_cache.c, the KPI worker's part 0 cache */
 extern const bytea *window_cache_find(int64 usecs, TimestampTz start, TransactionId xmin);
 extern void window_cache_update(const int64 *usecs, const Datum *starts,

@@ -10,7 +10,6 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
-#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 

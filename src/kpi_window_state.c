@@ -10,12 +10,14 @@
  *	              several rounds did.
  *
  *	  A track's players in the window are the union of its values in the
- *	  players parts.  Counters are small and a round rewrites part 0;
- *	  players sketches grow with the window, so a round appends only the
- *	  players it saw, and every WINDOW_PLAYERS_PARTS_MAX parts one round
- *	  merges the small ones into one, a large part staying until they add
- *	  up to it (kpi_window.c).  A round's writes therefore follow its own
- *	  events, not everything its windows hold.
+ *	  players parts of the window and of the windows inside it: a round
+ *	  gives a window summed from the smallest ones no parts of its own
+ *	  (WINDOW_PLAYERS_INSIDE_MAX).  Counters are small and a round rewrites
+ *	  part 0; players sketches grow with the window, so a round appends
+ *	  only the players it saw, and every WINDOW_PLAYERS_PARTS_MAX parts
+ *	  one round merges the small ones into one, a large part staying until
+ *	  they add up to it (kpi_window.c).  A round's writes therefore follow
+ *	  its own events, not everything its windows hold.
  *
  *	  Both kinds of part have one packed form (strings as a varint length
  *	  and their bytes, tracks and regions sorted by bytes):
@@ -579,4 +581,15 @@ streamkpi_window_players_count(PG_FUNCTION_ARGS)
 	if (exact >= 0)
 		PG_RETURN_INT64(exact);
 	PG_RETURN_INT64(sketch_hll_cardinality(sketch_hll_unpack(CurrentMemoryContext, p, len)));
+}
+
+/* ---- streamkpi._window_players_inside_max() ---- */
+
+PG_FUNCTION_INFO_V1(streamkpi_window_players_inside_max);
+
+/* WINDOW_PLAYERS_INSIDE_MAX, for streamkpi._window_track_players */
+Datum
+streamkpi_window_players_inside_max(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(WINDOW_PLAYERS_INSIDE_MAX);
 }

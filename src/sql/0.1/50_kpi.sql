@@ -167,7 +167,8 @@ CREATE TABLE streamkpi.daily_engagement_state (
 -- listen ms), parts 1.. the hll of the users who played each track, as
 -- rounds added them; a track's players are the union over those parts and
 -- the parts of the windows inside the window (_window_track_players).  A
--- round rewrites part 0, adds a players part with the players it saw, and
+-- round rewrites part 0, adds a players part with the players it saw (to
+-- windows that do not take theirs from the windows inside them), and
 -- every WINDOW_PLAYERS_PARTS_MAX parts (src/kpi_window.c) merges the small
 -- ones into one (a large part stays until they add up to it), so its
 -- writes follow its events, not all that its windows hold
@@ -210,13 +211,29 @@ CREATE FUNCTION streamkpi._window_players_count(players bytea[]) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'streamkpi_window_players_count'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 
+-- How many times the smallest size a window summed from the smallest
+-- windows may be and still take its players from them (a round writes it
+-- no players parts; WINDOW_PLAYERS_INSIDE_MAX in src/kpi_window.h).
+CREATE FUNCTION streamkpi._window_players_inside_max() RETURNS int
+	AS 'MODULE_PATHNAME', 'streamkpi_window_players_inside_max'
+	LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- A window's length as an interval without days, so that its end does not
+-- move with the reader's time zone ('1 day' is 24 hours, as for date_bin).
+CREATE FUNCTION streamkpi._window_span(size interval) RETURNS interval
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	RETURN pg_catalog.make_interval(secs => pg_catalog.date_part('epoch', size));
+
 -- Per (window, track), its values in the players parts of the window and
--- of every window inside it.  A round writes players parts for windows of
--- the smallest size only when the larger ones are summed from them
--- (src/kpi_window.c): a larger window's players are the union of those of
--- the smallest windows that tile it.  Inside windows hold a subset of its
--- players, and a union ignores repeats, so taking them in is right
--- whichever windows a round or refresh_kpis() gave parts.
+-- of the windows inside it up to _window_players_inside_max() times
+-- smaller.  A round writes no players parts for a window summed from the
+-- smallest ones that is at most that much larger (src/kpi_window.c): its
+-- players are the union of those of the smallest windows that tile it.
+-- Windows inside hold a subset of its players, and a union ignores
+-- repeats, so taking them in is right whichever windows have parts.
+-- A size added to trending_windows mid-window (or by a late event) thus
+-- shows the players of the whole window at once, its counters only from
+-- then on: refresh_kpis() after changing trending_windows, as said there.
 -- The views below LEFT JOIN it on its whole key, so the planner drops the
 -- join (and never reads a players part) when a query asks for no players
 -- column: a poll of which tracks are in a window reads part 0 only.
@@ -226,9 +243,14 @@ SELECT w.window_start, w.window_size, p.track_id COLLATE "C" AS track_id,
   FROM streamkpi.window_state w
   JOIN streamkpi.window_state u
 	ON u.window_start OPERATOR(pg_catalog.>=) w.window_start
-   AND u.window_start OPERATOR(pg_catalog.<) (w.window_start OPERATOR(pg_catalog.+) w.window_size)
-   AND (u.window_start OPERATOR(pg_catalog.+) u.window_size)
-	   OPERATOR(pg_catalog.<=) (w.window_start OPERATOR(pg_catalog.+) w.window_size)
+   AND u.window_start OPERATOR(pg_catalog.<)
+	   (w.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(w.window_size))
+   AND (u.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(u.window_size))
+	   OPERATOR(pg_catalog.<=)
+	   (w.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(w.window_size))
+   AND pg_catalog.date_part('epoch', w.window_size) OPERATOR(pg_catalog.<=)
+	   (streamkpi._window_players_inside_max() OPERATOR(pg_catalog.*)
+		pg_catalog.date_part('epoch', u.window_size))
    AND u.part OPERATOR(pg_catalog.>) 0
  CROSS JOIN LATERAL streamkpi._window_players_rows(u.tracks) p
  WHERE w.part OPERATOR(pg_catalog.=) 0
