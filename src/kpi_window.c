@@ -75,7 +75,6 @@ typedef struct Win
  */
 #define WINDOW_PLAYERS_PARTS_EARLY 2
 
-
 /* ---- merging ---- */
 
 /* old's regions plus delta's, both sorted, into m */
