@@ -851,7 +851,7 @@ write_windows(WinOutput *out)
 	if (out->trending[0].n > 0)
 		kpi_run("INSERT INTO streamkpi.trending AS t (window_size, window_start, region, rank,"
 				" window_end, track_id, plays, skips, likes)"
-				" SELECT sz, st, r, rk, st OPERATOR(pg_catalog.+) sz, tr, p, sk, lk"
+				" SELECT sz, st, r, rk, streamkpi._window_end(st, sz), tr, p, sk, lk"
 				" FROM (SELECT unnest($1) sz, unnest($2) st, unnest($3) r, unnest($4) rk,"
 				" unnest($5) tr, unnest($6) p, unnest($7) sk, unnest($8) lk) x"
 				" ON CONFLICT (window_start, window_size, region, rank) DO UPDATE"

@@ -218,11 +218,14 @@ CREATE FUNCTION streamkpi._window_players_inside_max() RETURNS int
 	AS 'MODULE_PATHNAME', 'streamkpi_window_players_inside_max'
 	LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
--- A window's length as an interval without days, so that its end does not
--- move with the reader's time zone ('1 day' is 24 hours, as for date_bin).
-CREATE FUNCTION streamkpi._window_span(size interval) RETURNS interval
-	LANGUAGE sql IMMUTABLE PARALLEL SAFE
-	RETURN pg_catalog.make_interval(secs => pg_catalog.date_part('epoch', size));
+-- A window's end: its size taken as seconds, so that the end does not move
+-- with the session's time zone ('1 day' is 24 hours, as for date_bin()
+-- and the engine).  Stable, as timestamptz + interval is, so it inlines.
+CREATE FUNCTION streamkpi._window_end(start timestamptz, size interval)
+	RETURNS timestamptz
+	LANGUAGE sql STABLE PARALLEL SAFE
+	RETURN start OPERATOR(pg_catalog.+)
+		pg_catalog.make_interval(secs => pg_catalog.date_part('epoch', size));
 
 -- Per (window, track), its values in the players parts of the window and
 -- of the windows inside it up to _window_players_inside_max() times
@@ -244,13 +247,11 @@ SELECT w.window_start, w.window_size, p.track_id COLLATE "C" AS track_id,
   JOIN streamkpi.window_state u
 	ON u.window_start OPERATOR(pg_catalog.>=) w.window_start
    AND u.window_start OPERATOR(pg_catalog.<)
-	   (w.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(w.window_size))
-   AND (u.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(u.window_size))
-	   OPERATOR(pg_catalog.<=)
-	   (w.window_start OPERATOR(pg_catalog.+) streamkpi._window_span(w.window_size))
-   AND pg_catalog.date_part('epoch', w.window_size) OPERATOR(pg_catalog.<=)
-	   (streamkpi._window_players_inside_max() OPERATOR(pg_catalog.*)
-		pg_catalog.date_part('epoch', u.window_size))
+	   streamkpi._window_end(w.window_start, w.window_size)
+   AND streamkpi._window_end(u.window_start, u.window_size) OPERATOR(pg_catalog.<=)
+	   streamkpi._window_end(w.window_start, w.window_size)
+   AND w.window_size OPERATOR(pg_catalog.<=)
+	   (u.window_size OPERATOR(pg_catalog.*) streamkpi._window_players_inside_max())
    AND u.part OPERATOR(pg_catalog.>) 0
  CROSS JOIN LATERAL streamkpi._window_players_rows(u.tracks) p
  WHERE w.part OPERATOR(pg_catalog.=) 0
@@ -336,7 +337,7 @@ CREATE FUNCTION streamkpi._window_track_rows(tracks bytea,
 
 CREATE VIEW streamkpi.track_windows AS
 SELECT w.window_size, w.window_start, t.track_id COLLATE "C" AS track_id,
-	   w.window_start OPERATOR(pg_catalog.+) w.window_size AS window_end,
+	   streamkpi._window_end(w.window_start, w.window_size) AS window_end,
 	   t.plays AS total_listens,
 	   COALESCE(streamkpi._window_players_count(p.players), 0) AS unique_users,
 	   pg_catalog.round(t.listen_ms::numeric OPERATOR(pg_catalog./) t.plays, 3) AS avg_listen_ms
