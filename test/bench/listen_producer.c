@@ -23,6 +23,7 @@
 #include <librdkafka/rdkafka.h>
 
 #define TICK_NS 5000000L		/* produce what is due, then sleep 5 ms */
+#define EVENT_MAX 512			/* bytes: an event is under 250 */
 
 static long delivery_failures;
 
@@ -87,7 +88,7 @@ put_number(char *p, uint64_t v)
  * Event i (1-based) as JSON; probe is its probe number, 0 for none.  Built
  * by appending, not with snprintf(): formatting was half of the
  * generator's CPU, taken from the two cores it shares with what it
- * measures.  buf holds at least 512 bytes.
+ * measures.  buf holds EVENT_MAX bytes.
  */
 static int
 format_event(char *buf, uint64_t i, long probe, const char *ts)
@@ -197,7 +198,7 @@ main(int argc, char **argv)
 		format_timestamp(now, ts, sizeof(ts));
 		while (i < due)
 		{
-			char		payload[512];
+			char		payload[EVENT_MAX];
 			int			len;
 
 			i++;
